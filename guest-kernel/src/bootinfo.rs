@@ -1,0 +1,124 @@
+//! What the loader told us: the PVH `hvm_start_info` (memory map, command line, modules, RSDP).
+
+use k42_paravirt::{HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, HVM_START_MAGIC};
+
+use crate::mm::phys_ref;
+
+/// Longest kernel command line read.
+const CMDLINE_MAX: usize = 4096;
+
+/// Parsed boot information; all references point into loader-provided memory that the frame
+/// allocator never hands out.
+pub struct BootInfo {
+    /// Physical address of the `hvm_start_info` itself.
+    pub start_info_phys: u64,
+    /// The kernel command line ("" when absent or not UTF-8).
+    pub cmdline: &'static str,
+    /// Physical range of the command line, if any.
+    pub cmdline_range: Option<(u64, u64)>,
+    /// The memory map.
+    pub memmap: &'static [HvmMemmapEntry],
+    /// Physical address of the memory map.
+    pub memmap_phys: u64,
+    /// The initrd (module 0): physical start and size.
+    pub initrd: Option<(u64, u64)>,
+    /// Physical address of the ACPI RSDP (0 if not given).
+    pub rsdp_phys: u64,
+}
+
+/// Why the start-of-day information is unusable.
+#[derive(Debug)]
+pub enum BootInfoError {
+    /// `hvm_start_info.magic` is wrong.
+    BadMagic(u32),
+    /// No memory map (PVH version 0, or zero entries).
+    NoMemoryMap,
+}
+
+impl core::fmt::Display for BootInfoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BootInfoError::BadMagic(m) => write!(f, "bad hvm_start_info magic {m:#x}"),
+            BootInfoError::NoMemoryMap => write!(f, "no memory map in hvm_start_info"),
+        }
+    }
+}
+
+/// Reads the `hvm_start_info` at `phys`.
+pub fn parse(phys: u64) -> Result<BootInfo, BootInfoError> {
+    let info: &HvmStartInfo = phys_ref(phys);
+    if info.magic != HVM_START_MAGIC {
+        return Err(BootInfoError::BadMagic(info.magic));
+    }
+    if info.version < 1 || info.memmap_entries == 0 || info.memmap_paddr == 0 {
+        return Err(BootInfoError::NoMemoryMap);
+    }
+    let memmap: &'static [HvmMemmapEntry] =
+        crate::mm::phys_slice(info.memmap_paddr, info.memmap_entries.min(128) as usize);
+    let (cmdline, cmdline_range) = if info.cmdline_paddr != 0 {
+        let bytes: &'static [u8] = crate::mm::phys_slice(info.cmdline_paddr, CMDLINE_MAX);
+        let len = bytes.iter().position(|&b| b == 0).unwrap_or(CMDLINE_MAX);
+        let text = core::str::from_utf8(&bytes[..len]).unwrap_or("");
+        (text, Some((info.cmdline_paddr, info.cmdline_paddr + len as u64 + 1)))
+    } else {
+        ("", None)
+    };
+    let initrd = if info.nr_modules > 0 && info.modlist_paddr != 0 {
+        let module: &HvmModlistEntry = phys_ref(info.modlist_paddr);
+        (module.size > 0).then_some((module.paddr, module.size))
+    } else {
+        None
+    };
+    Ok(BootInfo {
+        start_info_phys: phys,
+        cmdline,
+        cmdline_range,
+        memmap,
+        memmap_phys: info.memmap_paddr,
+        initrd,
+        rsdp_phys: info.rsdp_paddr,
+    })
+}
+
+/// The kernel's own command-line switches (`k42.*`), parsed once at boot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Switches {
+    /// `k42.ktest`: run the in-kernel tests and shut down with their result.
+    pub ktest: bool,
+    /// `k42.exit=N`: exit code after a normal boot.
+    pub exit_code: u32,
+    /// `k42.test_panic`: panic after init (tests the panic path).
+    pub test_panic: bool,
+    /// `k42.test_fault`: touch an unmapped address after init (tests the exception path).
+    pub test_fault: bool,
+    /// `k42.test_hang`: never shut down (tests the VMM's timeout).
+    pub test_hang: bool,
+    /// `k42.initrd_checksum`: report the initrd's checksum.
+    pub initrd_checksum: bool,
+    /// `k42.bench=hypercall`: measure the hypercall round trip.
+    pub bench_hypercall: bool,
+    /// `k42.quiet`: no banner.
+    pub quiet: bool,
+}
+
+impl Switches {
+    /// Parses the `k42.*` words of `cmdline`; unknown words are left to others.
+    pub fn parse(cmdline: &str) -> Switches {
+        let mut s = Switches::default();
+        for word in cmdline.split_ascii_whitespace() {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            match key {
+                "k42.ktest" => s.ktest = true,
+                "k42.exit" => s.exit_code = value.parse().unwrap_or(0),
+                "k42.test_panic" => s.test_panic = true,
+                "k42.test_fault" => s.test_fault = true,
+                "k42.test_hang" => s.test_hang = true,
+                "k42.initrd_checksum" => s.initrd_checksum = true,
+                "k42.bench" if value == "hypercall" => s.bench_hypercall = true,
+                "k42.quiet" => s.quiet = true,
+                _ => {}
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,144 @@
+//! The k42 guest kernel: entry, initialisation order, and what it does once up.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod acpi;
+mod arch;
+mod bootinfo;
+mod console;
+mod interrupts;
+mod ktest;
+mod mm;
+mod percpu;
+mod platform;
+mod smp;
+mod timer;
+
+use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use k42_paravirt::{exit_code, BootStage, ReportKind};
+
+use arch::{apic, idt};
+use bootinfo::Switches;
+
+/// The boot CPU's Rust entry, from the PVH entry in `arch::x86_64::boot`.
+#[no_mangle]
+pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
+    platform::detect();
+    platform::boot_stage(BootStage::LongMode);
+    if !platform::on_k42vm() {
+        // Mask the legacy PICs: their timer would otherwise arrive on exception vector 8.
+        arch::outb(0x21, 0xff);
+        arch::outb(0xa1, 0xff);
+    }
+    let info = match bootinfo::parse(start_info_phys) {
+        Ok(info) => info,
+        Err(e) => panic!("unusable PVH start info at {start_info_phys:#x}: {e}"),
+    };
+    let switches = Switches::parse(info.cmdline);
+    let memory = match mm::init(&info) {
+        Ok(m) => m,
+        Err(e) => panic!("memory setup failed: {e}"),
+    };
+    platform::boot_stage(BootStage::MemoryReady);
+
+    idt::init();
+    let bsp = percpu::create(0, apic::id());
+    percpu::install(bsp);
+    apic::init(idt::SPURIOUS_VECTOR);
+    bsp.online.store(true, Ordering::Release);
+    platform::boot_stage(BootStage::InterruptsReady);
+
+    let cpus = match acpi::enumerate_cpus(info.rsdp_phys) {
+        Some(list) => smp::start_secondaries(list.apic_ids()),
+        None => {
+            kprintln!("smp: no ACPI MADT found; running on the boot CPU only");
+            1
+        }
+    };
+    platform::boot_stage(BootStage::SmpReady);
+
+    let boot_us = platform::tsc_to_ns(arch::rdtsc() - arch::boot::boot_tsc_value()) / 1000;
+    if !switches.quiet {
+        kprintln!(
+            "k42 kernel: {} on {}, {} CPU{}, {} MiB RAM ({} MiB free), booted in {} us",
+            env!("CARGO_PKG_VERSION"),
+            if platform::on_k42vm() { "k42vm" } else { "a non-k42vm hypervisor" },
+            cpus,
+            if cpus == 1 { "" } else { "s" },
+            memory.ram_bytes >> 20,
+            memory.usable_bytes >> 20,
+            boot_us
+        );
+    }
+    if let (true, Some((start, size))) = (switches.initrd_checksum, info.initrd) {
+        let bytes: &[u8] = mm::phys_slice(start, size as usize);
+        let sum = k42_paravirt::checksum64(bytes);
+        kprintln!("initrd: {} bytes, checksum {:#018x}", size, sum);
+        platform::report(ReportKind::Metric, "initrd_checksum", sum);
+    }
+    platform::boot_stage(BootStage::InitDone);
+
+    if switches.bench_hypercall {
+        bench_hypercall();
+    }
+    if switches.ktest {
+        let ok = ktest::run_all();
+        platform::boot_stage(BootStage::TestsDone);
+        platform::shutdown(if ok { 0 } else { exit_code::KTEST_FAILED });
+    }
+    if switches.test_panic {
+        panic!("test panic requested on the command line (k42.test_panic)");
+    }
+    if switches.test_fault {
+        // SAFETY-free by design: reading an unmapped address to exercise the exception path.
+        arch::touch_unmapped();
+    }
+    if switches.test_hang {
+        kprintln!("k42.test_hang: idling forever");
+        loop {
+            arch::enable_interrupts_and_halt();
+        }
+    }
+    platform::shutdown(switches.exit_code)
+}
+
+/// Measures the hypercall round trip (no-op hypercall) and reports it in nanoseconds.
+fn bench_hypercall() {
+    const ROUNDS: u64 = 2000;
+    for _ in 0..100 {
+        platform::nop_hypercall();
+    }
+    let start = arch::rdtsc();
+    for _ in 0..ROUNDS {
+        platform::nop_hypercall();
+    }
+    let per_call = platform::tsc_to_ns(arch::rdtsc() - start) / ROUNDS;
+    platform::report(ReportKind::Metric, "hypercall_roundtrip_ns", per_call);
+}
+
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    arch::disable_interrupts();
+    if PANICKING.swap(true, Ordering::AcqRel) {
+        // A panic while panicking: do not recurse into formatting.
+        platform::shutdown(exit_code::PANIC);
+    }
+    let cpu = percpu::current_index();
+    match info.location() {
+        Some(loc) => console::print_unlocked(format_args!(
+            "\nKERNEL PANIC on cpu {} at {}:{}: {}\n",
+            cpu,
+            loc.file(),
+            loc.line(),
+            info.message()
+        )),
+        None => console::print_unlocked(format_args!("\nKERNEL PANIC on cpu {}: {}\n", cpu, info.message())),
+    }
+    platform::shutdown(exit_code::PANIC)
+}

@@ -1,0 +1,168 @@
+//! The page-frame manager: a shared pool (bump allocation over the free ranges of the memory map,
+//! plus a free list threaded through freed frames) behind per-CPU caches.
+//!
+//! Fresh frames from the bump ranges are zero (new guest memory is zero, DESIGN.md); frames from
+//! the free list are not, and callers that need zeroed memory must not assume it.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use k42_guest_lib::frames::{RangeSet, FRAME_SIZE};
+use k42_paravirt::E820_RAM;
+use spin::Mutex;
+
+use crate::arch::{boot, phys_to_virt};
+use crate::bootinfo::BootInfo;
+
+use super::MemoryInfo;
+
+/// Never hand out memory below 1 MiB (real-mode trampoline, loader structures, BIOS areas).
+const LOW_MEMORY_END: u64 = 0x10_0000;
+/// The direct map covers 512 GiB (one PDPT).
+pub const DIRECT_MAP_LIMIT: u64 = 512 << 30;
+
+struct Pool {
+    fresh: RangeSet<32>,
+    usable: RangeSet<32>,
+    free_list: u64,
+    free_count: u64,
+}
+
+static POOL: Mutex<Pool> =
+    Mutex::new(Pool { fresh: RangeSet::new(), usable: RangeSet::new(), free_list: 0, free_count: 0 });
+static ALLOCATED: AtomicU64 = AtomicU64::new(0);
+
+/// Counters of the frame allocator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameStats {
+    /// Frames currently allocated (per-CPU caches count as free).
+    pub allocated: u64,
+    /// Frames on the shared free list.
+    pub free_listed: u64,
+    /// Bytes not yet handed out by bump allocation.
+    pub fresh_bytes: u64,
+}
+
+pub(super) fn init(info: &BootInfo) -> Result<MemoryInfo, &'static str> {
+    let mut pool = POOL.lock();
+    let mut ram_bytes = 0;
+    for entry in info.memmap.iter().filter(|e| e.kind == E820_RAM) {
+        ram_bytes += entry.size;
+        let end = entry.addr.saturating_add(entry.size).min(DIRECT_MAP_LIMIT);
+        pool.fresh.add(entry.addr.max(LOW_MEMORY_END), end).map_err(|_| "too many memory ranges")?;
+    }
+    let (kernel_start, kernel_end) = boot::kernel_phys_range();
+    let mut reserved = [(0, LOW_MEMORY_END), (kernel_start, kernel_end), (0, 0), (0, 0), (0, 0), (0, 0)];
+    if let Some((start, size)) = info.initrd {
+        reserved[2] = (start, start.saturating_add(size));
+    }
+    let entries = info.memmap.len() as u64 * core::mem::size_of::<k42_paravirt::HvmMemmapEntry>() as u64;
+    reserved[3] = (info.memmap_phys, info.memmap_phys + entries);
+    reserved[4] = (info.start_info_phys, info.start_info_phys + 64);
+    if let Some(range) = info.cmdline_range {
+        reserved[5] = range;
+    }
+    for (start, end) in reserved {
+        pool.fresh.remove(start, end).map_err(|_| "too many memory ranges")?;
+    }
+    pool.usable = pool.fresh.clone();
+    let usable_bytes = pool.fresh.total();
+    if usable_bytes < 4 << 20 {
+        return Err("less than 4 MiB of usable RAM");
+    }
+    Ok(MemoryInfo { ram_bytes, usable_bytes })
+}
+
+/// Takes `count` physically contiguous fresh (zero) frames; for early boot structures.
+pub fn alloc_contiguous(count: u64) -> Option<u64> {
+    let frame = POOL.lock().fresh.take(count)?;
+    ALLOCATED.fetch_add(count, Ordering::Relaxed);
+    Some(frame)
+}
+
+fn pool_alloc(pool: &mut Pool) -> Option<u64> {
+    if pool.free_list != 0 {
+        let frame = pool.free_list;
+        // SAFETY: every frame on the free list is a free RAM frame covered by the direct map
+        // whose first word holds the next link (written by `pool_free`).
+        pool.free_list = unsafe { core::ptr::read(phys_to_virt(frame) as *const u64) };
+        pool.free_count -= 1;
+        return Some(frame);
+    }
+    pool.fresh.take(1)
+}
+
+fn pool_free(pool: &mut Pool, frame: u64) {
+    // SAFETY: `frame` is a free RAM frame owned by the allocator (checked by `free_frame`),
+    // mapped by the direct map; nothing else references it.
+    unsafe { core::ptr::write(phys_to_virt(frame) as *mut u64, pool.free_list) };
+    pool.free_list = frame;
+    pool.free_count += 1;
+}
+
+/// Allocates one 4 KiB frame: from this CPU's cache, refilled from the shared pool in batches.
+pub fn alloc_frame() -> Option<u64> {
+    let frame = match crate::percpu::try_current() {
+        Some(cpu) => {
+            let mut cache = cpu.frames.lock();
+            if cache.is_empty() {
+                let mut pool = POOL.lock();
+                cache.refill(|| pool_alloc(&mut pool));
+            }
+            cache.pop()
+        }
+        None => pool_alloc(&mut POOL.lock()),
+    }?;
+    ALLOCATED.fetch_add(1, Ordering::Relaxed);
+    Some(frame)
+}
+
+/// Error freeing a frame that the allocator never handed out.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadFrame(pub u64);
+
+/// Returns a frame to this CPU's cache (overflow goes back to the shared pool).
+pub fn free_frame(frame: u64) -> Result<(), BadFrame> {
+    if frame % FRAME_SIZE != 0 || !POOL.lock().usable.contains(frame) {
+        return Err(BadFrame(frame));
+    }
+    ALLOCATED.fetch_sub(1, Ordering::Relaxed);
+    match crate::percpu::try_current() {
+        Some(cpu) => cpu.frames.lock().push(frame, |batch| {
+            let mut pool = POOL.lock();
+            for &f in batch {
+                pool_free(&mut pool, f);
+            }
+        }),
+        None => pool_free(&mut POOL.lock(), frame),
+    }
+    Ok(())
+}
+
+/// Whether `phys` is a frame the allocator manages.
+pub fn is_managed(phys: u64) -> bool {
+    POOL.lock().usable.contains(phys)
+}
+
+/// Current counters.
+pub fn stats() -> FrameStats {
+    let pool = POOL.lock();
+    FrameStats {
+        allocated: ALLOCATED.load(Ordering::Relaxed),
+        free_listed: pool.free_count,
+        fresh_bytes: pool.fresh.total(),
+    }
+}
+
+/// Writes the first word of an allocated frame (for tests and diagnostics).
+pub fn write_word(frame: u64, value: u64) {
+    assert!(frame % FRAME_SIZE == 0 && is_managed(frame), "write_word on an unmanaged frame");
+    // SAFETY: `frame` is managed RAM (checked) mapped by the direct map; the caller owns it.
+    unsafe { core::ptr::write_volatile(phys_to_virt(frame) as *mut u64, value) }
+}
+
+/// Reads the first word of an allocated frame (for tests and diagnostics).
+pub fn read_word(frame: u64) -> u64 {
+    assert!(frame % FRAME_SIZE == 0 && is_managed(frame), "read_word on an unmanaged frame");
+    // SAFETY: as for `write_word`.
+    unsafe { core::ptr::read_volatile(phys_to_virt(frame) as *const u64) }
+}

@@ -1,0 +1,287 @@
+//! Physical-memory bookkeeping for the page-frame manager: usable ranges and per-CPU caches.
+
+/// Size of a page frame.
+pub const FRAME_SIZE: u64 = 4096;
+
+/// A half-open physical range `[start, end)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysRange {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
+impl PhysRange {
+    /// Size in bytes.
+    pub const fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether the range is empty.
+    pub const fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// Whether `addr` lies inside.
+    pub const fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+}
+
+/// Error from [`RangeSet`] when it has no room for another range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeSetFull;
+
+/// A set of disjoint, frame-aligned physical ranges with at most `N` entries (no allocation).
+#[derive(Clone, Debug)]
+pub struct RangeSet<const N: usize> {
+    ranges: [PhysRange; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for RangeSet<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> RangeSet<N> {
+    /// An empty set.
+    pub const fn new() -> Self {
+        RangeSet { ranges: [PhysRange { start: 0, end: 0 }; N], len: 0 }
+    }
+
+    /// The ranges, in insertion/split order.
+    pub fn ranges(&self) -> &[PhysRange] {
+        &self.ranges[..self.len]
+    }
+
+    /// Total bytes in the set.
+    pub fn total(&self) -> u64 {
+        self.ranges().iter().map(PhysRange::len).sum()
+    }
+
+    /// Adds `[start, end)` shrunk inward to frame boundaries; empty results are ignored.
+    /// The caller keeps ranges disjoint (memory maps are).
+    pub fn add(&mut self, start: u64, end: u64) -> Result<(), RangeSetFull> {
+        let start = start.checked_add(FRAME_SIZE - 1).map_or(u64::MAX, |s| s & !(FRAME_SIZE - 1));
+        let end = end & !(FRAME_SIZE - 1);
+        if end <= start {
+            return Ok(());
+        }
+        if self.len == N {
+            return Err(RangeSetFull);
+        }
+        self.ranges[self.len] = PhysRange { start, end };
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Removes `[start, end)` (widened outward to frame boundaries) from every range.
+    pub fn remove(&mut self, start: u64, end: u64) -> Result<(), RangeSetFull> {
+        let start = start & !(FRAME_SIZE - 1);
+        let end = end.checked_add(FRAME_SIZE - 1).map_or(u64::MAX & !(FRAME_SIZE - 1), |e| e & !(FRAME_SIZE - 1));
+        if end <= start {
+            return Ok(());
+        }
+        let mut i = 0;
+        while i < self.len {
+            let r = self.ranges[i];
+            if end <= r.start || r.end <= start {
+                i += 1;
+                continue;
+            }
+            let left = PhysRange { start: r.start, end: start.max(r.start) };
+            let right = PhysRange { start: end.min(r.end), end: r.end };
+            match (left.is_empty(), right.is_empty()) {
+                (true, true) => {
+                    self.ranges.copy_within(i + 1..self.len, i);
+                    self.len -= 1;
+                    continue;
+                }
+                (false, true) => self.ranges[i] = left,
+                (true, false) => self.ranges[i] = right,
+                (false, false) => {
+                    if self.len == N {
+                        return Err(RangeSetFull);
+                    }
+                    self.ranges[i] = left;
+                    self.ranges.copy_within(i + 1..self.len, i + 2);
+                    self.ranges[i + 1] = right;
+                    self.len += 1;
+                    i += 1;
+                }
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Takes `frames` contiguous frames from the front of the first range that has them.
+    pub fn take(&mut self, frames: u64) -> Option<u64> {
+        let bytes = frames.checked_mul(FRAME_SIZE)?;
+        if bytes == 0 {
+            return None;
+        }
+        let i = self.ranges().iter().position(|r| r.len() >= bytes)?;
+        let start = self.ranges[i].start;
+        self.ranges[i].start += bytes;
+        if self.ranges[i].is_empty() {
+            self.ranges.copy_within(i + 1..self.len, i);
+            self.len -= 1;
+        }
+        Some(start)
+    }
+
+    /// Whether `addr` lies in some range.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.ranges().iter().any(|r| r.contains(addr))
+    }
+}
+
+/// A per-CPU stack of free frames: the fast path of frame allocation, refilled from and drained
+/// to the shared pool in batches so the pool's lock is taken once per batch.
+#[derive(Clone, Debug)]
+pub struct FrameCache<const N: usize> {
+    frames: [u64; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for FrameCache<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> FrameCache<N> {
+    /// How many frames a refill or a drain moves at once.
+    pub const BATCH: usize = N / 2;
+
+    /// An empty cache.
+    pub const fn new() -> Self {
+        FrameCache { frames: [0; N], len: 0 }
+    }
+
+    /// Number of cached frames.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Takes a cached frame.
+    pub fn pop(&mut self) -> Option<u64> {
+        self.len = self.len.checked_sub(1)?;
+        Some(self.frames[self.len])
+    }
+
+    /// Caches a frame; when full, first hands [`Self::BATCH`] frames to `drain`.
+    pub fn push(&mut self, frame: u64, mut drain: impl FnMut(&[u64])) {
+        if self.len == N {
+            let keep = N - Self::BATCH;
+            drain(&self.frames[keep..N]);
+            self.len = keep;
+        }
+        self.frames[self.len] = frame;
+        self.len += 1;
+    }
+
+    /// Refills up to [`Self::BATCH`] frames from `source`; returns how many arrived.
+    pub fn refill(&mut self, mut source: impl FnMut() -> Option<u64>) -> usize {
+        let mut n = 0;
+        while n < Self::BATCH && self.len < N {
+            match source() {
+                Some(frame) => {
+                    self.frames[self.len] = frame;
+                    self.len += 1;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn add_aligns_inward_and_ignores_empty() {
+        let mut set = RangeSet::<4>::new();
+        set.add(0x1001, 0x5fff).unwrap();
+        set.add(0x7000, 0x7fff).unwrap();
+        assert_eq!(set.ranges(), &[PhysRange { start: 0x2000, end: 0x5000 }]);
+        assert_eq!(set.total(), 0x3000);
+    }
+
+    #[test]
+    fn remove_splits_trims_and_deletes() {
+        let mut set = RangeSet::<4>::new();
+        set.add(0x0, 0x10000).unwrap();
+        set.add(0x20000, 0x30000).unwrap();
+        set.remove(0x4000, 0x5001).unwrap(); // split, widened to 0x6000
+        assert_eq!(
+            set.ranges(),
+            &[
+                PhysRange { start: 0, end: 0x4000 },
+                PhysRange { start: 0x6000, end: 0x10000 },
+                PhysRange { start: 0x20000, end: 0x30000 }
+            ]
+        );
+        set.remove(0x0, 0x4000).unwrap(); // delete whole range
+        set.remove(0x2f000, 0x40000).unwrap(); // trim end
+        assert_eq!(
+            set.ranges(),
+            &[PhysRange { start: 0x6000, end: 0x10000 }, PhysRange { start: 0x20000, end: 0x2f000 }]
+        );
+        assert!(set.contains(0x6000) && !set.contains(0x10000) && !set.contains(0x5fff));
+    }
+
+    #[test]
+    fn remove_reports_full_instead_of_losing_memory() {
+        let mut set = RangeSet::<1>::new();
+        set.add(0, 0x10000).unwrap();
+        assert_eq!(set.remove(0x4000, 0x5000), Err(RangeSetFull));
+        assert_eq!(set.total(), 0x10000);
+    }
+
+    #[test]
+    fn take_is_contiguous_and_skips_small_ranges() {
+        let mut set = RangeSet::<4>::new();
+        set.add(0x1000, 0x3000).unwrap();
+        set.add(0x10000, 0x20000).unwrap();
+        assert_eq!(set.take(4), Some(0x10000));
+        assert_eq!(set.take(2), Some(0x1000));
+        assert_eq!(set.ranges().len(), 1);
+        assert_eq!(set.take(100), None);
+        assert_eq!(set.take(0), None);
+        assert_eq!(set.take(u64::MAX), None);
+    }
+
+    #[test]
+    fn cache_refills_and_drains_in_batches() {
+        let mut cache = FrameCache::<8>::new();
+        let mut pool: Vec<u64> = (0..100).map(|i| i * FRAME_SIZE).collect();
+        assert_eq!(cache.refill(|| pool.pop()), 4);
+        assert_eq!(cache.len(), 4);
+        let mut drained = Vec::new();
+        for i in 0..5 {
+            cache.push(1000 * FRAME_SIZE + i, |batch| drained.extend_from_slice(batch));
+        }
+        assert_eq!(drained.len(), 4, "a full cache drains one batch");
+        assert_eq!(cache.len(), 5);
+        let mut seen = Vec::new();
+        while let Some(f) = cache.pop() {
+            seen.push(f);
+        }
+        assert_eq!(seen.len() + drained.len(), 9, "no frame lost");
+    }
+}
