@@ -1,1 +1,5 @@
-//! placeholder
+//! Device models for k42vm. They know nothing of KVM (DESIGN.md: `devices` never depends on
+//! `vmm`); the VMM routes port and MMIO accesses to them and wires their interrupts.
+#![forbid(unsafe_code)]
+
+pub mod serial;

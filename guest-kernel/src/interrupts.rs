@@ -38,6 +38,9 @@ pub fn interrupt(vector: u8) {
         }
         idt::PING_VECTOR => {
             cpu.pings.fetch_add(1, Ordering::AcqRel);
+            if let Some(asker) = percpu::cpu(cpu.reply_to_index.load(Ordering::Acquire) as usize) {
+                asker.ping_answers.fetch_add(1, Ordering::AcqRel);
+            }
             apic::eoi();
             apic::send_ipi(cpu.reply_to.load(Ordering::Acquire), idt::WAKE_VECTOR);
             return;

@@ -189,19 +189,20 @@ fn timer_every_cpu() -> TestResult {
 fn ipi_every_cpu() -> TestResult {
     let me = percpu::current();
     let cpus: Vec<_> = (0..percpu::count()).filter_map(percpu::cpu).collect();
-    let wakes_before = me.wakes.load(Ordering::Acquire);
+    let answers_before = me.ping_answers.load(Ordering::Acquire);
     let pings_before: Vec<u64> = cpus.iter().map(|c| c.pings.load(Ordering::Acquire)).collect();
     for cpu in &cpus {
         cpu.reply_to.store(me.apic_id, Ordering::Release);
+        cpu.reply_to_index.store(me.index as u32, Ordering::Release);
         if cpu.index == me.index {
             apic::send_self_ipi(idt::PING_VECTOR);
         } else {
             apic::send_ipi(cpu.apic_id, idt::PING_VECTOR);
         }
     }
-    let expected = wakes_before + cpus.len() as u64;
-    let all = timer::wait_until(2000, || me.wakes.load(Ordering::Acquire) >= expected);
-    check(all, "not every CPU answered the ping", me.wakes.load(Ordering::Acquire) - wakes_before)?;
+    let expected = answers_before + cpus.len() as u64;
+    let all = timer::wait_until(2000, || me.ping_answers.load(Ordering::Acquire) >= expected);
+    check(all, "not every CPU answered the ping", me.ping_answers.load(Ordering::Acquire) - answers_before)?;
     for (cpu, before) in cpus.iter().zip(pings_before) {
         check(cpu.pings.load(Ordering::Acquire) == before + 1, "ping count wrong", cpu.index as u64)?;
     }

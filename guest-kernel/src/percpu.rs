@@ -54,6 +54,10 @@ pub struct PerCpu {
     pub wakes: AtomicU64,
     /// x2APIC ID to answer a ping to.
     pub reply_to: AtomicU32,
+    /// Index of the CPU to credit a ping answer to.
+    pub reply_to_index: AtomicU32,
+    /// Pings answered to this CPU (counted exactly; wake IPIs may coalesce).
+    pub ping_answers: AtomicU64,
     /// Pending [`Command`].
     pub command: AtomicU32,
     /// Result of the last command (0 = success, else a command-specific code).
@@ -83,6 +87,8 @@ pub fn create(index: usize, apic_id: u32) -> &'static PerCpu {
         pings: AtomicU64::new(0),
         wakes: AtomicU64::new(0),
         reply_to: AtomicU32::new(0),
+        reply_to_index: AtomicU32::new(0),
+        ping_answers: AtomicU64::new(0),
         command: AtomicU32::new(Command::None as u32),
         command_result: AtomicU32::new(0),
         commands_done: AtomicU64::new(0),

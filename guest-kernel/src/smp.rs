@@ -88,6 +88,7 @@ pub fn run_on(target: &'static PerCpu, command: Command, timeout_ms: u64) -> Opt
     }
     let before = target.commands_done.load(Ordering::Acquire);
     target.reply_to.store(me.apic_id, Ordering::Release);
+    target.reply_to_index.store(me.index as u32, Ordering::Release);
     target.command.store(command as u32, Ordering::Release);
     apic::send_ipi(target.apic_id, idt::PING_VECTOR);
     timer::wait_until(timeout_ms, || target.commands_done.load(Ordering::Acquire) != before)

@@ -1,1 +1,24 @@
-//! placeholder
+//! Guest images built with the project: the default kernel, embedded in `k42vm`.
+//!
+//! `build.rs` builds `guest-kernel/` for `x86_64-unknown-none` (release profile, always
+//! optimized) into `target/guest-kernel/` and copies the ELF into this crate's `OUT_DIR`.
+
+/// Path of the built kernel ELF (a PVH ELF that also boots on QEMU `-kernel`).
+pub const KERNEL_ELF_PATH: &str = env!("K42_KERNEL_ELF");
+
+/// The default guest kernel, embedded.
+pub static DEFAULT_KERNEL: &[u8] = include_bytes!(env!("K42_KERNEL_ELF"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_kernel_is_a_pvh_elf() {
+        assert_eq!(&DEFAULT_KERNEL[..4], b"\x7fELF");
+        assert_eq!(DEFAULT_KERNEL[4], 2, "64-bit ELF");
+        assert_eq!(std::fs::read(KERNEL_ELF_PATH).unwrap(), DEFAULT_KERNEL);
+        // The Xen PVH entry note's owner string is present.
+        assert!(DEFAULT_KERNEL.windows(4).any(|w| w == b"Xen\0"));
+    }
+}

@@ -1,1 +1,12 @@
-//! placeholder
+//! k42vm: a KVM virtual machine monitor for the K42-style paravirtual guest kernel.
+//!
+//! `k42vm run` boots a PVH ELF kernel (by default the k42 kernel embedded in the binary) on KVM
+//! with an in-kernel irqchip, one host thread per vCPU, an 8250 UART on COM1, ACPI tables
+//! describing the CPUs, and the paravirtual interface of `k42-paravirt`.
+
+pub mod cli;
+pub mod error;
+pub mod hypercall;
+pub mod layout;
+pub mod timeline;
+pub mod vm;

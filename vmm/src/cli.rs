@@ -1,0 +1,157 @@
+//! The command line: `k42vm run ...`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Default guest memory.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
+/// Smallest guest memory accepted.
+pub const MIN_MEMORY: u64 = 16 << 20;
+/// Largest guest memory accepted (the guest's direct map covers 512 GiB).
+pub const MAX_MEMORY: u64 = 512 << 30;
+/// Most vCPUs (the guest kernel's limit).
+pub const MAX_CPUS: u8 = 64;
+
+/// k42vm: a KVM virtual machine monitor for the K42-style paravirtual kernel.
+#[derive(Debug, Parser)]
+#[command(name = "k42vm", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a guest and run it until it shuts down; k42vm exits with the guest's exit code.
+    #[command(after_help = EXIT_HELP)]
+    Run(RunArgs),
+}
+
+const EXIT_HELP: &str = "Exit status: the guest's exit code (0-255; larger codes become 255), or \
+2 for a usage or setup error (bad flag, no /dev/kvm, bad kernel image, too little memory), \
+124 when --timeout stopped the guest, 125 when the VM failed (triple fault, KVM internal error, \
+missing in-kernel test reports). The guest kernel itself uses 101 for a panic, 102 for an \
+exception and 103 for failed in-kernel tests.";
+
+/// Options of `k42vm run`.
+#[derive(Debug, Parser)]
+pub struct RunArgs {
+    /// PVH ELF kernel to boot [default: the k42 kernel embedded in this binary].
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+
+    /// Initial ramdisk, passed to the guest as PVH module 0 (e.g. a cpio archive).
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+
+    /// Number of vCPUs (1-64); more than the host's cores works, they share them.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_CPUS)))]
+    pub cpus: u8,
+
+    /// Guest RAM: a number with an optional K, M or G suffix (powers of 1024; no suffix means
+    /// MiB), from 16M to 512G. Above 3G the RAM continues above the 3-4 GiB MMIO hole.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_memory)]
+    pub memory: u64,
+
+    /// Kernel command line (k42 kernel switches: k42.ktest, k42.exit=N, k42.quiet, ...).
+    #[arg(long, value_name = "STR", default_value = "")]
+    pub cmdline: String,
+
+    /// Stop the guest after this long, e.g. 500ms, 10s, 2m (exit status 124).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Print the boot timeline (milliseconds since k42vm started) to stderr at exit.
+    #[arg(long)]
+    pub timeline: bool,
+}
+
+/// Parses a memory size such as `256M`, `4G`, `65536K` or `512` (MiB).
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size; use a number with K, M or G, e.g. 256M"))?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "K" | "KB" | "KIB" => 10,
+        "" | "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("unknown size suffix '{suffix}' in '{text}'; use K, M or G")),
+    };
+    let bytes = number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))?;
+    if bytes < MIN_MEMORY {
+        return Err(format!("{text} is too little memory; the minimum is 16M"));
+    }
+    if bytes > MAX_MEMORY {
+        return Err(format!("{text} is too much memory; the maximum is 512G"));
+    }
+    if bytes % 4096 != 0 {
+        return Err(format!("{text} is not a multiple of 4 KiB"));
+    }
+    Ok(bytes)
+}
+
+/// Parses a duration such as `500ms`, `10s` or `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration ({e}); use e.g. 500ms, 10s, 2m"))?;
+    if d.is_zero() {
+        return Err("the timeout must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("256M"), Ok(256 << 20));
+        assert_eq!(parse_memory("4G"), Ok(4 << 30));
+        assert_eq!(parse_memory("4gib"), Ok(4 << 30));
+        assert_eq!(parse_memory("512"), Ok(512 << 20));
+        assert_eq!(parse_memory("65536K"), Ok(64 << 20));
+        assert!(parse_memory("1M").unwrap_err().contains("minimum"));
+        assert!(parse_memory("1T").unwrap_err().contains("suffix"));
+        assert!(parse_memory("lots").unwrap_err().contains("not a size"));
+        assert!(parse_memory("99999999999999999G").unwrap_err().contains("too large"));
+        assert!(parse_memory("1024G").unwrap_err().contains("maximum"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["k42vm", "run"]).unwrap();
+        let Command::Run(args) = cli.command;
+        assert_eq!((args.cpus, args.memory, args.kernel, args.timeout), (1, DEFAULT_MEMORY, None, None));
+    }
+
+    #[test]
+    fn cpu_range_is_enforced() {
+        assert!(Cli::try_parse_from(["k42vm", "run", "--cpus", "0"]).is_err());
+        assert!(Cli::try_parse_from(["k42vm", "run", "--cpus", "65"]).is_err());
+        assert!(Cli::try_parse_from(["k42vm", "run", "--cpus", "8"]).is_ok());
+    }
+}
