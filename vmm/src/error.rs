@@ -18,6 +18,9 @@ pub enum VmmError {
     /// `/dev/kvm` cannot be opened.
     #[error("cannot open /dev/kvm: {0}. k42vm needs KVM: run on an x86_64 Linux host with the kvm module loaded and read/write access to /dev/kvm")]
     KvmUnavailable(#[source] kvm_ioctls::Error),
+    /// `/dev/kvm` opened but does not answer as KVM.
+    #[error("/dev/kvm is not a usable KVM device ({0}). k42vm needs KVM: run on an x86_64 Linux host with the kvm module loaded")]
+    KvmNotKvm(String),
     /// A KVM ioctl failed during setup.
     #[error("KVM refused to {what}: {source}")]
     Kvm {

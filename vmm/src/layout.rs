@@ -247,7 +247,7 @@ pub fn write_acpi(mem: &GuestMemoryMmap, cpus: u8) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::GuestMemory;
+
 
     fn memory(size: u64) -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&ram_regions(size)).unwrap()
@@ -340,6 +340,5 @@ mod tests {
         assert_eq!(sum(MADT_ADDR, madt_len as usize), 0);
         let xsdt_entry: u64 = mem.read_obj(GuestAddress(XSDT_ADDR + 36)).unwrap();
         assert_eq!(xsdt_entry, MADT_ADDR);
-        assert!(mem.address_in_range(GuestAddress(MADT_ADDR)));
     }
 }

@@ -123,6 +123,11 @@ pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
     };
 
     let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
+    match kvm.get_api_version() {
+        12 => {}
+        v if v < 0 => return Err(VmmError::KvmNotKvm(format!("KVM_GET_API_VERSION failed: {}", std::io::Error::last_os_error()))),
+        v => return Err(VmmError::KvmNotKvm(format!("KVM API version {v}, expected 12"))),
+    }
     let max_vcpus = kvm.get_max_vcpus();
     if usize::from(args.cpus) > max_vcpus {
         return Err(VmmError::Config(format!("--cpus {} exceeds this host's KVM limit of {max_vcpus}", args.cpus)));

@@ -1,0 +1,136 @@
+//! Boots the k42 kernel under k42vm (KVM) and checks what it prints and returns.
+
+use k42_tests::*;
+
+fn boot_ktests(cpus: u32, memory: &str) {
+    require_kvm();
+    let cpus_arg = cpus.to_string();
+    let run = k42vm_run(&["--cpus", &cpus_arg, "--memory", memory, "--cmdline", "k42.ktest", "--timeout", "45s"]);
+    let context = run.all();
+    assert_eq!(run.status, Some(0), "ktest boot failed\n{context}");
+    assert_eq!(banner_cpus(&run.stdout), Some(cpus), "not every CPU reported in\n{context}");
+    assert_all_ktests_passed(&run.stdout, &context);
+    assert!(run.stderr.contains("ktests: "), "k42vm printed no ktest summary\n{context}");
+}
+
+#[test]
+fn smp_1_cpu() {
+    boot_ktests(1, "256M");
+}
+
+#[test]
+fn smp_2_cpus() {
+    boot_ktests(2, "256M");
+}
+
+#[test]
+fn smp_4_cpus() {
+    boot_ktests(4, "256M");
+}
+
+#[test]
+fn smp_8_cpus_on_fewer_host_cores() {
+    boot_ktests(8, "256M");
+}
+
+#[test]
+fn memory_64m() {
+    boot_ktests(2, "64M");
+}
+
+#[test]
+fn memory_4g_crosses_the_mmio_hole() {
+    require_kvm();
+    let run = k42vm_run(&["--memory", "4G", "--cpus", "2", "--cmdline", "k42.ktest", "--timeout", "45s"]);
+    let context = run.all();
+    assert_eq!(run.status, Some(0), "{context}");
+    assert!(run.stdout.contains("4095 MiB RAM"), "the guest did not see RAM above the hole\n{context}");
+    assert_all_ktests_passed(&run.stdout, &context);
+}
+
+#[test]
+fn default_boot_prints_banner_and_exits_zero() {
+    require_kvm();
+    let run = k42vm_run(&["--timeline"]);
+    let context = run.all();
+    assert_eq!(run.status, Some(0), "{context}");
+    assert!(run.stdout.contains("k42 kernel:") && run.stdout.contains("1 CPU,"), "{context}");
+    assert!(run.stdout.contains("256 MiB RAM") || run.stdout.contains("255 MiB RAM"), "{context}");
+    for stage in ["first guest instruction", "memory ready", "all CPUs up", "kernel init done", "guest shutdown"] {
+        assert!(run.stderr.contains(&format!(" {stage}\n")), "timeline lacks '{stage}'\n{context}");
+    }
+}
+
+#[test]
+fn initrd_arrives_intact() {
+    require_kvm();
+    let dir = std::env::temp_dir().join(format!("k42-initrd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("initrd.bin");
+    // 64 KiB + 3 bytes of pseudo-random data (odd length exercises the checksum's tail).
+    let mut state = 0x1234_5678_9abc_def0u64;
+    let bytes: Vec<u8> = (0..65_539)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let run = k42vm_run(&["--initrd", path.to_str().unwrap(), "--cmdline", "k42.initrd_checksum k42.quiet", "--timeout", "30s"]);
+    let context = run.all();
+    assert_eq!(run.status, Some(0), "{context}");
+    let expected = format!("initrd: {} bytes, checksum {:#018x}", bytes.len(), k42_paravirt::checksum64(&bytes));
+    assert!(run.stdout.contains(&expected), "expected '{expected}'\n{context}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn guest_exit_code_is_propagated() {
+    require_kvm();
+    for code in [0, 7, 42] {
+        let cmdline = format!("k42.quiet k42.exit={code}");
+        let run = k42vm_run(&["--cmdline", &cmdline, "--timeout", "30s"]);
+        assert_eq!(run.status, Some(code), "{}", run.all());
+    }
+}
+
+#[test]
+fn guest_panic_gives_failure_and_message() {
+    require_kvm();
+    let run = k42vm_run(&["--cmdline", "k42.quiet k42.test_panic", "--timeout", "30s"]);
+    let context = run.all();
+    assert_eq!(run.status, Some(k42_paravirt::exit_code::PANIC as i32), "{context}");
+    assert!(run.stdout.contains("KERNEL PANIC") && run.stdout.contains("k42.test_panic"), "{context}");
+    assert!(run.stdout.contains("src/main.rs:"), "panic location missing\n{context}");
+}
+
+#[test]
+fn guest_exception_reports_vector_and_registers() {
+    require_kvm();
+    let run = k42vm_run(&["--cmdline", "k42.quiet k42.test_fault", "--timeout", "30s"]);
+    let context = run.all();
+    assert_eq!(run.status, Some(k42_paravirt::exit_code::EXCEPTION as i32), "{context}");
+    assert!(run.stdout.contains("vector 14 (page fault)"), "{context}");
+    assert!(run.stdout.contains("cr2 0x00007ffffffff000"), "{context}");
+    assert!(run.stdout.contains("rip 0xffffffff8"), "{context}");
+}
+
+#[test]
+fn hung_guest_is_stopped_by_timeout() {
+    require_kvm();
+    let start = std::time::Instant::now();
+    let run = k42vm_run(&["--cmdline", "k42.quiet k42.test_hang", "--timeout", "500ms"]);
+    let context = run.all();
+    assert_eq!(run.status, Some(124), "{context}");
+    assert!(run.stderr.contains("did not shut down within --timeout 500ms"), "{context}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(20), "timeout not honoured\n{context}");
+}
+
+#[test]
+fn explicit_kernel_file_boots() {
+    require_kvm();
+    let run = k42vm_run(&["--kernel", kernel_elf(), "--cmdline", "k42.exit=3 k42.quiet", "--timeout", "30s"]);
+    assert_eq!(run.status, Some(3), "{}", run.all());
+}
