@@ -62,7 +62,11 @@ fn scan_for_rsdp() -> u64 {
 
 /// Enumerates CPUs from the MADT. `None` if there is no usable ACPI.
 pub fn enumerate_cpus(rsdp_phys: u64) -> Option<CpuList> {
-    let rsdp_phys = if rsdp_phys != 0 { rsdp_phys } else { scan_for_rsdp() };
+    let rsdp_phys = if rsdp_phys != 0 {
+        rsdp_phys
+    } else {
+        scan_for_rsdp()
+    };
     if rsdp_phys == 0 {
         return None;
     }
@@ -76,10 +80,17 @@ pub fn enumerate_cpus(rsdp_phys: u64) -> Option<CpuList> {
         (table(u64::from(read_u32(rsdp, 16)))?, 4)
     };
     let madt = (36..root.len()).step_by(entry_size).find_map(|at| {
-        let phys = if entry_size == 8 { read_u64(root, at) } else { u64::from(read_u32(root, at)) };
+        let phys = if entry_size == 8 {
+            read_u64(root, at)
+        } else {
+            u64::from(read_u32(root, at))
+        };
         table(phys).filter(|t| &t[0..4] == b"APIC")
     })?;
-    let mut cpus = CpuList { ids: [0; MAX_ENUMERATED], len: 0 };
+    let mut cpus = CpuList {
+        ids: [0; MAX_ENUMERATED],
+        len: 0,
+    };
     let mut at = 44;
     while at + 2 <= madt.len() {
         let (kind, len) = (madt[at], madt[at + 1] as usize);

@@ -59,7 +59,10 @@ pub fn parse(phys: u64) -> Result<BootInfo, BootInfoError> {
         let bytes: &'static [u8] = crate::mm::phys_slice(info.cmdline_paddr, CMDLINE_MAX);
         let len = bytes.iter().position(|&b| b == 0).unwrap_or(CMDLINE_MAX);
         let text = core::str::from_utf8(&bytes[..len]).unwrap_or("");
-        (text, Some((info.cmdline_paddr, info.cmdline_paddr + len as u64 + 1)))
+        (
+            text,
+            Some((info.cmdline_paddr, info.cmdline_paddr + len as u64 + 1)),
+        )
     } else {
         ("", None)
     };

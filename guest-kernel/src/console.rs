@@ -46,7 +46,10 @@ pub fn print_unlocked(args: fmt::Arguments<'_>) {
 }
 
 fn write_unlocked(args: fmt::Arguments<'_>) {
-    let mut buffer = LineBuffer { bytes: [0; 256], len: 0 };
+    let mut buffer = LineBuffer {
+        bytes: [0; 256],
+        len: 0,
+    };
     let _ = buffer.write_fmt(args);
     buffer.flush();
 }

@@ -20,12 +20,30 @@ struct Test {
 }
 
 const TESTS: &[Test] = &[
-    Test { name: "frame_allocator", run: frame_allocator },
-    Test { name: "frame_cache_every_cpu", run: frame_cache_every_cpu },
-    Test { name: "heap", run: heap },
-    Test { name: "percpu_data", run: percpu_data },
-    Test { name: "timer_every_cpu", run: timer_every_cpu },
-    Test { name: "ipi_every_cpu", run: ipi_every_cpu },
+    Test {
+        name: "frame_allocator",
+        run: frame_allocator,
+    },
+    Test {
+        name: "frame_cache_every_cpu",
+        run: frame_cache_every_cpu,
+    },
+    Test {
+        name: "heap",
+        run: heap,
+    },
+    Test {
+        name: "percpu_data",
+        run: percpu_data,
+    },
+    Test {
+        name: "timer_every_cpu",
+        run: timer_every_cpu,
+    },
+    Test {
+        name: "ipi_every_cpu",
+        run: ipi_every_cpu,
+    },
 ];
 
 /// Runs every test, reporting the plan first; returns whether all passed.
@@ -75,7 +93,11 @@ fn frame_allocator() -> TestResult {
         check(f % FRAME_SIZE == 0, "frame not aligned", f)?;
         check(mm::frames::is_managed(f), "frame outside managed RAM", f)?;
         let (kstart, kend) = arch::boot::kernel_phys_range();
-        check(!(kstart..kend).contains(&f), "frame inside the kernel image", f)?;
+        check(
+            !(kstart..kend).contains(&f),
+            "frame inside the kernel image",
+            f,
+        )?;
         frames.push(f);
     }
     let mut sorted = frames.clone();
@@ -88,15 +110,27 @@ fn frame_allocator() -> TestResult {
         mm::frames::write_word(f, f ^ 0x5a5a_5a5a);
     }
     for &f in &frames {
-        check(mm::frames::read_word(f) == f ^ 0x5a5a_5a5a, "frame contents changed", f)?;
+        check(
+            mm::frames::read_word(f) == f ^ 0x5a5a_5a5a,
+            "frame contents changed",
+            f,
+        )?;
     }
     for &f in &frames {
         mm::free_frame(f).map_err(|_| ("free refused an allocated frame", f))?;
     }
-    check(mm::free_frame(0x1234).is_err(), "free accepted an unaligned frame", 0x1234)?;
+    check(
+        mm::free_frame(0x1234).is_err(),
+        "free accepted an unaligned frame",
+        0x1234,
+    )?;
     check(mm::free_frame(0).is_err(), "free accepted frame 0", 0)?;
     let after = mm::frames::stats();
-    check(after.allocated == before.allocated, "allocation count not restored", after.allocated)?;
+    check(
+        after.allocated == before.allocated,
+        "allocation count not restored",
+        after.allocated,
+    )?;
     // Freed frames come back before fresh memory is touched.
     let again = mm::alloc_frame().ok_or(("out of frames", 1))?;
     check(frames.contains(&again), "freed frame not reused", again)?;
@@ -112,12 +146,17 @@ fn frames_through_cache() -> TestResult {
     for &f in &frames {
         mm::free_frame(f).map_err(|_| ("free failed", f))?;
     }
-    check(!percpu::current().frames.lock().is_empty(), "per-CPU cache unused", 3)
+    check(
+        !percpu::current().frames.lock().is_empty(),
+        "per-CPU cache unused",
+        3,
+    )
 }
 
 fn frame_cache_every_cpu() -> TestResult {
     for cpu in (0..percpu::count()).filter_map(percpu::cpu) {
-        let result = smp::run_on(cpu, Command::FrameTest, 2000).ok_or(("cpu did not answer", cpu.index as u64))?;
+        let result = smp::run_on(cpu, Command::FrameTest, 2000)
+            .ok_or(("cpu did not answer", cpu.index as u64))?;
         check(result == 0, "frame test failed on a cpu", cpu.index as u64)?;
     }
     Ok(())
@@ -127,42 +166,93 @@ fn heap() -> TestResult {
     let before = mm::heap::used();
     {
         let v: Vec<u64> = (0..2000).collect();
-        check(v.iter().sum::<u64>() == 1999 * 2000 / 2, "vector contents wrong", 0)?;
+        check(
+            v.iter().sum::<u64>() == 1999 * 2000 / 2,
+            "vector contents wrong",
+            0,
+        )?;
         let mut map = BTreeMap::new();
         for i in 0..200u64 {
             map.insert(i * 7 % 200, alloc::format!("value {i}"));
         }
         check(map.len() == 200, "map lost entries", map.len() as u64)?;
-        check(map.get(&7).map(|s| s.as_str()) == Some("value 1"), "map value wrong", 7)?;
-        let boxes: Vec<alloc::boxed::Box<[u8; 100]>> = (0..50).map(|i| alloc::boxed::Box::new([i as u8; 100])).collect();
-        check(boxes.iter().enumerate().all(|(i, b)| b[99] == i as u8), "boxed data wrong", 0)?;
+        check(
+            map.get(&7).map(|s| s.as_str()) == Some("value 1"),
+            "map value wrong",
+            7,
+        )?;
+        let boxes: Vec<alloc::boxed::Box<[u8; 100]>> = (0..50)
+            .map(|i| alloc::boxed::Box::new([i as u8; 100]))
+            .collect();
+        check(
+            boxes.iter().enumerate().all(|(i, b)| b[99] == i as u8),
+            "boxed data wrong",
+            0,
+        )?;
     }
-    check(mm::heap::used() == before, "heap memory leaked", mm::heap::used() as u64)
+    check(
+        mm::heap::used() == before,
+        "heap memory leaked",
+        mm::heap::used() as u64,
+    )
 }
 
 fn own_percpu_block() -> TestResult {
     let cpu = percpu::current();
-    check(cpu.self_pointer() == cpu.address(), "gs:[0] is not the block's address", cpu.index as u64)?;
-    check(percpu::cpu(cpu.index).map(|c| c.address()) == Some(cpu.address()), "cpu table mismatch", 0)?;
-    check(apic::id() == cpu.apic_id, "APIC ID differs from MADT", u64::from(apic::id()))?;
+    check(
+        cpu.self_pointer() == cpu.address(),
+        "gs:[0] is not the block's address",
+        cpu.index as u64,
+    )?;
+    check(
+        percpu::cpu(cpu.index).map(|c| c.address()) == Some(cpu.address()),
+        "cpu table mismatch",
+        0,
+    )?;
+    check(
+        apic::id() == cpu.apic_id,
+        "APIC ID differs from MADT",
+        u64::from(apic::id()),
+    )?;
     // The VMM's CPUID must give each vCPU its own APIC ID.
     let leaf1_id = cpuid(1, 0).ebx >> 24;
-    check(leaf1_id == cpu.apic_id & 0xff, "CPUID.1 APIC ID wrong", u64::from(leaf1_id))?;
+    check(
+        leaf1_id == cpu.apic_id & 0xff,
+        "CPUID.1 APIC ID wrong",
+        u64::from(leaf1_id),
+    )?;
     if cpuid(0, 0).eax >= 0xb {
         let x2id = cpuid(0xb, 0).edx;
-        check(x2id == cpu.apic_id, "CPUID.0xB x2APIC ID wrong", u64::from(x2id))?;
+        check(
+            x2id == cpu.apic_id,
+            "CPUID.0xB x2APIC ID wrong",
+            u64::from(x2id),
+        )?;
     }
     Ok(())
 }
 
 fn percpu_data() -> TestResult {
-    check(percpu::count() == smp::online(), "online count differs from CPU blocks", percpu::count() as u64)?;
+    check(
+        percpu::count() == smp::online(),
+        "online count differs from CPU blocks",
+        percpu::count() as u64,
+    )?;
     let mut seen = Vec::new();
     for cpu in (0..percpu::count()).filter_map(percpu::cpu) {
-        check(!seen.contains(&cpu.apic_id), "two CPUs share an APIC ID", u64::from(cpu.apic_id))?;
+        check(
+            !seen.contains(&cpu.apic_id),
+            "two CPUs share an APIC ID",
+            u64::from(cpu.apic_id),
+        )?;
         seen.push(cpu.apic_id);
-        let result = smp::run_on(cpu, Command::PerCpuCheck, 2000).ok_or(("cpu did not answer", cpu.index as u64))?;
-        check(result == 0, "per-CPU check failed on a cpu", cpu.index as u64 | (u64::from(result) << 32))?;
+        let result = smp::run_on(cpu, Command::PerCpuCheck, 2000)
+            .ok_or(("cpu did not answer", cpu.index as u64))?;
+        check(
+            result == 0,
+            "per-CPU check failed on a cpu",
+            cpu.index as u64 | (u64::from(result) << 32),
+        )?;
     }
     Ok(())
 }
@@ -172,15 +262,24 @@ fn one_shot_timer() -> TestResult {
     timer::arm_us(1000);
     let start = arch::rdtsc();
     let fired = timer::wait_until_interrupt(before, 1000);
-    check(fired, "timer interrupt never arrived", percpu::current_index() as u64)?;
+    check(
+        fired,
+        "timer interrupt never arrived",
+        percpu::current_index() as u64,
+    )?;
     let elapsed_us = platform::tsc_to_ns(arch::rdtsc() - start) / 1000;
     // Timer and TSC rates are known exactly only on k42vm (CPUID timing leaf).
-    check(!platform::on_k42vm() || elapsed_us >= 500, "timer fired too early (us)", elapsed_us)
+    check(
+        !platform::on_k42vm() || elapsed_us >= 500,
+        "timer fired too early (us)",
+        elapsed_us,
+    )
 }
 
 fn timer_every_cpu() -> TestResult {
     for cpu in (0..percpu::count()).filter_map(percpu::cpu) {
-        let result = smp::run_on(cpu, Command::TimerTest, 3000).ok_or(("cpu did not answer", cpu.index as u64))?;
+        let result = smp::run_on(cpu, Command::TimerTest, 3000)
+            .ok_or(("cpu did not answer", cpu.index as u64))?;
         check(result == 0, "timer test failed on a cpu", cpu.index as u64)?;
     }
     Ok(())
@@ -190,7 +289,10 @@ fn ipi_every_cpu() -> TestResult {
     let me = percpu::current();
     let cpus: Vec<_> = (0..percpu::count()).filter_map(percpu::cpu).collect();
     let answers_before = me.ping_answers.load(Ordering::Acquire);
-    let pings_before: Vec<u64> = cpus.iter().map(|c| c.pings.load(Ordering::Acquire)).collect();
+    let pings_before: Vec<u64> = cpus
+        .iter()
+        .map(|c| c.pings.load(Ordering::Acquire))
+        .collect();
     for cpu in &cpus {
         cpu.reply_to.store(me.apic_id, Ordering::Release);
         cpu.reply_to_index.store(me.index as u32, Ordering::Release);
@@ -202,9 +304,17 @@ fn ipi_every_cpu() -> TestResult {
     }
     let expected = answers_before + cpus.len() as u64;
     let all = timer::wait_until(2000, || me.ping_answers.load(Ordering::Acquire) >= expected);
-    check(all, "not every CPU answered the ping", me.ping_answers.load(Ordering::Acquire) - answers_before)?;
+    check(
+        all,
+        "not every CPU answered the ping",
+        me.ping_answers.load(Ordering::Acquire) - answers_before,
+    )?;
     for (cpu, before) in cpus.iter().zip(pings_before) {
-        check(cpu.pings.load(Ordering::Acquire) == before + 1, "ping count wrong", cpu.index as u64)?;
+        check(
+            cpu.pings.load(Ordering::Acquire) == before + 1,
+            "ping count wrong",
+            cpu.index as u64,
+        )?;
     }
     Ok(())
 }

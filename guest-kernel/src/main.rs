@@ -66,7 +66,11 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
         kprintln!(
             "k42 kernel: {} on {}, {} CPU{}, {} MiB RAM ({} MiB free), booted in {} us",
             env!("CARGO_PKG_VERSION"),
-            if platform::on_k42vm() { "k42vm" } else { "a non-k42vm hypervisor" },
+            if platform::on_k42vm() {
+                "k42vm"
+            } else {
+                "a non-k42vm hypervisor"
+            },
             cpus,
             if cpus == 1 { "" } else { "s" },
             memory.ram_bytes >> 20,
@@ -138,7 +142,11 @@ fn panic(info: &PanicInfo<'_>) -> ! {
             loc.line(),
             info.message()
         )),
-        None => console::print_unlocked(format_args!("\nKERNEL PANIC on cpu {}: {}\n", cpu, info.message())),
+        None => console::print_unlocked(format_args!(
+            "\nKERNEL PANIC on cpu {}: {}\n",
+            cpu,
+            info.message()
+        )),
     }
     platform::shutdown(exit_code::PANIC)
 }

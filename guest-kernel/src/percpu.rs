@@ -66,15 +66,24 @@ pub struct PerCpu {
     pub commands_done: AtomicU64,
 }
 
-static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 static CPU_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// Creates the per-CPU block of CPU `index` (stacks, descriptor tables) and registers it.
 pub fn create(index: usize, apic_id: u32) -> &'static PerCpu {
     assert!(index < MAX_CPUS, "CPU index {index} beyond MAX_CPUS");
-    let ist = [alloc_stack(IST_STACK_SIZE), alloc_stack(IST_STACK_SIZE), alloc_stack(IST_STACK_SIZE)];
+    let ist = [
+        alloc_stack(IST_STACK_SIZE),
+        alloc_stack(IST_STACK_SIZE),
+        alloc_stack(IST_STACK_SIZE),
+    ];
     let tables: &'static mut CpuTables = Box::leak(Box::new(CpuTables::new(ist)));
-    let stack_top = if index == 0 { 0 } else { alloc_stack(KERNEL_STACK_SIZE) };
+    let stack_top = if index == 0 {
+        0
+    } else {
+        alloc_stack(KERNEL_STACK_SIZE)
+    };
     let cpu: &'static mut PerCpu = Box::leak(Box::new(PerCpu {
         self_ptr: 0,
         index,
@@ -101,7 +110,11 @@ pub fn create(index: usize, apic_id: u32) -> &'static PerCpu {
 
 /// Makes `cpu` the calling CPU's own block: loads its GDT/TSS and the IDT, sets the GS base.
 pub fn install(cpu: &'static PerCpu) {
-    let tables = cpu.tables.lock().take().expect("per-CPU tables are installed once");
+    let tables = cpu
+        .tables
+        .lock()
+        .take()
+        .expect("per-CPU tables are installed once");
     tables.load();
     arch::idt::load();
     arch::set_gs_base(cpu.self_ptr);
@@ -155,5 +168,7 @@ impl PerCpu {
 /// The registered block at `address` (how a secondary CPU finds its own block from its entry
 /// argument without trusting a raw pointer).
 pub fn cpu_by_address(address: u64) -> Option<&'static PerCpu> {
-    (0..count()).filter_map(cpu).find(|c| c.address() == address)
+    (0..count())
+        .filter_map(cpu)
+        .find(|c| c.address() == address)
 }

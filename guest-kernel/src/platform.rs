@@ -70,7 +70,10 @@ pub fn tsc_to_ns(ticks: u64) -> u64 {
 
 fn hypercall<T>(call: Hypercall, block: &mut T) {
     let phys = virt_to_phys(block as *mut T as u64);
-    debug_assert!(phys < (1 << 32), "hypercall parameter blocks live below 4 GiB");
+    debug_assert!(
+        phys < (1 << 32),
+        "hypercall parameter blocks live below 4 GiB"
+    );
     outl(call.port(), phys as u32);
 }
 
@@ -142,7 +145,14 @@ pub fn report(kind: pv::ReportKind, name: &str, value: u64) {
 
 /// Starts secondary vCPU `cpu` in 64-bit mode through k42vm. Returns the hypercall status.
 pub fn start_cpu(cpu: u32, rip: u64, rsp: u64, cr3: u64, arg: u64) -> i32 {
-    let mut block = pv::CpuStart { cpu, status: 0, rip, rsp, cr3, arg };
+    let mut block = pv::CpuStart {
+        cpu,
+        status: 0,
+        rip,
+        rsp,
+        cr3,
+        arg,
+    };
     hypercall(Hypercall::CpuStart, &mut block);
     block.status
 }
@@ -150,7 +160,10 @@ pub fn start_cpu(cpu: u32, rip: u64, rsp: u64, cr3: u64, arg: u64) -> i32 {
 /// Ends the VM with `code`: k42vm's shutdown hypercall, or QEMU's isa-debug-exit.
 pub fn shutdown(code: u32) -> ! {
     if on_k42vm() {
-        let mut block = pv::Shutdown { exit_code: code, reserved: 0 };
+        let mut block = pv::Shutdown {
+            exit_code: code,
+            reserved: 0,
+        };
         hypercall(Hypercall::Shutdown, &mut block);
     } else {
         // QEMU exits with (code << 1) | 1; 0x3f8-only machines just halt.

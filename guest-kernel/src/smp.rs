@@ -29,10 +29,19 @@ pub fn start_secondaries(apic_ids: &[u32]) -> usize {
         let cpu = percpu::create(index, apic_id);
         if platform::on_k42vm() {
             let rip = arch_smp::ap_entry64 as *const () as u64;
-            let status =
-                platform::start_cpu(index as u32, rip, cpu.stack_top, boot::boot_pml4_phys(), cpu.address());
+            let status = platform::start_cpu(
+                index as u32,
+                rip,
+                cpu.stack_top,
+                boot::boot_pml4_phys(),
+                cpu.address(),
+            );
             if status != 0 {
-                crate::kprintln!("smp: k42vm refused to start cpu {} (status {})", index, status);
+                crate::kprintln!(
+                    "smp: k42vm refused to start cpu {} (status {})",
+                    index,
+                    status
+                );
             }
         } else {
             if !trampoline_installed {
@@ -54,7 +63,8 @@ pub fn start_secondaries(apic_ids: &[u32]) -> usize {
 /// The secondary CPUs' Rust entry (from `arch::smp::ap_entry64`).
 pub fn ap_main(arg: u64) -> ! {
     // SAFETY-free cast: `arg` is the address of a leaked PerCpu the boot CPU passed us.
-    let cpu: &'static PerCpu = percpu::cpu_by_address(arg).expect("AP started with a valid per-CPU block");
+    let cpu: &'static PerCpu =
+        percpu::cpu_by_address(arg).expect("AP started with a valid per-CPU block");
     percpu::install(cpu);
     apic::init(idt::SPURIOUS_VECTOR);
     cpu.online.store(true, Ordering::Release);
@@ -88,9 +98,13 @@ pub fn run_on(target: &'static PerCpu, command: Command, timeout_ms: u64) -> Opt
     }
     let before = target.commands_done.load(Ordering::Acquire);
     target.reply_to.store(me.apic_id, Ordering::Release);
-    target.reply_to_index.store(me.index as u32, Ordering::Release);
+    target
+        .reply_to_index
+        .store(me.index as u32, Ordering::Release);
     target.command.store(command as u32, Ordering::Release);
     apic::send_ipi(target.apic_id, idt::PING_VECTOR);
-    timer::wait_until(timeout_ms, || target.commands_done.load(Ordering::Acquire) != before)
-        .then(|| target.command_result.load(Ordering::Acquire))
+    timer::wait_until(timeout_ms, || {
+        target.commands_done.load(Ordering::Acquire) != before
+    })
+    .then(|| target.command_result.load(Ordering::Acquire))
 }

@@ -49,7 +49,10 @@ impl<const N: usize> Default for RangeSet<N> {
 impl<const N: usize> RangeSet<N> {
     /// An empty set.
     pub const fn new() -> Self {
-        RangeSet { ranges: [PhysRange { start: 0, end: 0 }; N], len: 0 }
+        RangeSet {
+            ranges: [PhysRange { start: 0, end: 0 }; N],
+            len: 0,
+        }
     }
 
     /// The ranges, in insertion/split order.
@@ -65,7 +68,9 @@ impl<const N: usize> RangeSet<N> {
     /// Adds `[start, end)` shrunk inward to frame boundaries; empty results are ignored.
     /// The caller keeps ranges disjoint (memory maps are).
     pub fn add(&mut self, start: u64, end: u64) -> Result<(), RangeSetFull> {
-        let start = start.checked_add(FRAME_SIZE - 1).map_or(u64::MAX, |s| s & !(FRAME_SIZE - 1));
+        let start = start
+            .checked_add(FRAME_SIZE - 1)
+            .map_or(u64::MAX, |s| s & !(FRAME_SIZE - 1));
         let end = end & !(FRAME_SIZE - 1);
         if end <= start {
             return Ok(());
@@ -81,7 +86,9 @@ impl<const N: usize> RangeSet<N> {
     /// Removes `[start, end)` (widened outward to frame boundaries) from every range.
     pub fn remove(&mut self, start: u64, end: u64) -> Result<(), RangeSetFull> {
         let start = start & !(FRAME_SIZE - 1);
-        let end = end.checked_add(FRAME_SIZE - 1).map_or(u64::MAX & !(FRAME_SIZE - 1), |e| e & !(FRAME_SIZE - 1));
+        let end = end
+            .checked_add(FRAME_SIZE - 1)
+            .map_or(!(FRAME_SIZE - 1), |e| e & !(FRAME_SIZE - 1));
         if end <= start {
             return Ok(());
         }
@@ -92,8 +99,14 @@ impl<const N: usize> RangeSet<N> {
                 i += 1;
                 continue;
             }
-            let left = PhysRange { start: r.start, end: start.max(r.start) };
-            let right = PhysRange { start: end.min(r.end), end: r.end };
+            let left = PhysRange {
+                start: r.start,
+                end: start.max(r.start),
+            };
+            let right = PhysRange {
+                start: end.min(r.end),
+                end: r.end,
+            };
             match (left.is_empty(), right.is_empty()) {
                 (true, true) => {
                     self.ranges.copy_within(i + 1..self.len, i);
@@ -160,7 +173,10 @@ impl<const N: usize> FrameCache<N> {
 
     /// An empty cache.
     pub const fn new() -> Self {
-        FrameCache { frames: [0; N], len: 0 }
+        FrameCache {
+            frames: [0; N],
+            len: 0,
+        }
     }
 
     /// Number of cached frames.
@@ -218,7 +234,13 @@ mod tests {
         let mut set = RangeSet::<4>::new();
         set.add(0x1001, 0x5fff).unwrap();
         set.add(0x7000, 0x7fff).unwrap();
-        assert_eq!(set.ranges(), &[PhysRange { start: 0x2000, end: 0x5000 }]);
+        assert_eq!(
+            set.ranges(),
+            &[PhysRange {
+                start: 0x2000,
+                end: 0x5000
+            }]
+        );
         assert_eq!(set.total(), 0x3000);
     }
 
@@ -231,16 +253,34 @@ mod tests {
         assert_eq!(
             set.ranges(),
             &[
-                PhysRange { start: 0, end: 0x4000 },
-                PhysRange { start: 0x6000, end: 0x10000 },
-                PhysRange { start: 0x20000, end: 0x30000 }
+                PhysRange {
+                    start: 0,
+                    end: 0x4000
+                },
+                PhysRange {
+                    start: 0x6000,
+                    end: 0x10000
+                },
+                PhysRange {
+                    start: 0x20000,
+                    end: 0x30000
+                }
             ]
         );
         set.remove(0x0, 0x4000).unwrap(); // delete whole range
         set.remove(0x2f000, 0x40000).unwrap(); // trim end
         assert_eq!(
             set.ranges(),
-            &[PhysRange { start: 0x6000, end: 0x10000 }, PhysRange { start: 0x20000, end: 0x2f000 }]
+            &[
+                PhysRange {
+                    start: 0x6000,
+                    end: 0x10000
+                },
+                PhysRange {
+                    start: 0x20000,
+                    end: 0x2f000
+                }
+            ]
         );
         assert!(set.contains(0x6000) && !set.contains(0x10000) && !set.contains(0x5fff));
     }
@@ -274,7 +314,9 @@ mod tests {
         assert_eq!(cache.len(), 4);
         let mut drained = Vec::new();
         for i in 0..5 {
-            cache.push(1000 * FRAME_SIZE + i, |batch| drained.extend_from_slice(batch));
+            cache.push(1000 * FRAME_SIZE + i, |batch| {
+                drained.extend_from_slice(batch)
+            });
         }
         assert_eq!(drained.len(), 4, "a full cache drains one batch");
         assert_eq!(cache.len(), 5);

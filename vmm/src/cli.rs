@@ -73,7 +73,9 @@ pub struct RunArgs {
 /// Parses a memory size such as `256M`, `4G`, `65536K` or `512` (MiB).
 pub fn parse_memory(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, suffix) = text.split_at(split);
     let number: u64 = digits
         .parse()
@@ -82,7 +84,11 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         "K" | "KB" | "KIB" => 10,
         "" | "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
-        _ => return Err(format!("unknown size suffix '{suffix}' in '{text}'; use K, M or G")),
+        _ => {
+            return Err(format!(
+                "unknown size suffix '{suffix}' in '{text}'; use K, M or G"
+            ))
+        }
     };
     let bytes = number
         .checked_mul(1 << shift)
@@ -129,7 +135,9 @@ mod tests {
         assert!(parse_memory("1M").unwrap_err().contains("minimum"));
         assert!(parse_memory("1T").unwrap_err().contains("suffix"));
         assert!(parse_memory("lots").unwrap_err().contains("not a size"));
-        assert!(parse_memory("99999999999999999G").unwrap_err().contains("too large"));
+        assert!(parse_memory("99999999999999999G")
+            .unwrap_err()
+            .contains("too large"));
         assert!(parse_memory("1024G").unwrap_err().contains("maximum"));
     }
 
@@ -145,7 +153,10 @@ mod tests {
     fn defaults() {
         let cli = Cli::try_parse_from(["k42vm", "run"]).unwrap();
         let Command::Run(args) = cli.command;
-        assert_eq!((args.cpus, args.memory, args.kernel, args.timeout), (1, DEFAULT_MEMORY, None, None));
+        assert_eq!(
+            (args.cpus, args.memory, args.kernel, args.timeout),
+            (1, DEFAULT_MEMORY, None, None)
+        );
     }
 
     #[test]

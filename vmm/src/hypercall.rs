@@ -24,14 +24,20 @@ impl KtestLog {
     /// `Ok(None)` when no tests ran, `Ok(Some(summary))` when every planned result arrived,
     /// `Err(problem)` when some are missing.
     pub fn verdict(&self) -> Result<Option<String>, String> {
-        let Some(planned) = self.planned else { return Ok(None) };
+        let Some(planned) = self.planned else {
+            return Ok(None);
+        };
         let reported = (self.passed.len() + self.failed.len()) as u64;
         if reported < planned {
             return Err(format!(
                 "ktests: only {reported} of {planned} planned results were reported; the guest stopped before finishing its tests"
             ));
         }
-        Ok(Some(format!("ktests: {} of {planned} passed, {} failed", self.passed.len(), self.failed.len())))
+        Ok(Some(format!(
+            "ktests: {} of {planned} passed, {} failed",
+            self.passed.len(),
+            self.failed.len()
+        )))
     }
 }
 
@@ -179,7 +185,7 @@ fn handle_cpu_start(shared: &VmShared, vcpu: usize, block: u64) {
         warn_bad_block(vcpu, Hypercall::CpuStart, block);
         return;
     };
-    let canonical = |a: u64| a < 0x0000_8000_0000_0000 || a >= 0xffff_8000_0000_0000;
+    let canonical = |a: u64| !(0x0000_8000_0000_0000..0xffff_8000_0000_0000).contains(&a);
     let valid = cpu != 0
         && (cpu as usize) < shared.ap_start.len()
         && canonical(rip)
@@ -190,11 +196,18 @@ fn handle_cpu_start(shared: &VmShared, vcpu: usize, block: u64) {
         write_status(mem, status_at, status::INVALID);
         return;
     }
-    let sender = shared.ap_start[cpu as usize].lock().unwrap_or_else(|e| e.into_inner()).take();
+    let sender = shared.ap_start[cpu as usize]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     match sender {
         Some(tx) => {
             let ok = tx.send(StartRequest { rip, rsp, cr3, arg }).is_ok();
-            write_status(mem, status_at, if ok { status::OK } else { status::INVALID });
+            write_status(
+                mem,
+                status_at,
+                if ok { status::OK } else { status::INVALID },
+            );
         }
         None => write_status(mem, status_at, status::BUSY),
     }
@@ -212,6 +225,9 @@ mod tests {
         log.passed = vec!["a".into(), "b".into()];
         assert!(log.verdict().unwrap_err().contains("only 2 of 3"));
         log.failed = vec!["c".into()];
-        assert_eq!(log.verdict(), Ok(Some("ktests: 2 of 3 passed, 1 failed".into())));
+        assert_eq!(
+            log.verdict(),
+            Ok(Some("ktests: 2 of 3 passed, 1 failed".into()))
+        );
     }
 }

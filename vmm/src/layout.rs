@@ -16,13 +16,17 @@
 
 use std::io::Cursor;
 
-use acpi_tables::madt::{EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT};
+use acpi_tables::madt::{
+    EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT,
+};
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::KernelLoader;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
@@ -65,7 +69,10 @@ pub fn ram_regions(size: u64) -> Vec<(GuestAddress, usize)> {
     } else {
         vec![
             (GuestAddress(0), MMIO_HOLE_START as usize),
-            (GuestAddress(MMIO_HOLE_END), (size - MMIO_HOLE_START) as usize),
+            (
+                GuestAddress(MMIO_HOLE_END),
+                (size - MMIO_HOLE_START) as usize,
+            ),
         ]
     }
 }
@@ -86,9 +93,21 @@ pub struct LoadedKernel {
 
 /// Highest physical end of the ELF's PT_LOAD segments, checking headers are inside the file.
 fn elf_load_end(image: &[u8]) -> std::result::Result<u64, String> {
-    let u16_at = |at: usize| image.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |at: usize| image.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
-    let u64_at = |at: usize| image.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    let u16_at = |at: usize| {
+        image
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        image
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |at: usize| {
+        image
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
     if image.len() < 64 || &image[..4] != b"\x7fELF" {
         return Err("not an ELF file".into());
     }
@@ -103,7 +122,9 @@ fn elf_load_end(image: &[u8]) -> std::result::Result<u64, String> {
     }
     let mut end = 0u64;
     for i in 0..phnum {
-        let at = phoff.checked_add(i * phentsize).ok_or("bad program header offset")?;
+        let at = phoff
+            .checked_add(i * phentsize)
+            .ok_or("bad program header offset")?;
         let kind = u32_at(at).ok_or("program headers run past the end of the file")?;
         if kind != 1 {
             continue;
@@ -112,13 +133,20 @@ fn elf_load_end(image: &[u8]) -> std::result::Result<u64, String> {
         let paddr = u64_at(at + 24).ok_or("truncated program header")?;
         let filesz = u64_at(at + 32).ok_or("truncated program header")?;
         let memsz = u64_at(at + 40).ok_or("truncated program header")?;
-        if offset.checked_add(filesz).is_none_or(|e| e > image.len() as u64) {
+        if offset
+            .checked_add(filesz)
+            .is_none_or(|e| e > image.len() as u64)
+        {
             return Err("a segment runs past the end of the file (truncated image?)".into());
         }
         if filesz > 0 && paddr < KERNEL_MIN_ADDR {
             return Err(format!("a segment loads at {paddr:#x}, below 1 MiB"));
         }
-        end = end.max(paddr.checked_add(memsz).ok_or("segment address overflows")?);
+        end = end.max(
+            paddr
+                .checked_add(memsz)
+                .ok_or("segment address overflows")?,
+        );
     }
     if end == 0 {
         return Err("no loadable segments".into());
@@ -127,8 +155,16 @@ fn elf_load_end(image: &[u8]) -> std::result::Result<u64, String> {
 }
 
 /// Loads a PVH ELF kernel into guest memory.
-pub fn load_kernel(mem: &GuestMemoryMmap, image: &[u8], name: &str, mem_size: u64) -> Result<LoadedKernel> {
-    let bad = |reason: String| VmmError::BadKernel { name: name.to_string(), reason };
+pub fn load_kernel(
+    mem: &GuestMemoryMmap,
+    image: &[u8],
+    name: &str,
+    mem_size: u64,
+) -> Result<LoadedKernel> {
+    let bad = |reason: String| VmmError::BadKernel {
+        name: name.to_string(),
+        reason,
+    };
     let end = elf_load_end(image).map_err(bad)?;
     if end > low_ram_end(mem_size) {
         return Err(VmmError::MemoryTooSmall(format!(
@@ -138,19 +174,37 @@ pub fn load_kernel(mem: &GuestMemoryMmap, image: &[u8], name: &str, mem_size: u6
             mem_size >> 20
         )));
     }
-    let result = Elf::load(mem, None, &mut Cursor::new(image), Some(GuestAddress(KERNEL_MIN_ADDR)))
-        .map_err(|e| bad(e.to_string()))?;
+    let result = Elf::load(
+        mem,
+        None,
+        &mut Cursor::new(image),
+        Some(GuestAddress(KERNEL_MIN_ADDR)),
+    )
+    .map_err(|e| bad(e.to_string()))?;
     match result.pvh_boot_cap {
-        PvhBootCapability::PvhEntryPresent(entry) => Ok(LoadedKernel { entry: entry.raw_value(), end }),
-        _ => Err(bad("it has no PVH entry point (XEN_ELFNOTE_PHYS32_ENTRY note)".into())),
+        PvhBootCapability::PvhEntryPresent(entry) => Ok(LoadedKernel {
+            entry: entry.raw_value(),
+            end,
+        }),
+        _ => Err(bad(
+            "it has no PVH entry point (XEN_ELFNOTE_PHYS32_ENTRY note)".into(),
+        )),
     }
 }
 
 /// Places the initrd at the top of low RAM, above the kernel. Returns its address.
-pub fn load_initrd(mem: &GuestMemoryMmap, initrd: &[u8], kernel_end: u64, mem_size: u64) -> Result<u64> {
+pub fn load_initrd(
+    mem: &GuestMemoryMmap,
+    initrd: &[u8],
+    kernel_end: u64,
+    mem_size: u64,
+) -> Result<u64> {
     let top = low_ram_end(mem_size);
     let size = initrd.len() as u64;
-    let start = top.checked_sub(size).map(|s| s & !0xfff).filter(|&s| s >= kernel_end.next_multiple_of(4096) + (8 << 20));
+    let start = top
+        .checked_sub(size)
+        .map(|s| s & !0xfff)
+        .filter(|&s| s >= kernel_end.next_multiple_of(4096) + (8 << 20));
     let start = start.ok_or_else(|| {
         VmmError::MemoryTooSmall(format!(
             "the initrd ({} KiB) does not fit in guest memory below {} MiB beside the kernel and its heap; raise --memory",
@@ -158,12 +212,18 @@ pub fn load_initrd(mem: &GuestMemoryMmap, initrd: &[u8], kernel_end: u64, mem_si
             top >> 20
         ))
     })?;
-    mem.write_slice(initrd, GuestAddress(start)).map_err(|e| VmmError::Memory(e.to_string()))?;
+    mem.write_slice(initrd, GuestAddress(start))
+        .map_err(|e| VmmError::Memory(e.to_string()))?;
     Ok(start)
 }
 
 /// Writes the command line, memory map, module list and `hvm_start_info`.
-pub fn write_start_info(mem: &GuestMemoryMmap, mem_size: u64, cmdline: &str, initrd: Option<(u64, u64)>) -> Result<()> {
+pub fn write_start_info(
+    mem: &GuestMemoryMmap,
+    mem_size: u64,
+    cmdline: &str,
+    initrd: Option<(u64, u64)>,
+) -> Result<()> {
     if cmdline.len() >= CMDLINE_MAX {
         return Err(VmmError::Config(format!(
             "the kernel command line is {} bytes; the limit is {}",
@@ -172,20 +232,36 @@ pub fn write_start_info(mem: &GuestMemoryMmap, mem_size: u64, cmdline: &str, ini
         )));
     }
     if cmdline.contains('\0') {
-        return Err(VmmError::Config("the kernel command line contains a NUL byte".into()));
+        return Err(VmmError::Config(
+            "the kernel command line contains a NUL byte".into(),
+        ));
     }
     let mut bytes = cmdline.as_bytes().to_vec();
     bytes.push(0);
-    mem.write_slice(&bytes, GuestAddress(CMDLINE_ADDR)).map_err(|e| VmmError::Memory(e.to_string()))?;
+    mem.write_slice(&bytes, GuestAddress(CMDLINE_ADDR))
+        .map_err(|e| VmmError::Memory(e.to_string()))?;
 
-    let entry = |addr: u64, size: u64, kind: u32| hvm_memmap_table_entry { addr, size, type_: kind, reserved: 0 };
+    let entry = |addr: u64, size: u64, kind: u32| hvm_memmap_table_entry {
+        addr,
+        size,
+        type_: kind,
+        reserved: 0,
+    };
     let mut memmap = vec![
         entry(0, 0x9_fc00, k42_paravirt::E820_RAM),
         entry(0x9_fc00, 0x10_0000 - 0x9_fc00, k42_paravirt::E820_RESERVED),
-        entry(0x10_0000, low_ram_end(mem_size) - 0x10_0000, k42_paravirt::E820_RAM),
+        entry(
+            0x10_0000,
+            low_ram_end(mem_size) - 0x10_0000,
+            k42_paravirt::E820_RAM,
+        ),
     ];
     if mem_size > MMIO_HOLE_START {
-        memmap.push(entry(MMIO_HOLE_END, mem_size - MMIO_HOLE_START, k42_paravirt::E820_RAM));
+        memmap.push(entry(
+            MMIO_HOLE_END,
+            mem_size - MMIO_HOLE_START,
+            k42_paravirt::E820_RAM,
+        ));
     }
     let mut start_info = hvm_start_info {
         magic: k42_paravirt::HVM_START_MAGIC,
@@ -203,7 +279,12 @@ pub fn write_start_info(mem: &GuestMemoryMmap, mem_size: u64, cmdline: &str, ini
         start_info.modlist_paddr = MODLIST_ADDR;
         params = BootParams::new(&start_info, GuestAddress(START_INFO_ADDR));
         params.set_sections(&memmap, GuestAddress(MEMMAP_ADDR));
-        let module = hvm_modlist_entry { paddr, size, cmdline_paddr: 0, reserved: 0 };
+        let module = hvm_modlist_entry {
+            paddr,
+            size,
+            cmdline_paddr: 0,
+            reserved: 0,
+        };
         params.set_modules(&[module], GuestAddress(MODLIST_ADDR));
     }
     PvhBootConfigurator::write_bootparams::<GuestMemoryMmap>(&params, mem)
@@ -218,7 +299,8 @@ pub fn write_gdts(mem: &GuestMemoryMmap) -> Result<()> {
     let gdt64: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
     for (addr, gdt) in [(GDT32_ADDR, gdt32), (GDT64_ADDR, gdt64)] {
         for (i, d) in gdt.iter().enumerate() {
-            mem.write_obj(*d, GuestAddress(addr + 8 * i as u64)).map_err(|e| VmmError::Memory(e.to_string()))?;
+            mem.write_obj(*d, GuestAddress(addr + 8 * i as u64))
+                .map_err(|e| VmmError::Memory(e.to_string()))?;
         }
     }
     Ok(())
@@ -228,7 +310,12 @@ pub fn write_gdts(mem: &GuestMemoryMmap) -> Result<()> {
 pub fn write_acpi(mem: &GuestMemoryMmap, cpus: u8) -> Result<()> {
     const OEM_ID: [u8; 6] = *b"K42VM ";
     const OEM_TABLE: [u8; 8] = *b"K42VMTBL";
-    let mut madt = MADT::new(OEM_ID, OEM_TABLE, 1, LocalInterruptController::Address(LAPIC_ADDR));
+    let mut madt = MADT::new(
+        OEM_ID,
+        OEM_TABLE,
+        1,
+        LocalInterruptController::Address(LAPIC_ADDR),
+    );
     for id in 0..cpus {
         madt.add_structure(ProcessorLocalApic::new(id, id, EnabledStatus::Enabled));
     }
@@ -236,10 +323,15 @@ pub fn write_acpi(mem: &GuestMemoryMmap, cpus: u8) -> Result<()> {
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE, 1);
     xsdt.add_entry(MADT_ADDR);
     let rsdp = Rsdp::new(OEM_ID, XSDT_ADDR);
-    for (addr, table) in [(RSDP_ADDR, &rsdp as &dyn Aml), (XSDT_ADDR, &xsdt), (MADT_ADDR, &madt)] {
+    for (addr, table) in [
+        (RSDP_ADDR, &rsdp as &dyn Aml),
+        (XSDT_ADDR, &xsdt),
+        (MADT_ADDR, &madt),
+    ] {
         let mut bytes = Vec::new();
         table.to_aml_bytes(&mut bytes);
-        mem.write_slice(&bytes, GuestAddress(addr)).map_err(|e| VmmError::Memory(e.to_string()))?;
+        mem.write_slice(&bytes, GuestAddress(addr))
+            .map_err(|e| VmmError::Memory(e.to_string()))?;
     }
     Ok(())
 }
@@ -247,7 +339,6 @@ pub fn write_acpi(mem: &GuestMemoryMmap, cpus: u8) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     fn memory(size: u64) -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&ram_regions(size)).unwrap()
@@ -257,7 +348,10 @@ mod tests {
     fn regions_skip_the_mmio_hole() {
         assert_eq!(ram_regions(256 << 20), vec![(GuestAddress(0), 256 << 20)]);
         let r = ram_regions(4 << 30);
-        assert_eq!(r, vec![(GuestAddress(0), 3 << 30), (GuestAddress(4 << 30), 1 << 30)]);
+        assert_eq!(
+            r,
+            vec![(GuestAddress(0), 3 << 30), (GuestAddress(4 << 30), 1 << 30)]
+        );
         assert_eq!(low_ram_end(4 << 30), 3 << 30);
     }
 
@@ -277,7 +371,10 @@ mod tests {
         assert!(err.to_string().contains("not an ELF"), "{err}");
         let truncated = &k42_images::DEFAULT_KERNEL[..2000];
         let err = load_kernel(&mem, truncated, "cut", 64 << 20).unwrap_err();
-        assert!(err.to_string().contains("truncated") || err.to_string().contains("past the end"), "{err}");
+        assert!(
+            err.to_string().contains("truncated") || err.to_string().contains("past the end"),
+            "{err}"
+        );
         // An ELF without the PVH note.
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let err = load_kernel(&mem, &exe, "exe", 64 << 20).unwrap_err();
@@ -305,24 +402,32 @@ mod tests {
         assert_eq!(info.magic, k42_paravirt::HVM_START_MAGIC);
         assert_eq!(info.memmap_entries, 4);
         assert_eq!(info.nr_modules, 1);
-        let high: hvm_memmap_table_entry = mem.read_obj(GuestAddress(MEMMAP_ADDR + 3 * 24)).unwrap();
+        let high: hvm_memmap_table_entry =
+            mem.read_obj(GuestAddress(MEMMAP_ADDR + 3 * 24)).unwrap();
         assert_eq!((high.addr, high.size), (4 << 30, 1 << 30));
         let module: hvm_modlist_entry = mem.read_obj(GuestAddress(MODLIST_ADDR)).unwrap();
         assert_eq!((module.paddr, module.size), (0x100_0000, 4096));
         let mut cmd = [0u8; 10];
-        mem.read_slice(&mut cmd, GuestAddress(CMDLINE_ADDR)).unwrap();
+        mem.read_slice(&mut cmd, GuestAddress(CMDLINE_ADDR))
+            .unwrap();
         assert_eq!(&cmd, b"k42.ktest\0");
         assert!(write_start_info(&mem, size, &"x".repeat(5000), None).is_err());
     }
 
     #[test]
     fn linux_loader_start_info_matches_paravirt_layout() {
-        assert_eq!(std::mem::size_of::<hvm_start_info>(), std::mem::size_of::<k42_paravirt::HvmStartInfo>());
+        assert_eq!(
+            std::mem::size_of::<hvm_start_info>(),
+            std::mem::size_of::<k42_paravirt::HvmStartInfo>()
+        );
         assert_eq!(
             std::mem::size_of::<hvm_memmap_table_entry>(),
             std::mem::size_of::<k42_paravirt::HvmMemmapEntry>()
         );
-        assert_eq!(std::mem::size_of::<hvm_modlist_entry>(), std::mem::size_of::<k42_paravirt::HvmModlistEntry>());
+        assert_eq!(
+            std::mem::size_of::<hvm_modlist_entry>(),
+            std::mem::size_of::<k42_paravirt::HvmModlistEntry>()
+        );
     }
 
     #[test]

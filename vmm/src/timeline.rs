@@ -15,7 +15,11 @@ pub struct Timeline {
 impl Timeline {
     /// A timeline starting at `start`; it prints at exit only when `enabled`.
     pub fn new(start: Instant, enabled: bool) -> Timeline {
-        let timeline = Timeline { start, enabled, marks: Arc::new(Mutex::new(Vec::new())) };
+        let timeline = Timeline {
+            start,
+            enabled,
+            marks: Arc::new(Mutex::new(Vec::new())),
+        };
         timeline.mark_at(start, "k42vm started");
         timeline
     }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_mp_state, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
-    KVM_MP_STATE_RUNNABLE,
+    kvm_cpuid_entry2, kvm_mp_state, kvm_segment, kvm_userspace_memory_region, CpuId,
+    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -110,38 +110,73 @@ impl VmShared {
 pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
     let (kernel_image, kernel_name) = match &args.kernel {
         Some(path) => (
-            std::fs::read(path).map_err(|source| VmmError::ReadImage { kind: "kernel image", path: path.clone(), source })?,
+            std::fs::read(path).map_err(|source| VmmError::ReadImage {
+                kind: "kernel image",
+                path: path.clone(),
+                source,
+            })?,
             path.display().to_string(),
         ),
-        None => (k42_images::DEFAULT_KERNEL.to_vec(), "the embedded kernel".to_string()),
+        None => (
+            k42_images::DEFAULT_KERNEL.to_vec(),
+            "the embedded kernel".to_string(),
+        ),
     };
     let initrd = match &args.initrd {
-        Some(path) => {
-            Some(std::fs::read(path).map_err(|source| VmmError::ReadImage { kind: "initrd", path: path.clone(), source })?)
-        }
+        Some(path) => Some(std::fs::read(path).map_err(|source| VmmError::ReadImage {
+            kind: "initrd",
+            path: path.clone(),
+            source,
+        })?),
         None => None,
     };
 
     let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
     match kvm.get_api_version() {
         12 => {}
-        v if v < 0 => return Err(VmmError::KvmNotKvm(format!("KVM_GET_API_VERSION failed: {}", std::io::Error::last_os_error()))),
-        v => return Err(VmmError::KvmNotKvm(format!("KVM API version {v}, expected 12"))),
+        v if v < 0 => {
+            return Err(VmmError::KvmNotKvm(format!(
+                "KVM_GET_API_VERSION failed: {}",
+                std::io::Error::last_os_error()
+            )))
+        }
+        v => {
+            return Err(VmmError::KvmNotKvm(format!(
+                "KVM API version {v}, expected 12"
+            )))
+        }
     }
     let max_vcpus = kvm.get_max_vcpus();
     if usize::from(args.cpus) > max_vcpus {
-        return Err(VmmError::Config(format!("--cpus {} exceeds this host's KVM limit of {max_vcpus}", args.cpus)));
+        return Err(VmmError::Config(format!(
+            "--cpus {} exceeds this host's KVM limit of {max_vcpus}",
+            args.cpus
+        )));
     }
-    let vm = kvm.create_vm().map_err(|source| VmmError::Kvm { what: "create a VM", source })?;
-    vm.set_tss_address(0xfffb_d000).map_err(|source| VmmError::Kvm { what: "set the TSS address", source })?;
-    vm.create_irq_chip().map_err(|source| VmmError::Kvm { what: "create the in-kernel irqchip", source })?;
+    let vm = kvm.create_vm().map_err(|source| VmmError::Kvm {
+        what: "create a VM",
+        source,
+    })?;
+    vm.set_tss_address(0xfffb_d000)
+        .map_err(|source| VmmError::Kvm {
+            what: "set the TSS address",
+            source,
+        })?;
+    vm.create_irq_chip().map_err(|source| VmmError::Kvm {
+        what: "create the in-kernel irqchip",
+        source,
+    })?;
     timeline.mark("KVM VM created");
 
-    let mem = GuestMemoryMmap::from_ranges(&layout::ram_regions(args.memory)).map_err(|e| VmmError::Memory(e.to_string()))?;
+    let mem = GuestMemoryMmap::from_ranges(&layout::ram_regions(args.memory))
+        .map_err(|e| VmmError::Memory(e.to_string()))?;
     register_memory(&vm, &mem)?;
     let kernel = layout::load_kernel(&mem, &kernel_image, &kernel_name, args.memory)?;
     let initrd_location = match &initrd {
-        Some(bytes) => Some((layout::load_initrd(&mem, bytes, kernel.end, args.memory)?, bytes.len() as u64)),
+        Some(bytes) => Some((
+            layout::load_initrd(&mem, bytes, kernel.end, args.memory)?,
+            bytes.len() as u64,
+        )),
         None => None,
     };
     layout::write_start_info(&mem, args.memory, &args.cmdline, initrd_location)?;
@@ -150,18 +185,33 @@ pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
     timeline.mark("kernel loaded");
 
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Host(e.to_string()))?;
-    vm.register_irqfd(&serial_irq, 4).map_err(|source| VmmError::Kvm { what: "register the serial irqfd", source })?;
+    vm.register_irqfd(&serial_irq, 4)
+        .map_err(|source| VmmError::Kvm {
+            what: "register the serial irqfd",
+            source,
+        })?;
     let exit_event = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Host(e.to_string()))?;
 
     let base_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(|source| VmmError::Kvm { what: "report supported CPUID", source })?;
+        .map_err(|source| VmmError::Kvm {
+            what: "report supported CPUID",
+            source,
+        })?;
     let mut vcpus = Vec::new();
     for index in 0..args.cpus {
-        let vcpu = vm.create_vcpu(u64::from(index)).map_err(|source| VmmError::Kvm { what: "create a vCPU", source })?;
+        let vcpu = vm
+            .create_vcpu(u64::from(index))
+            .map_err(|source| VmmError::Kvm {
+                what: "create a vCPU",
+                source,
+            })?;
         let tsc_khz = vcpu.get_tsc_khz().unwrap_or(0);
         let cpuid = vcpu_cpuid(&base_cpuid, index, args.cpus, tsc_khz)?;
-        vcpu.set_cpuid2(&cpuid).map_err(|source| VmmError::Kvm { what: "set a vCPU's CPUID", source })?;
+        vcpu.set_cpuid2(&cpuid).map_err(|source| VmmError::Kvm {
+            what: "set a vCPU's CPUID",
+            source,
+        })?;
         vcpus.push(vcpu);
     }
 
@@ -185,12 +235,18 @@ pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
         ktests: Mutex::new(KtestLog::default()),
         ap_start: ap_senders,
         exit: Mutex::new(None),
-        exit_event: exit_event.try_clone().map_err(|e| VmmError::Host(e.to_string()))?,
+        exit_event: exit_event
+            .try_clone()
+            .map_err(|e| VmmError::Host(e.to_string()))?,
     });
 
     let mut bsp = vcpus.remove(0);
     setup_bsp(&bsp, kernel.entry)?;
-    for (i, (vcpu, rx)) in vcpus.into_iter().zip(ap_receivers.into_iter().skip(1)).enumerate() {
+    for (i, (vcpu, rx)) in vcpus
+        .into_iter()
+        .zip(ap_receivers.into_iter().skip(1))
+        .enumerate()
+    {
         let shared = shared.clone();
         let rx = rx.expect("every secondary vCPU has a start channel");
         thread::Builder::new()
@@ -226,16 +282,22 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
         };
         // SAFETY: the region is a live mmap owned by `mem`, which the VmShared keeps alive for as
         // long as the VM (the process) exists; slots do not overlap.
-        unsafe { vm.set_user_memory_region(region) }
-            .map_err(|source| VmmError::Kvm { what: "register guest memory", source })?;
+        unsafe { vm.set_user_memory_region(region) }.map_err(|source| VmmError::Kvm {
+            what: "register guest memory",
+            source,
+        })?;
     }
     Ok(())
 }
 
 /// CPUID for vCPU `index`: KVM's supported set, this vCPU's APIC IDs, and k42vm's leaves.
 fn vcpu_cpuid(base: &CpuId, index: u8, cpus: u8, tsc_khz: u32) -> Result<CpuId> {
-    let mut entries: Vec<kvm_cpuid_entry2> =
-        base.as_slice().iter().copied().filter(|e| !(0x4000_0000..0x4000_0100).contains(&e.function)).collect();
+    let mut entries: Vec<kvm_cpuid_entry2> = base
+        .as_slice()
+        .iter()
+        .copied()
+        .filter(|e| !(0x4000_0000..0x4000_0100).contains(&e.function))
+        .collect();
     for e in entries.iter_mut() {
         match e.function {
             1 => {
@@ -249,9 +311,28 @@ fn vcpu_cpuid(base: &CpuId, index: u8, cpus: u8, tsc_khz: u32) -> Result<CpuId> 
     }
     let sig = pv::CPUID_SIGNATURE;
     let word = |i: usize| u32::from_le_bytes([sig[i], sig[i + 1], sig[i + 2], sig[i + 3]]);
-    let leaf = |function, eax, ebx, ecx, edx| kvm_cpuid_entry2 { function, eax, ebx, ecx, edx, ..Default::default() };
-    entries.push(leaf(pv::CPUID_SIGNATURE_LEAF, pv::CPUID_TIMING_LEAF, word(0), word(4), word(8)));
-    entries.push(leaf(pv::CPUID_INTERFACE_LEAF, pv::INTERFACE_VERSION, 0, 0, 0));
+    let leaf = |function, eax, ebx, ecx, edx| kvm_cpuid_entry2 {
+        function,
+        eax,
+        ebx,
+        ecx,
+        edx,
+        ..Default::default()
+    };
+    entries.push(leaf(
+        pv::CPUID_SIGNATURE_LEAF,
+        pv::CPUID_TIMING_LEAF,
+        word(0),
+        word(4),
+        word(8),
+    ));
+    entries.push(leaf(
+        pv::CPUID_INTERFACE_LEAF,
+        pv::INTERFACE_VERSION,
+        0,
+        0,
+        0,
+    ));
     // KVM's LAPIC timer runs at 1 GHz (1 ns per tick).
     entries.push(leaf(pv::CPUID_TIMING_LEAF, tsc_khz, 1_000_000, 0, 0));
     CpuId::from_entries(&entries).map_err(|e| VmmError::Host(format!("building CPUID: {e:?}")))
@@ -277,31 +358,56 @@ fn flat_segment(selector: u16, code: bool, long: bool) -> kvm_segment {
 
 /// The boot vCPU: 32-bit protected mode, paging off, EBX = `hvm_start_info` (the PVH contract).
 fn setup_bsp(vcpu: &VcpuFd, entry: u64) -> Result<()> {
-    let mut sregs = vcpu.get_sregs().map_err(|source| VmmError::Kvm { what: "read vCPU sregs", source })?;
+    let mut sregs = vcpu.get_sregs().map_err(|source| VmmError::Kvm {
+        what: "read vCPU sregs",
+        source,
+    })?;
     sregs.cs = flat_segment(0x08, true, false);
     let data = flat_segment(0x10, false, false);
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.tr = kvm_segment { limit: 0x67, type_: 0xb, present: 1, ..Default::default() };
+    sregs.tr = kvm_segment {
+        limit: 0x67,
+        type_: 0xb,
+        present: 1,
+        ..Default::default()
+    };
     sregs.gdt.base = layout::GDT32_ADDR;
     sregs.gdt.limit = 23;
     sregs.cr0 = 0x11; // PE | ET
     sregs.cr4 = 0;
     sregs.efer = 0;
-    vcpu.set_sregs(&sregs).map_err(|source| VmmError::Kvm { what: "set vCPU sregs", source })?;
-    let mut regs = vcpu.get_regs().map_err(|source| VmmError::Kvm { what: "read vCPU registers", source })?;
+    vcpu.set_sregs(&sregs).map_err(|source| VmmError::Kvm {
+        what: "set vCPU sregs",
+        source,
+    })?;
+    let mut regs = vcpu.get_regs().map_err(|source| VmmError::Kvm {
+        what: "read vCPU registers",
+        source,
+    })?;
     regs.rflags = 0x2;
     regs.rip = entry;
     regs.rbx = layout::START_INFO_ADDR;
-    vcpu.set_regs(&regs).map_err(|source| VmmError::Kvm { what: "set vCPU registers", source })
+    vcpu.set_regs(&regs).map_err(|source| VmmError::Kvm {
+        what: "set vCPU registers",
+        source,
+    })
 }
 
 /// A secondary vCPU: 64-bit mode with the guest's page tables, as `CpuStart` asked.
-fn setup_secondary(vcpu: &VcpuFd, start: &StartRequest) -> std::result::Result<(), kvm_ioctls::Error> {
+fn setup_secondary(
+    vcpu: &VcpuFd,
+    start: &StartRequest,
+) -> std::result::Result<(), kvm_ioctls::Error> {
     let mut sregs = vcpu.get_sregs()?;
     sregs.cs = flat_segment(0x08, true, true);
     let data = flat_segment(0x10, false, false);
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.tr = kvm_segment { limit: 0x67, type_: 0xb, present: 1, ..Default::default() };
+    sregs.tr = kvm_segment {
+        limit: 0x67,
+        type_: 0xb,
+        present: 1,
+        ..Default::default()
+    };
     sregs.gdt.base = layout::GDT64_ADDR;
     sregs.gdt.limit = 23;
     sregs.cr0 = 0x8001_0033; // PG | WP | NE | ET | MP | PE
@@ -315,10 +421,17 @@ fn setup_secondary(vcpu: &VcpuFd, start: &StartRequest) -> std::result::Result<(
     regs.rsp = start.rsp;
     regs.rdi = start.arg;
     vcpu.set_regs(&regs)?;
-    vcpu.set_mp_state(kvm_mp_state { mp_state: KVM_MP_STATE_RUNNABLE })
+    vcpu.set_mp_state(kvm_mp_state {
+        mp_state: KVM_MP_STATE_RUNNABLE,
+    })
 }
 
-fn secondary_vcpu_thread(mut vcpu: VcpuFd, index: usize, start: Receiver<StartRequest>, shared: Arc<VmShared>) {
+fn secondary_vcpu_thread(
+    mut vcpu: VcpuFd,
+    index: usize,
+    start: Receiver<StartRequest>,
+    shared: Arc<VmShared>,
+) {
     // Waits until the guest asks for this CPU; a VM that never does simply exits without it.
     let Ok(request) = start.recv() else { return };
     if let Err(e) = setup_secondary(&vcpu, &request) {
@@ -357,7 +470,10 @@ fn run_vcpu(vcpu: &mut VcpuFd, index: usize, shared: &VmShared) {
                 }
             }
             Ok(VcpuExit::MmioRead(_, data)) => data.fill(0xff),
-            Ok(VcpuExit::MmioWrite(..)) | Ok(VcpuExit::Hlt) | Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => {}
+            Ok(VcpuExit::MmioWrite(..))
+            | Ok(VcpuExit::Hlt)
+            | Ok(VcpuExit::Intr)
+            | Ok(VcpuExit::IrqWindowOpen) => {}
             Ok(VcpuExit::Shutdown) => {
                 shared.request_exit(VmExit::Failed(format!(
                     "the guest triple-faulted on vCPU {index}; its registers:\n  {}",
@@ -380,7 +496,9 @@ fn run_vcpu(vcpu: &mut VcpuFd, index: usize, shared: &VmShared) {
                 return;
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => {
-                shared.request_exit(VmExit::Failed(format!("vCPU {index} raised system event {kind} (reset or power-off)")));
+                shared.request_exit(VmExit::Failed(format!(
+                    "vCPU {index} raised system event {kind} (reset or power-off)"
+                )));
                 return;
             }
             Ok(other) => {
@@ -393,7 +511,9 @@ fn run_vcpu(vcpu: &mut VcpuFd, index: usize, shared: &VmShared) {
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
             Err(e) => {
-                shared.request_exit(VmExit::Failed(format!("KVM_RUN failed on vCPU {index}: {e}")));
+                shared.request_exit(VmExit::Failed(format!(
+                    "KVM_RUN failed on vCPU {index}: {e}"
+                )));
                 return;
             }
         }
@@ -464,12 +584,22 @@ impl MutEventSubscriber for StdinToSerial {
 
 type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
-fn event_loop(shared: &Arc<VmShared>, exit_event: EventFd, timeout: Option<Duration>) -> Result<i32> {
-    let mut manager: EventManager<Subscriber> = EventManager::new().map_err(|e| VmmError::Host(format!("{e:?}")))?;
-    let watcher = Arc::new(Mutex::new(ExitWatcher { event: exit_event, fired: false }));
+fn event_loop(
+    shared: &Arc<VmShared>,
+    exit_event: EventFd,
+    timeout: Option<Duration>,
+) -> Result<i32> {
+    let mut manager: EventManager<Subscriber> =
+        EventManager::new().map_err(|e| VmmError::Host(format!("{e:?}")))?;
+    let watcher = Arc::new(Mutex::new(ExitWatcher {
+        event: exit_event,
+        fired: false,
+    }));
     manager.add_subscriber(watcher.clone());
     if std::io::stdin().is_terminal() {
-        manager.add_subscriber(Arc::new(Mutex::new(StdinToSerial { shared: shared.clone() })));
+        manager.add_subscriber(Arc::new(Mutex::new(StdinToSerial {
+            shared: shared.clone(),
+        })));
     }
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
@@ -492,7 +622,9 @@ fn event_loop(shared: &Arc<VmShared>, exit_event: EventFd, timeout: Option<Durat
             }
             None => 1000,
         };
-        manager.run_with_timeout(wait_ms).map_err(|e| VmmError::Host(format!("event loop: {e:?}")))?;
+        manager
+            .run_with_timeout(wait_ms)
+            .map_err(|e| VmmError::Host(format!("event loop: {e:?}")))?;
     }
 }
 

@@ -4,7 +4,10 @@
 use std::process::Command;
 
 fn k42vm(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_k42vm")).args(args).output().expect("run k42vm")
+    Command::new(env!("CARGO_BIN_EXE_k42vm"))
+        .args(args)
+        .output()
+        .expect("run k42vm")
 }
 
 #[test]
@@ -12,8 +15,20 @@ fn help_explains_every_flag() {
     let out = k42vm(&["run", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--kernel", "--initrd", "--cpus", "--memory", "--cmdline", "--timeout", "--timeline", "Exit status"] {
-        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+    for flag in [
+        "--kernel",
+        "--initrd",
+        "--cpus",
+        "--memory",
+        "--cmdline",
+        "--timeout",
+        "--timeline",
+        "Exit status",
+    ] {
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
     }
 }
 

@@ -27,8 +27,12 @@ struct Pool {
     free_count: u64,
 }
 
-static POOL: Mutex<Pool> =
-    Mutex::new(Pool { fresh: RangeSet::new(), usable: RangeSet::new(), free_list: 0, free_count: 0 });
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    fresh: RangeSet::new(),
+    usable: RangeSet::new(),
+    free_list: 0,
+    free_count: 0,
+});
 static ALLOCATED: AtomicU64 = AtomicU64::new(0);
 
 /// Counters of the frame allocator.
@@ -48,28 +52,43 @@ pub(super) fn init(info: &BootInfo) -> Result<MemoryInfo, &'static str> {
     for entry in info.memmap.iter().filter(|e| e.kind == E820_RAM) {
         ram_bytes += entry.size;
         let end = entry.addr.saturating_add(entry.size).min(DIRECT_MAP_LIMIT);
-        pool.fresh.add(entry.addr.max(LOW_MEMORY_END), end).map_err(|_| "too many memory ranges")?;
+        pool.fresh
+            .add(entry.addr.max(LOW_MEMORY_END), end)
+            .map_err(|_| "too many memory ranges")?;
     }
     let (kernel_start, kernel_end) = boot::kernel_phys_range();
-    let mut reserved = [(0, LOW_MEMORY_END), (kernel_start, kernel_end), (0, 0), (0, 0), (0, 0), (0, 0)];
+    let mut reserved = [
+        (0, LOW_MEMORY_END),
+        (kernel_start, kernel_end),
+        (0, 0),
+        (0, 0),
+        (0, 0),
+        (0, 0),
+    ];
     if let Some((start, size)) = info.initrd {
         reserved[2] = (start, start.saturating_add(size));
     }
-    let entries = info.memmap.len() as u64 * core::mem::size_of::<k42_paravirt::HvmMemmapEntry>() as u64;
+    let entries =
+        info.memmap.len() as u64 * core::mem::size_of::<k42_paravirt::HvmMemmapEntry>() as u64;
     reserved[3] = (info.memmap_phys, info.memmap_phys + entries);
     reserved[4] = (info.start_info_phys, info.start_info_phys + 64);
     if let Some(range) = info.cmdline_range {
         reserved[5] = range;
     }
     for (start, end) in reserved {
-        pool.fresh.remove(start, end).map_err(|_| "too many memory ranges")?;
+        pool.fresh
+            .remove(start, end)
+            .map_err(|_| "too many memory ranges")?;
     }
     pool.usable = pool.fresh.clone();
     let usable_bytes = pool.fresh.total();
     if usable_bytes < 4 << 20 {
         return Err("less than 4 MiB of usable RAM");
     }
-    Ok(MemoryInfo { ram_bytes, usable_bytes })
+    Ok(MemoryInfo {
+        ram_bytes,
+        usable_bytes,
+    })
 }
 
 /// Takes `count` physically contiguous fresh (zero) frames; for early boot structures.
@@ -122,7 +141,7 @@ pub struct BadFrame(pub u64);
 
 /// Returns a frame to this CPU's cache (overflow goes back to the shared pool).
 pub fn free_frame(frame: u64) -> Result<(), BadFrame> {
-    if frame % FRAME_SIZE != 0 || !POOL.lock().usable.contains(frame) {
+    if !frame.is_multiple_of(FRAME_SIZE) || !POOL.lock().usable.contains(frame) {
         return Err(BadFrame(frame));
     }
     ALLOCATED.fetch_sub(1, Ordering::Relaxed);
@@ -155,14 +174,20 @@ pub fn stats() -> FrameStats {
 
 /// Writes the first word of an allocated frame (for tests and diagnostics).
 pub fn write_word(frame: u64, value: u64) {
-    assert!(frame % FRAME_SIZE == 0 && is_managed(frame), "write_word on an unmanaged frame");
+    assert!(
+        frame.is_multiple_of(FRAME_SIZE) && is_managed(frame),
+        "write_word on an unmanaged frame"
+    );
     // SAFETY: `frame` is managed RAM (checked) mapped by the direct map; the caller owns it.
     unsafe { core::ptr::write_volatile(phys_to_virt(frame) as *mut u64, value) }
 }
 
 /// Reads the first word of an allocated frame (for tests and diagnostics).
 pub fn read_word(frame: u64) -> u64 {
-    assert!(frame % FRAME_SIZE == 0 && is_managed(frame), "read_word on an unmanaged frame");
+    assert!(
+        frame.is_multiple_of(FRAME_SIZE) && is_managed(frame),
+        "read_word on an unmanaged frame"
+    );
     // SAFETY: as for `write_word`.
     unsafe { core::ptr::read_volatile(phys_to_virt(frame) as *const u64) }
 }

@@ -11,10 +11,16 @@ const HEAP_FRAMES: u64 = 1024; // 4 MiB
 static HEAP: LockedHeap = LockedHeap::empty();
 
 pub(super) fn init() -> Result<(), &'static str> {
-    let start = super::frames::alloc_contiguous(HEAP_FRAMES).ok_or("no contiguous 4 MiB for the kernel heap")?;
+    let start = super::frames::alloc_contiguous(HEAP_FRAMES)
+        .ok_or("no contiguous 4 MiB for the kernel heap")?;
     // SAFETY: the frames were just taken from the allocator and are used by nothing else; the
     // direct map covers them; `init` runs once.
-    unsafe { HEAP.lock().init(phys_to_virt(start) as *mut u8, (HEAP_FRAMES * 4096) as usize) };
+    unsafe {
+        HEAP.lock().init(
+            phys_to_virt(start) as *mut u8,
+            (HEAP_FRAMES * 4096) as usize,
+        )
+    };
     Ok(())
 }
 

@@ -36,7 +36,11 @@ pub(super) fn map_high_ram(info: &BootInfo) -> Result<(), &'static str> {
             for i in 0..512u64 {
                 // SAFETY: `pd` is a fresh frame owned by us, mapped by the direct map (it lies
                 // below 4 GiB or in an already-mapped GiB, as bump allocation goes upward).
-                unsafe { pd_virt.add(i as usize).write(slot * GIB + (i << 21) | HUGE | PRESENT_WRITABLE) };
+                unsafe {
+                    pd_virt
+                        .add(i as usize)
+                        .write((slot * GIB + (i << 21)) | HUGE | PRESENT_WRITABLE)
+                };
             }
             pd | PRESENT_WRITABLE
         };

@@ -40,7 +40,9 @@ fn read(reg: u32) -> u32 {
     } else {
         // SAFETY: the xAPIC page is mapped by the direct map (first 4 GiB); the register is a
         // defined 32-bit register of the local APIC.
-        unsafe { core::ptr::read_volatile(phys_to_virt(XAPIC_PHYS + (u64::from(reg) << 4)) as *const u32) }
+        unsafe {
+            core::ptr::read_volatile(phys_to_virt(XAPIC_PHYS + (u64::from(reg) << 4)) as *const u32)
+        }
     }
 }
 
@@ -57,7 +59,12 @@ fn write(reg: u32, value: u64) {
 
 fn write_mmio(reg: u32, value: u32) {
     // SAFETY: as for `read`; writes to APIC registers only affect interrupt delivery.
-    unsafe { core::ptr::write_volatile(phys_to_virt(XAPIC_PHYS + (u64::from(reg) << 4)) as *mut u32, value) }
+    unsafe {
+        core::ptr::write_volatile(
+            phys_to_virt(XAPIC_PHYS + (u64::from(reg) << 4)) as *mut u32,
+            value,
+        )
+    }
 }
 
 /// Enables the calling CPU's local APIC (x2APIC mode when available); timer divide is 1.
@@ -117,5 +124,8 @@ pub fn send_init(apic_id: u32) {
 
 /// Sends a STARTUP IPI to `apic_id`; the CPU starts in real mode at `page << 12`.
 pub fn send_startup(apic_id: u32, page: u8) {
-    write(REG_ICR, (u64::from(apic_id) << 32) | 0x4600 | u64::from(page));
+    write(
+        REG_ICR,
+        (u64::from(apic_id) << 32) | 0x4600 | u64::from(page),
+    );
 }

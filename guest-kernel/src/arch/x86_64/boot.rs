@@ -215,7 +215,10 @@ pub fn boot_tsc_value() -> u64 {
 
 /// Physical range `[start, end)` occupied by the kernel image, .bss included.
 pub fn kernel_phys_range() -> (u64, u64) {
-    (core::ptr::addr_of!(__kernel_phys_start) as u64, core::ptr::addr_of!(__kernel_phys_end) as u64)
+    (
+        core::ptr::addr_of!(__kernel_phys_start) as u64,
+        core::ptr::addr_of!(__kernel_phys_end) as u64,
+    )
 }
 
 /// Physical address and length of the real-mode AP trampoline code.

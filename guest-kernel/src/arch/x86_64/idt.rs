@@ -207,8 +207,15 @@ struct Gate {
 }
 
 impl Gate {
-    const EMPTY: Gate =
-        Gate { offset_low: 0, selector: 0, ist: 0, attributes: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
+    const EMPTY: Gate = Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        attributes: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
 
     fn interrupt(handler: u64, ist: u8) -> Gate {
         Gate {
@@ -261,7 +268,10 @@ pub fn load() {
         limit: u16,
         base: u64,
     }
-    let pointer = Pointer { limit: (256 * 16 - 1) as u16, base: IDT.0.get() as u64 };
+    let pointer = Pointer {
+        limit: (256 * 16 - 1) as u16,
+        base: IDT.0.get() as u64,
+    };
     // SAFETY: the IDT is 'static and filled by `init` before any CPU loads it.
     unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) }
 }

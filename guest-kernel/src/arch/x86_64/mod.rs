@@ -19,7 +19,9 @@ pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
 pub fn outb(port: u16, value: u8) {
     // SAFETY: port writes have no memory effects visible to Rust; the ports this kernel uses
     // (UART, hypercalls, PIC mask, debug exit) are side-effect-only devices.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Writes a 32-bit value to an I/O port.
@@ -27,7 +29,9 @@ pub fn outb(port: u16, value: u8) {
 pub fn outl(port: u16, value: u32) {
     // SAFETY: as for `outb`. The hypercall handler may read guest memory named by `value`,
     // so this is not `nomem`: earlier writes to the parameter block must be visible.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags))
+    }
 }
 
 /// Reads a byte from an I/O port.
@@ -35,7 +39,9 @@ pub fn outl(port: u16, value: u32) {
 pub fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: port reads of the UART status register have no memory effects.
-    unsafe { asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    }
     value
 }
 
@@ -45,7 +51,9 @@ pub fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: callers only name architectural MSRs present on every x86_64 CPU this kernel
     // supports (EFER, APIC base, x2APIC range, GS base).
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    }
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -76,7 +84,12 @@ pub struct CpuidResult {
 /// Executes CPUID for `leaf`/`subleaf`.
 pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-    CpuidResult { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+    CpuidResult {
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+    }
 }
 
 /// Reads the time-stamp counter.
@@ -107,7 +120,6 @@ pub fn enable_interrupts() {
     unsafe { asm!("sti", options(nomem, nostack)) }
 }
 
-
 /// Halts this CPU forever with interrupts disabled.
 pub fn halt_forever() -> ! {
     loop {
@@ -129,8 +141,6 @@ pub fn read_cr2() -> u64 {
     unsafe { asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags)) }
     value
 }
-
-
 
 /// Translates a physical address to its virtual address in the direct map.
 #[inline(always)]
