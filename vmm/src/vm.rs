@@ -170,8 +170,11 @@ pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
 
     let mem = GuestMemoryMmap::from_ranges(&layout::ram_regions(args.memory))
         .map_err(|e| VmmError::Memory(e.to_string()))?;
+    timeline.mark("guest memory mapped");
     register_memory(&vm, &mem)?;
+    timeline.mark("guest memory registered");
     let kernel = layout::load_kernel(&mem, &kernel_image, &kernel_name, args.memory)?;
+    timeline.mark("kernel copied");
     let initrd_location = match &initrd {
         Some(bytes) => Some((
             layout::load_initrd(&mem, bytes, kernel.end, args.memory)?,
