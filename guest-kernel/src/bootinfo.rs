@@ -96,6 +96,8 @@ pub struct Switches {
     pub test_fault: bool,
     /// `k42.test_hang`: never shut down (tests the VMM's timeout).
     pub test_hang: bool,
+    /// `k42.test_triple_fault`: triple-fault the boot CPU (tests the VMM's failure report).
+    pub test_triple_fault: bool,
     /// `k42.initrd_checksum`: report the initrd's checksum.
     pub initrd_checksum: bool,
     /// `k42.bench=hypercall`: measure the hypercall round trip.
@@ -116,6 +118,7 @@ impl Switches {
                 "k42.test_panic" => s.test_panic = true,
                 "k42.test_fault" => s.test_fault = true,
                 "k42.test_hang" => s.test_hang = true,
+                "k42.test_triple_fault" => s.test_triple_fault = true,
                 "k42.initrd_checksum" => s.initrd_checksum = true,
                 "k42.bench" if value == "hypercall" => s.bench_hypercall = true,
                 "k42.quiet" => s.quiet = true,

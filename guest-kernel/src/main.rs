@@ -101,6 +101,9 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
         // SAFETY-free by design: reading an unmapped address to exercise the exception path.
         arch::touch_unmapped();
     }
+    if switches.test_triple_fault {
+        arch::triple_fault();
+    }
     if switches.test_hang {
         kprintln!("k42.test_hang: idling forever");
         loop {

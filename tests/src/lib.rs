@@ -17,7 +17,10 @@ pub fn require_kvm() {
 /// Path of the `k42vm` binary built alongside these tests (target/<profile>/k42vm).
 pub fn k42vm_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
     let binary = profile_dir.join("k42vm");
     assert!(
         binary.exists(),
@@ -46,7 +49,10 @@ pub struct Run {
 impl Run {
     /// Both streams, for assertion messages.
     pub fn all(&self) -> String {
-        format!("status {:?}\n--- stdout\n{}--- stderr\n{}", self.status, self.stdout, self.stderr)
+        format!(
+            "status {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
     }
 }
 
@@ -71,7 +77,11 @@ pub fn run_with_limit(program: &Path, args: &[&str], limit: Duration) -> Run {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let Output { status, stdout, stderr } = child.wait_with_output().expect("collect output");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("collect output");
     Run {
         status: status.code(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -108,7 +118,11 @@ pub fn assert_all_ktests_passed(output: &str, context: &str) {
     let plan = plan.unwrap_or_else(|| panic!("no ktest plan reported\n{context}"));
     assert!(plan >= 6, "fewer ktests planned than exist\n{context}");
     assert!(failed.is_empty(), "ktests failed: {failed:?}\n{context}");
-    assert_eq!(passed.len() as u64, plan, "missing ktest reports\n{context}");
+    assert_eq!(
+        passed.len() as u64,
+        plan,
+        "missing ktest reports\n{context}"
+    );
 }
 
 /// The CPU count from the kernel's banner line.
@@ -126,8 +140,14 @@ mod tests {
     fn parses_ktest_lines_and_banner() {
         let out = "k42 kernel: 0.1.0 on k42vm, 4 CPUs, 255 MiB RAM\nktest plan 2\nktest pass a\nktest FAIL b (0x3)\n";
         let (plan, passed, failed) = ktest_results(out);
-        assert_eq!((plan, passed, failed), (Some(2), vec!["a".into()], vec!["b".into()]));
+        assert_eq!(
+            (plan, passed, failed),
+            (Some(2), vec!["a".into()], vec!["b".into()])
+        );
         assert_eq!(banner_cpus(out), Some(4));
-        assert_eq!(banner_cpus("k42 kernel: 0.1.0 on k42vm, 1 CPU, 64 MiB"), Some(1));
+        assert_eq!(
+            banner_cpus("k42 kernel: 0.1.0 on k42vm, 1 CPU, 64 MiB"),
+            Some(1)
+        );
     }
 }

@@ -5,12 +5,28 @@ use k42_tests::*;
 fn boot_ktests(cpus: u32, memory: &str) {
     require_kvm();
     let cpus_arg = cpus.to_string();
-    let run = k42vm_run(&["--cpus", &cpus_arg, "--memory", memory, "--cmdline", "k42.ktest", "--timeout", "45s"]);
+    let run = k42vm_run(&[
+        "--cpus",
+        &cpus_arg,
+        "--memory",
+        memory,
+        "--cmdline",
+        "k42.ktest",
+        "--timeout",
+        "45s",
+    ]);
     let context = run.all();
     assert_eq!(run.status, Some(0), "ktest boot failed\n{context}");
-    assert_eq!(banner_cpus(&run.stdout), Some(cpus), "not every CPU reported in\n{context}");
+    assert_eq!(
+        banner_cpus(&run.stdout),
+        Some(cpus),
+        "not every CPU reported in\n{context}"
+    );
     assert_all_ktests_passed(&run.stdout, &context);
-    assert!(run.stderr.contains("ktests: "), "k42vm printed no ktest summary\n{context}");
+    assert!(
+        run.stderr.contains("ktests: "),
+        "k42vm printed no ktest summary\n{context}"
+    );
 }
 
 #[test]
@@ -41,10 +57,22 @@ fn memory_64m() {
 #[test]
 fn memory_4g_crosses_the_mmio_hole() {
     require_kvm();
-    let run = k42vm_run(&["--memory", "4G", "--cpus", "2", "--cmdline", "k42.ktest", "--timeout", "45s"]);
+    let run = k42vm_run(&[
+        "--memory",
+        "4G",
+        "--cpus",
+        "2",
+        "--cmdline",
+        "k42.ktest",
+        "--timeout",
+        "45s",
+    ]);
     let context = run.all();
     assert_eq!(run.status, Some(0), "{context}");
-    assert!(run.stdout.contains("4095 MiB RAM"), "the guest did not see RAM above the hole\n{context}");
+    assert!(
+        run.stdout.contains("4095 MiB RAM"),
+        "the guest did not see RAM above the hole\n{context}"
+    );
     assert_all_ktests_passed(&run.stdout, &context);
 }
 
@@ -54,10 +82,25 @@ fn default_boot_prints_banner_and_exits_zero() {
     let run = k42vm_run(&["--timeline"]);
     let context = run.all();
     assert_eq!(run.status, Some(0), "{context}");
-    assert!(run.stdout.contains("k42 kernel:") && run.stdout.contains("1 CPU,"), "{context}");
-    assert!(run.stdout.contains("256 MiB RAM") || run.stdout.contains("255 MiB RAM"), "{context}");
-    for stage in ["first guest instruction", "memory ready", "all CPUs up", "kernel init done", "guest shutdown"] {
-        assert!(run.stderr.contains(&format!(" {stage}\n")), "timeline lacks '{stage}'\n{context}");
+    assert!(
+        run.stdout.contains("k42 kernel:") && run.stdout.contains("1 CPU,"),
+        "{context}"
+    );
+    assert!(
+        run.stdout.contains("256 MiB RAM") || run.stdout.contains("255 MiB RAM"),
+        "{context}"
+    );
+    for stage in [
+        "first guest instruction",
+        "memory ready",
+        "all CPUs up",
+        "kernel init done",
+        "guest shutdown",
+    ] {
+        assert!(
+            run.stderr.contains(&format!(" {stage}\n")),
+            "timeline lacks '{stage}'\n{context}"
+        );
     }
 }
 
@@ -78,11 +121,25 @@ fn initrd_arrives_intact() {
         })
         .collect();
     std::fs::write(&path, &bytes).unwrap();
-    let run = k42vm_run(&["--initrd", path.to_str().unwrap(), "--cmdline", "k42.initrd_checksum k42.quiet", "--timeout", "30s"]);
+    let run = k42vm_run(&[
+        "--initrd",
+        path.to_str().unwrap(),
+        "--cmdline",
+        "k42.initrd_checksum k42.quiet",
+        "--timeout",
+        "30s",
+    ]);
     let context = run.all();
     assert_eq!(run.status, Some(0), "{context}");
-    let expected = format!("initrd: {} bytes, checksum {:#018x}", bytes.len(), k42_paravirt::checksum64(&bytes));
-    assert!(run.stdout.contains(&expected), "expected '{expected}'\n{context}");
+    let expected = format!(
+        "initrd: {} bytes, checksum {:#018x}",
+        bytes.len(),
+        k42_paravirt::checksum64(&bytes)
+    );
+    assert!(
+        run.stdout.contains(&expected),
+        "expected '{expected}'\n{context}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -101,9 +158,19 @@ fn guest_panic_gives_failure_and_message() {
     require_kvm();
     let run = k42vm_run(&["--cmdline", "k42.quiet k42.test_panic", "--timeout", "30s"]);
     let context = run.all();
-    assert_eq!(run.status, Some(k42_paravirt::exit_code::PANIC as i32), "{context}");
-    assert!(run.stdout.contains("KERNEL PANIC") && run.stdout.contains("k42.test_panic"), "{context}");
-    assert!(run.stdout.contains("src/main.rs:"), "panic location missing\n{context}");
+    assert_eq!(
+        run.status,
+        Some(k42_paravirt::exit_code::PANIC as i32),
+        "{context}"
+    );
+    assert!(
+        run.stdout.contains("KERNEL PANIC") && run.stdout.contains("k42.test_panic"),
+        "{context}"
+    );
+    assert!(
+        run.stdout.contains("src/main.rs:"),
+        "panic location missing\n{context}"
+    );
 }
 
 #[test]
@@ -111,7 +178,11 @@ fn guest_exception_reports_vector_and_registers() {
     require_kvm();
     let run = k42vm_run(&["--cmdline", "k42.quiet k42.test_fault", "--timeout", "30s"]);
     let context = run.all();
-    assert_eq!(run.status, Some(k42_paravirt::exit_code::EXCEPTION as i32), "{context}");
+    assert_eq!(
+        run.status,
+        Some(k42_paravirt::exit_code::EXCEPTION as i32),
+        "{context}"
+    );
     assert!(run.stdout.contains("vector 14 (page fault)"), "{context}");
     assert!(run.stdout.contains("cr2 0x00007ffffffff000"), "{context}");
     assert!(run.stdout.contains("rip 0xffffffff8"), "{context}");
@@ -124,13 +195,45 @@ fn hung_guest_is_stopped_by_timeout() {
     let run = k42vm_run(&["--cmdline", "k42.quiet k42.test_hang", "--timeout", "500ms"]);
     let context = run.all();
     assert_eq!(run.status, Some(124), "{context}");
-    assert!(run.stderr.contains("did not shut down within --timeout 500ms"), "{context}");
-    assert!(start.elapsed() < std::time::Duration::from_secs(20), "timeout not honoured\n{context}");
+    assert!(
+        run.stderr
+            .contains("did not shut down within --timeout 500ms"),
+        "{context}"
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "timeout not honoured\n{context}"
+    );
 }
 
 #[test]
 fn explicit_kernel_file_boots() {
     require_kvm();
-    let run = k42vm_run(&["--kernel", kernel_elf(), "--cmdline", "k42.exit=3 k42.quiet", "--timeout", "30s"]);
+    let run = k42vm_run(&[
+        "--kernel",
+        kernel_elf(),
+        "--cmdline",
+        "k42.exit=3 k42.quiet",
+        "--timeout",
+        "30s",
+    ]);
     assert_eq!(run.status, Some(3), "{}", run.all());
+}
+
+#[test]
+fn triple_fault_reports_registers() {
+    require_kvm();
+    let run = k42vm_run(&[
+        "--cmdline",
+        "k42.quiet k42.test_triple_fault",
+        "--timeout",
+        "30s",
+    ]);
+    let context = run.all();
+    assert_eq!(run.status, Some(125), "{context}");
+    assert!(run.stderr.contains("triple-faulted on vCPU 0"), "{context}");
+    assert!(
+        run.stderr.contains("rip=0xffffffff8") && run.stderr.contains("cr3="),
+        "{context}"
+    );
 }

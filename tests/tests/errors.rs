@@ -8,13 +8,22 @@ use k42_tests::*;
 fn assert_usage_error(run: &Run, needle: &str) {
     let context = run.all();
     assert_eq!(run.status, Some(2), "expected exit status 2\n{context}");
-    assert!(run.stderr.contains(needle), "stderr lacks '{needle}'\n{context}");
-    assert!(!run.stderr.contains("panicked"), "k42vm panicked\n{context}");
+    assert!(
+        run.stderr.contains(needle),
+        "stderr lacks '{needle}'\n{context}"
+    );
+    assert!(
+        !run.stderr.contains("panicked"),
+        "k42vm panicked\n{context}"
+    );
 }
 
 #[test]
 fn missing_kernel_file() {
-    assert_usage_error(&k42vm_run(&["--kernel", "/nonexistent/kernel"]), "cannot read kernel image /nonexistent/kernel");
+    assert_usage_error(
+        &k42vm_run(&["--kernel", "/nonexistent/kernel"]),
+        "cannot read kernel image /nonexistent/kernel",
+    );
 }
 
 #[test]
@@ -23,12 +32,18 @@ fn kernel_that_is_not_elf() {
     std::fs::create_dir_all(&dir).unwrap();
     let junk = dir.join("junk");
     std::fs::write(&junk, b"this is not a kernel").unwrap();
-    assert_usage_error(&k42vm_run(&["--kernel", junk.to_str().unwrap()]), "is not a usable kernel: not an ELF file");
+    assert_usage_error(
+        &k42vm_run(&["--kernel", junk.to_str().unwrap()]),
+        "is not a usable kernel: not an ELF file",
+    );
     // A truncated copy of the real kernel.
     let kernel = std::fs::read(kernel_elf()).unwrap();
     let cut = dir.join("cut");
     std::fs::write(&cut, &kernel[..kernel.len() / 3]).unwrap();
-    assert_usage_error(&k42vm_run(&["--kernel", cut.to_str().unwrap()]), "is not a usable kernel");
+    assert_usage_error(
+        &k42vm_run(&["--kernel", cut.to_str().unwrap()]),
+        "is not a usable kernel",
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -60,7 +75,10 @@ fn bad_flags() {
     assert_usage_error(&k42vm_run(&["--cpus", "65"]), "--cpus");
     assert_usage_error(&k42vm_run(&["--timeout", "soon"]), "is not a duration");
     assert_usage_error(&k42vm_run(&["--no-such-flag"]), "unexpected argument");
-    assert_usage_error(&k42vm_run(&["--cmdline", &"x".repeat(5000)]), "command line is 5000 bytes");
+    assert_usage_error(
+        &k42vm_run(&["--cmdline", &"x".repeat(5000)]),
+        "command line is 5000 bytes",
+    );
 }
 
 #[test]
@@ -72,11 +90,22 @@ fn missing_kvm_is_reported() {
     let binary = k42vm_binary();
     // No /dev/kvm at all: an empty /dev.
     let script = format!("mount -t tmpfs none /dev && exec {} run", binary.display());
-    let run = run_with_limit(Path::new("/usr/bin/unshare"), &["-m", "sh", "-c", &script], Duration::from_secs(30));
+    let run = run_with_limit(
+        Path::new("/usr/bin/unshare"),
+        &["-m", "sh", "-c", &script],
+        Duration::from_secs(30),
+    );
     assert_usage_error(&run, "cannot open /dev/kvm: No such file or directory");
     assert!(run.stderr.contains("k42vm needs KVM"), "{}", run.all());
     // A /dev/kvm that is not KVM.
-    let script = format!("mount --bind /dev/null /dev/kvm && exec {} run", binary.display());
-    let run = run_with_limit(Path::new("/usr/bin/unshare"), &["-m", "sh", "-c", &script], Duration::from_secs(30));
+    let script = format!(
+        "mount --bind /dev/null /dev/kvm && exec {} run",
+        binary.display()
+    );
+    let run = run_with_limit(
+        Path::new("/usr/bin/unshare"),
+        &["-m", "sh", "-c", &script],
+        Duration::from_secs(30),
+    );
     assert_usage_error(&run, "is not a usable KVM device");
 }

@@ -8,19 +8,51 @@ use k42_tests::*;
 
 fn qemu_ktests(cpus: u32) {
     let qemu = Path::new("/usr/bin/qemu-system-x86_64");
-    assert!(qemu.exists(), "qemu-system-x86_64 is missing; install Debian's qemu-system-x86 (scripts/setup does)");
+    assert!(
+        qemu.exists(),
+        "qemu-system-x86_64 is missing; install Debian's qemu-system-x86 (scripts/setup does)"
+    );
     let smp = cpus.to_string();
     let args = [
-        "-accel", "tcg", "-M", "microvm", "-cpu", "max", "-m", "128", "-smp", &smp, "-nographic", "-nodefaults",
-        "-no-reboot", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", kernel_elf(),
-        "-append", "k42.ktest",
+        "-accel",
+        "tcg",
+        "-M",
+        "microvm",
+        "-cpu",
+        "max",
+        "-m",
+        "128",
+        "-smp",
+        &smp,
+        "-nographic",
+        "-nodefaults",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+        "-kernel",
+        kernel_elf(),
+        "-append",
+        "k42.ktest",
     ];
     let run = run_with_limit(qemu, &args, Duration::from_secs(120));
     let context = run.all();
     // isa-debug-exit: QEMU exits with (code << 1) | 1, so a guest exit code of 0 is status 1.
-    assert_eq!(run.status, Some(1), "guest did not exit with code 0\n{context}");
-    assert!(run.stdout.contains("on a non-k42vm hypervisor"), "{context}");
-    assert_eq!(banner_cpus(&run.stdout), Some(cpus), "not every CPU came up by INIT/SIPI\n{context}");
+    assert_eq!(
+        run.status,
+        Some(1),
+        "guest did not exit with code 0\n{context}"
+    );
+    assert!(
+        run.stdout.contains("on a non-k42vm hypervisor"),
+        "{context}"
+    );
+    assert_eq!(
+        banner_cpus(&run.stdout),
+        Some(cpus),
+        "not every CPU came up by INIT/SIPI\n{context}"
+    );
     assert_all_ktests_passed(&run.stdout, &context);
 }
 

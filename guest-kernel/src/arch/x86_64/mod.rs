@@ -185,3 +185,18 @@ pub fn touch_unmapped() -> ! {
     unsafe { core::ptr::read_volatile(address as *const u64) };
     halt_forever()
 }
+
+/// Loads an empty IDT and raises an exception, so the CPU triple-faults (test-only,
+/// `k42.test_triple_fault`: exercises the VMM's report of a dead vCPU). Does not return.
+pub fn triple_fault() -> ! {
+    #[repr(C, packed(2))]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let empty = Pointer { limit: 0, base: 0 };
+    // SAFETY: deliberately unsound for the machine, not for memory: with a zero-limit IDT the
+    // #UD escalates to a double fault and then a triple fault, which resets the vCPU; no Rust
+    // code runs afterwards.
+    unsafe { asm!("cli", "lidt [{}]", "ud2", in(reg) &empty, options(noreturn)) }
+}
