@@ -6,14 +6,30 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("images/ lives in the workspace root").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("images/ lives in the workspace root")
+        .to_path_buf();
     let kernel_dir = root.join("guest-kernel");
     let target_dir = root.join("target").join("guest-kernel");
-    for path in ["src", "Cargo.toml", "Cargo.lock", "linker.ld", "build.rs", ".cargo/config.toml"] {
+    for path in [
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+        "linker.ld",
+        "build.rs",
+        ".cargo/config.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", kernel_dir.join(path).display());
     }
-    for dep in ["paravirt/src", "paravirt/Cargo.toml", "guest-lib/src", "guest-lib/Cargo.toml"] {
+    for dep in [
+        "paravirt/src",
+        "paravirt/Cargo.toml",
+        "guest-lib/src",
+        "guest-lib/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dep).display());
     }
 
@@ -21,7 +37,13 @@ fn main() {
     let mut command = Command::new(cargo);
     command
         .current_dir(&kernel_dir)
-        .args(["build", "--release", "--target", "x86_64-unknown-none", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "x86_64-unknown-none",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     // The outer build's flags and wrappers are for host code, not for the kernel.
     for var in [
@@ -37,15 +59,21 @@ fn main() {
     ] {
         command.env_remove(var);
     }
-    let status = command.status().expect("could not run cargo to build the guest kernel");
+    let status = command
+        .status()
+        .expect("could not run cargo to build the guest kernel");
     if !status.success() {
         panic!(
             "building the guest kernel failed (see above). It needs the x86_64-unknown-none target: \
              run `rustup target add x86_64-unknown-none` (scripts/setup does this)."
         );
     }
-    let elf = target_dir.join("x86_64-unknown-none").join("release").join("k42-kernel");
-    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("k42-kernel.elf");
+    let elf = target_dir
+        .join("x86_64-unknown-none")
+        .join("release")
+        .join("k42-kernel");
+    let out =
+        PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("k42-kernel.elf");
     std::fs::copy(&elf, &out).expect("copy the kernel ELF into OUT_DIR");
     println!("cargo:rustc-env=K42_KERNEL_ELF={}", out.display());
 }

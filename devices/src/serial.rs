@@ -36,7 +36,10 @@ pub struct SerialConsole<W: Write> {
 impl<W: Write> SerialConsole<W> {
     /// A UART at I/O port `base`, raising its interrupt through `interrupt`, writing to `out`.
     pub fn new(base: u16, interrupt: EventFd, out: W) -> Self {
-        SerialConsole { base, uart: Serial::new(EventFdTrigger::new(interrupt), out) }
+        SerialConsole {
+            base,
+            uart: Serial::new(EventFdTrigger::new(interrupt), out),
+        }
     }
 
     /// Whether `port` belongs to this UART.
@@ -51,12 +54,16 @@ impl<W: Write> SerialConsole<W> {
 
     /// Handles a guest write of `value` to `port`. A full host output is reported, not fatal.
     pub fn write(&mut self, port: u16, value: u8) -> Result<(), String> {
-        self.uart.write(port.wrapping_sub(self.base) as u8, value).map_err(|e| format!("{e:?}"))
+        self.uart
+            .write(port.wrapping_sub(self.base) as u8, value)
+            .map_err(|e| format!("{e:?}"))
     }
 
     /// Queues host input for the guest to read; returns how many bytes fit.
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> Result<usize, String> {
-        self.uart.enqueue_raw_bytes(bytes).map_err(|e| format!("{e:?}"))
+        self.uart
+            .enqueue_raw_bytes(bytes)
+            .map_err(|e| format!("{e:?}"))
     }
 
     /// The output sink.
@@ -92,7 +99,11 @@ mod tests {
     #[test]
     fn line_status_reports_transmitter_empty() {
         let mut c = console();
-        assert_ne!(c.read(0x3fd) & 0x20, 0, "THR empty so guests never spin forever");
+        assert_ne!(
+            c.read(0x3fd) & 0x20,
+            0,
+            "THR empty so guests never spin forever"
+        );
     }
 
     #[test]

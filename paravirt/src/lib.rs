@@ -364,7 +364,12 @@ mod tests {
 
     #[test]
     fn report_kinds_round_trip() {
-        for k in [ReportKind::Plan, ReportKind::Pass, ReportKind::Fail, ReportKind::Metric] {
+        for k in [
+            ReportKind::Plan,
+            ReportKind::Pass,
+            ReportKind::Fail,
+            ReportKind::Metric,
+        ] {
             assert_eq!(ReportKind::from_raw(k as u32), Some(k));
         }
         assert_eq!(ReportKind::from_raw(0), None);
@@ -395,7 +400,11 @@ mod tests {
         let mut b = a;
         b[8] = 10;
         assert_ne!(checksum64(&a), checksum64(&b));
-        assert_ne!(checksum64(&[0u8; 3]), checksum64(&[0u8; 4]), "zero padding must not hide length");
+        assert_ne!(
+            checksum64(&[0u8; 3]),
+            checksum64(&[0u8; 4]),
+            "zero padding must not hide length"
+        );
         assert_eq!(checksum64(&a), checksum64(&a));
     }
 
