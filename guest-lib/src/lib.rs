@@ -1,8 +1,20 @@
-//! The K42 library shared by the guest kernel and (later) user-level processes.
+//! The K42 library shared by the guest kernel and (later) user-level processes. `no_std` + `alloc`,
+//! host-testable: the CPU is an abstraction ([`cobj::Cpus`]) that the kernel implements with real
+//! per-CPU data and host tests implement with threads.
 //!
-//! `no_std`, host-testable. Today it holds the per-CPU allocator front ([`frames`]): physical
-//! range bookkeeping and the per-CPU frame cache the kernel's page-frame manager is built on.
+//! - [`cobj`]: clustered objects (a root plus lazily created per-CPU representatives reached
+//!   through per-CPU translation tables) and their hot-swapping.
+//! - [`generation`]: quiescence by generations (K42's active-thread counts and token), which
+//!   drives deferred destruction.
+//! - [`frames`]: the per-CPU allocator front of the page-frame manager.
+//!
+//! `unsafe` is confined to `cobj::table`, which stores typed pointers in atomic words.
 #![no_std]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+extern crate alloc;
+
+pub mod cobj;
 pub mod frames;
+pub mod generation;
+mod sync;
