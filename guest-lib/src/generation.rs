@@ -20,7 +20,7 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{fence, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Token value while some CPU's advance is in progress.
 pub const TOKEN_CLAIMED: usize = usize::MAX;
@@ -89,8 +89,10 @@ impl Generations {
             let generation = state.generation.load(Ordering::SeqCst);
             let slot = &state.active[(generation & 1) as usize];
             slot.fetch_add(1, Ordering::SeqCst);
-            // If the generation advanced meanwhile, our count may sit in a slot the advance
-            // already judged empty: undo and count again in the new generation.
+            // Pairs with the fence in `try_advance`: either the advance sees our count, or we see
+            // its new generation. If the generation advanced meanwhile, our count may sit in a
+            // slot the advance already judged empty: undo and count again in the new generation.
+            fence(Ordering::SeqCst);
             if state.generation.load(Ordering::SeqCst) == generation {
                 return Operation { slot };
             }
@@ -106,6 +108,16 @@ impl Generations {
     /// The CPU holding the token ([`usize::MAX`] while an advance is in progress).
     pub fn token_holder(&self) -> usize {
         self.token.load(Ordering::SeqCst)
+    }
+
+    /// Diagnostics: `cpu`'s generation and its two active-operation counts.
+    pub fn cpu_state(&self, cpu: usize) -> (u64, u64, u64) {
+        let c = &self.cpus[cpu];
+        (
+            c.generation.load(Ordering::SeqCst),
+            c.active[0].load(Ordering::SeqCst),
+            c.active[1].load(Ordering::SeqCst),
+        )
     }
 
     /// Total generation advances (all CPUs).
@@ -153,6 +165,8 @@ impl Generations {
         {
             return false;
         }
+        // Pairs with the fence in `enter` (see there).
+        fence(Ordering::SeqCst);
         let state = &self.cpus[cpu];
         let generation = state.generation.load(Ordering::SeqCst);
         let older = &state.active[((generation + 1) & 1) as usize];

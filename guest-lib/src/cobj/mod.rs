@@ -29,7 +29,7 @@ use core::marker::PhantomData;
 use core::ops::Deref;
 
 use crate::generation::Generations;
-use crate::sync::{spin_hint, AtomicUsize, Mutex, Ordering};
+use crate::sync::{fence, spin_hint, AtomicUsize, Mutex, Ordering};
 use table::{RootEntry, MEDIATED};
 
 pub use roots::{PerCpuReps, SingleRep};
@@ -306,6 +306,8 @@ impl<C: Cpus> CoManager<C> {
                 let mediator = table::mediator_ref(word);
                 let counter = &mediator.in_flight[cpu].0;
                 counter.fetch_add(1, Ordering::SeqCst);
+                // Dekker with the swapper's BLOCK: it sees our count, or we see BLOCK.
+                fence(Ordering::SeqCst);
                 if mediator.phase.load(Ordering::SeqCst) == FORWARD {
                     let _done = Decrement(counter);
                     mediator.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -388,6 +390,7 @@ impl<C: Cpus> CoManager<C> {
 
         // BLOCK: hold new calls, drain the forwarded ones.
         mediator.phase.store(BLOCK, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         while mediator
             .in_flight
             .iter()
