@@ -104,6 +104,10 @@ pub struct Switches {
     pub bench_hypercall: bool,
     /// `k42.quiet`: no banner.
     pub quiet: bool,
+    /// `k42.cobj_list`: print the clustered objects at the end of boot.
+    pub cobj_list: bool,
+    /// `k42.bench=cobj`: run the clustered-object benchmarks.
+    pub bench_cobj: bool,
 }
 
 impl Switches {
@@ -121,6 +125,8 @@ impl Switches {
                 "k42.test_triple_fault" => s.test_triple_fault = true,
                 "k42.initrd_checksum" => s.initrd_checksum = true,
                 "k42.bench" if value == "hypercall" => s.bench_hypercall = true,
+                "k42.bench" if value == "cobj" => s.bench_cobj = true,
+                "k42.cobj_list" => s.cobj_list = true,
                 "k42.quiet" => s.quiet = true,
                 _ => {}
             }

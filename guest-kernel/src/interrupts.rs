@@ -60,6 +60,8 @@ pub fn interrupt(vector: u8) {
     let cpu = percpu::current();
     match vector {
         idt::TIMER_VECTOR => {
+            // No clustered-object call here: a first call on a CPU allocates its rep, and an
+            // interrupt must never allocate (it may have interrupted the heap's owner).
             cpu.timer_interrupts.fetch_add(1, Ordering::AcqRel);
         }
         idt::PING_VECTOR => {

@@ -3,16 +3,19 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use k42_guest_lib::cobj::CoRef;
 
 use k42_guest_lib::frames::FRAME_SIZE;
 use k42_paravirt::ReportKind;
 
 use crate::arch::{self, apic, cpuid, idt};
+use crate::cobj::{self, Counter};
 use crate::percpu::{self, Command};
 use crate::{mm, platform, smp, timer};
 
-type TestResult = Result<(), (&'static str, u64)>;
+pub(crate) type TestResult = Result<(), (&'static str, u64)>;
 
 struct Test {
     name: &'static str,
@@ -43,6 +46,22 @@ const TESTS: &[Test] = &[
     Test {
         name: "ipi_every_cpu",
         run: ipi_every_cpu,
+    },
+    Test {
+        name: "cobj_rep_per_cpu_on_miss",
+        run: cobj_rep_per_cpu_on_miss,
+    },
+    Test {
+        name: "cobj_hot_swap_under_load",
+        run: cobj_hot_swap_under_load,
+    },
+    Test {
+        name: "cobj_adaptive_counter",
+        run: cobj_adaptive_counter,
+    },
+    Test {
+        name: "generations_reclaim_after_quiescence",
+        run: generations_reclaim,
     },
 ];
 
@@ -77,6 +96,8 @@ pub fn run_command(command: u32) -> u32 {
         c if c == Command::TimerTest as u32 => one_shot_timer(),
         c if c == Command::PerCpuCheck as u32 => own_percpu_block(),
         c if c == Command::FrameTest as u32 => frames_through_cache(),
+        c if c == Command::CounterHammer as u32 => hammer(),
+        c if c == Command::CounterBench as u32 => crate::kbench::on_each_cpu(),
         _ => Err(("unknown command", u64::from(command))),
     };
     match result {
@@ -146,11 +167,9 @@ fn frames_through_cache() -> TestResult {
     for &f in &frames {
         mm::free_frame(f).map_err(|_| ("free failed", f))?;
     }
-    check(
-        !percpu::current().frames.lock().is_empty(),
-        "per-CPU cache unused",
-        3,
-    )
+    let (cos, frames) = crate::cobj::frame_manager().ok_or(("no frame manager object", 4))?;
+    let cached = cos.call(frames, |f| f.cached());
+    check(cached > 0, "per-CPU frame cache unused", 3)
 }
 
 fn frame_cache_every_cpu() -> TestResult {
@@ -317,4 +336,220 @@ fn ipi_every_cpu() -> TestResult {
         )?;
     }
     Ok(())
+}
+
+/// The counter the hammer command calls, and the flag that stops it.
+static HAMMER_TARGET: spin::Mutex<Option<CoRef<dyn Counter>>> = spin::Mutex::new(None);
+static HAMMER_STOP: AtomicBool = AtomicBool::new(false);
+
+/// Calls the hammer target (each call one generation-counted operation) until stopped; the
+/// number of calls is left in this CPU's `work_done`.
+fn hammer() -> TestResult {
+    let target = (*HAMMER_TARGET.lock()).ok_or(("no hammer target", 5))?;
+    let cos = cobj::manager();
+    let me = percpu::current();
+    let cpu = me.index;
+    let mut calls = 0u64;
+    while !HAMMER_STOP.load(Ordering::Acquire) {
+        {
+            let _op = cos.generations().enter(cpu);
+            cos.call(target, |c| c.add(cpu, 1));
+        }
+        calls += 1;
+    }
+    me.work_done.store(calls, Ordering::Release);
+    Ok(())
+}
+
+/// Runs `hammer` on every other CPU while `drive` runs here; returns the calls they made.
+pub(crate) fn with_hammering(
+    target: CoRef<dyn Counter>,
+    drive: impl FnOnce() -> TestResult,
+) -> Result<u64, (&'static str, u64)> {
+    *HAMMER_TARGET.lock() = Some(target);
+    HAMMER_STOP.store(false, Ordering::Release);
+    let me = percpu::current();
+    let others: Vec<_> = (0..percpu::count())
+        .filter_map(percpu::cpu)
+        .filter(|c| c.index != me.index)
+        .collect();
+    let started: Vec<u64> = others
+        .iter()
+        .map(|c| smp::start_on(c, Command::CounterHammer))
+        .collect();
+    let driven = drive();
+    HAMMER_STOP.store(true, Ordering::Release);
+    let mut calls = 0;
+    for (cpu, before) in others.iter().zip(started) {
+        let result = smp::wait_done(cpu, before, 5000)
+            .ok_or(("hammering cpu did not stop", cpu.index as u64))?;
+        check(result == 0, "hammer failed on a cpu", cpu.index as u64)?;
+        calls += cpu.work_done.load(Ordering::Acquire);
+    }
+    driven.map(|()| calls)
+}
+
+fn cobj_rep_per_cpu_on_miss() -> TestResult {
+    // The frame test has run on every CPU: each has exactly its own frame-manager rep.
+    let cos = cobj::manager();
+    let info = cos
+        .objects()
+        .into_iter()
+        .find(|o| o.name == "frame-manager")
+        .ok_or(("no frame manager", 0))?;
+    check(
+        info.reps == percpu::count(),
+        "frame manager reps != CPUs",
+        info.reps as u64,
+    )?;
+    check(
+        info.reps_per_cpu.iter().all(|&r| r == 1),
+        "a CPU has no local entry",
+        0,
+    )?;
+    // A fresh per-CPU object used on one CPU costs one rep and one miss.
+    let obj = cos
+        .create("ktest.lazy", cobj::per_cpu_counter(percpu::count(), 0))
+        .map_err(|_| ("table full", 0))?;
+    for _ in 0..10 {
+        cos.call(obj, |c| c.add(0, 1));
+    }
+    let lazy = cos
+        .objects()
+        .into_iter()
+        .find(|o| o.id == obj.id())
+        .ok_or(("object vanished", 0))?;
+    check(
+        lazy.reps == 1 && lazy.misses == 1,
+        "lazy creation: reps/misses",
+        (lazy.reps as u64) << 32 | lazy.misses as u64,
+    )?;
+    check(
+        cobj::total(obj) == 10,
+        "lazy counter total",
+        cobj::total(obj),
+    )
+}
+
+fn cobj_hot_swap_under_load() -> TestResult {
+    const SWAPS: usize = 8;
+    let cos = cobj::manager();
+    let cpus = percpu::count();
+    let obj = cos
+        .create("ktest.swapped", cobj::shared_counter(0))
+        .map_err(|_| ("table full", 0))?;
+    let me = percpu::current().index;
+    let mut own_calls = 0u64;
+    let mut forwarded = 0;
+    let others = with_hammering(obj, || {
+        for i in 0..SWAPS {
+            let report = if i % 2 == 0 {
+                cos.hot_swap(obj, cobj::counter_total, |t| cobj::per_cpu_counter(cpus, t))
+            } else {
+                cos.hot_swap(obj, cobj::counter_total, cobj::shared_counter)
+            }
+            .map_err(|_| ("swap refused", i as u64))?;
+            forwarded += report.forwarded;
+            for _ in 0..20 {
+                let _op = cos.generations().enter(me);
+                cos.call(obj, |c| c.add(me, 1));
+                own_calls += 1;
+            }
+        }
+        Ok(())
+    })?;
+    let total = cobj::total(obj);
+    crate::kprintln!(
+        "ktest: {} swaps while {} CPUs called: {} calls, {} forwarded through mediators",
+        SWAPS,
+        cpus,
+        others + own_calls,
+        forwarded
+    );
+    check(
+        total == others + own_calls,
+        "calls lost or doubled across swaps",
+        total,
+    )?;
+    let swaps = cos
+        .objects()
+        .into_iter()
+        .find(|o| o.id == obj.id())
+        .map_or(0, |o| o.swaps);
+    check(swaps == SWAPS, "swap count", swaps as u64)
+}
+
+fn cobj_adaptive_counter() -> TestResult {
+    let obj = cobj::adaptive();
+    check(
+        cobj::adaptive_is_shared(),
+        "adaptive counter does not start shared",
+        0,
+    )?;
+    let me = percpu::current().index;
+    let cos = cobj::manager();
+    if percpu::count() == 1 {
+        for _ in 0..1000 {
+            let _op = cos.generations().enter(me);
+            cos.call(obj, |c| c.add(me, 1));
+        }
+        check(cobj::adapt().is_none(), "swapped without contention", 0)?;
+        return check(cobj::total(obj) == 1000, "adaptive total", cobj::total(obj));
+    }
+    let mut own = 0u64;
+    let mut swapped = false;
+    let others = with_hammering(obj, || {
+        let deadline = arch::rdtsc() + 2000 * platform::tsc_khz();
+        while !swapped && arch::rdtsc() < deadline {
+            for _ in 0..50 {
+                let _op = cos.generations().enter(me);
+                cos.call(obj, |c| c.add(me, 1));
+                own += 1;
+            }
+            swapped = cobj::adapt().is_some();
+        }
+        Ok(())
+    })?;
+    check(swapped, "contended counter was not swapped", 0)?;
+    check(
+        !cobj::adaptive_is_shared(),
+        "adaptive counter still shared",
+        0,
+    )?;
+    check(
+        cobj::total(obj) == others + own,
+        "adaptive total after swap",
+        cobj::total(obj),
+    )
+}
+
+fn generations_reclaim() -> TestResult {
+    struct DropFlag(&'static AtomicBool);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    static DROPPED: AtomicBool = AtomicBool::new(false);
+    let cos = cobj::manager();
+    let gens = cos.generations();
+    let flag = DropFlag(&DROPPED);
+    // An operation on this CPU that started before the deferral holds it back.
+    let op = gens.enter(percpu::current().index);
+    gens.defer(alloc::boxed::Box::new(move || drop(flag)));
+    for _ in 0..(gens.cpu_count() * 8) {
+        gens.help();
+    }
+    check(
+        !DROPPED.load(Ordering::Acquire),
+        "reclaimed under a running operation",
+        gens.rounds(),
+    )?;
+    drop(op);
+    gens.synchronize(arch::pause);
+    check(
+        DROPPED.load(Ordering::Acquire),
+        "not reclaimed after quiescence",
+        gens.rounds(),
+    )
 }

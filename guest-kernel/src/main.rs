@@ -7,8 +7,10 @@ extern crate alloc;
 mod acpi;
 mod arch;
 mod bootinfo;
+mod cobj;
 mod console;
 mod interrupts;
+mod kbench;
 mod ktest;
 mod mm;
 mod percpu;
@@ -60,6 +62,9 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
         }
     };
     platform::boot_stage(BootStage::SmpReady);
+    if let Err(e) = cobj::init(cpus) {
+        panic!("clustered objects could not be set up: {e:?}");
+    }
 
     let boot_us = platform::tsc_to_ns(arch::rdtsc() - arch::boot::boot_tsc_value()) / 1000;
     if !switches.quiet {
@@ -89,10 +94,19 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
     if switches.bench_hypercall {
         bench_hypercall();
     }
+    if switches.bench_cobj {
+        kbench::run();
+    }
     if switches.ktest {
         let ok = ktest::run_all();
         platform::boot_stage(BootStage::TestsDone);
+        if switches.cobj_list {
+            cobj::print_objects();
+        }
         platform::shutdown(if ok { 0 } else { exit_code::KTEST_FAILED });
+    }
+    if switches.cobj_list {
+        cobj::print_objects();
     }
     if switches.test_panic {
         panic!("test panic requested on the command line (k42.test_panic)");

@@ -3,7 +3,6 @@
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use k42_guest_lib::frames::FrameCache;
 use spin::Mutex;
 
 use crate::arch::{self, gdt::CpuTables};
@@ -28,6 +27,10 @@ pub enum Command {
     PerCpuCheck = 2,
     /// Allocate and free frames through this CPU's cache.
     FrameTest = 3,
+    /// Call the adaptive counter until told to stop (hot-swap stress).
+    CounterHammer = 4,
+    /// Run the counter benchmarks on this CPU.
+    CounterBench = 5,
 }
 
 /// One CPU's private data. `#[repr(C)]` with the self pointer first: `gs:[0]`.
@@ -42,8 +45,8 @@ pub struct PerCpu {
     pub stack_top: u64,
     /// Descriptor tables, taken by the CPU itself when it loads them.
     tables: Mutex<Option<&'static mut CpuTables>>,
-    /// This CPU's frame cache (the page-frame manager's per-CPU front).
-    pub frames: Mutex<FrameCache<64>>,
+    /// Calls this CPU made in the current hot-swap stress run.
+    pub work_done: AtomicU64,
     /// Set once this CPU runs its idle loop.
     pub online: AtomicBool,
     /// Local APIC timer interrupts taken.
@@ -90,7 +93,7 @@ pub fn create(index: usize, apic_id: u32) -> &'static PerCpu {
         apic_id,
         stack_top,
         tables: Mutex::new(Some(tables)),
-        frames: Mutex::new(FrameCache::new()),
+        work_done: AtomicU64::new(0),
         online: AtomicBool::new(false),
         timer_interrupts: AtomicU64::new(0),
         pings: AtomicU64::new(0),
@@ -118,6 +121,12 @@ pub fn install(cpu: &'static PerCpu) {
     tables.load();
     arch::idt::load();
     arch::set_gs_base(cpu.self_ptr);
+}
+
+/// Index of the calling CPU, in one GS-relative load. Only after `install` on this CPU.
+#[inline(always)]
+pub fn index() -> usize {
+    arch::gs_word::<{ core::mem::offset_of!(PerCpu, index) }>() as usize
 }
 
 /// The calling CPU's block. Panics if called before `install` on this CPU.

@@ -89,6 +89,28 @@ fn idle_loop(cpu: &'static PerCpu) -> ! {
     }
 }
 
+/// Asks CPU `target` (not the caller) to start `command` and returns at once; returns the
+/// completion count to pass to [`wait_done`].
+pub fn start_on(target: &'static PerCpu, command: Command) -> u64 {
+    let me = percpu::current();
+    let before = target.commands_done.load(Ordering::Acquire);
+    target.reply_to.store(me.apic_id, Ordering::Release);
+    target
+        .reply_to_index
+        .store(me.index as u32, Ordering::Release);
+    target.command.store(command as u32, Ordering::Release);
+    apic::send_ipi(target.apic_id, idt::PING_VECTOR);
+    before
+}
+
+/// Waits (up to `timeout_ms`) until `target` finished the command started with [`start_on`].
+pub fn wait_done(target: &'static PerCpu, before: u64, timeout_ms: u64) -> Option<u32> {
+    timer::wait_until(timeout_ms, || {
+        target.commands_done.load(Ordering::Acquire) != before
+    })
+    .then(|| target.command_result.load(Ordering::Acquire))
+}
+
 /// Asks CPU `target` to run `command` and waits (up to `timeout_ms`) for its result.
 /// Returns `None` on timeout.
 pub fn run_on(target: &'static PerCpu, command: Command, timeout_ms: u64) -> Option<u32> {

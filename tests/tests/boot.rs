@@ -237,3 +237,47 @@ fn triple_fault_reports_registers() {
         "{context}"
     );
 }
+
+#[test]
+fn clustered_objects_are_listed_and_hot_swapped_under_load() {
+    require_kvm();
+    let run = k42vm_run(&[
+        "--cpus",
+        "4",
+        "--cmdline",
+        "k42.ktest k42.cobj_list k42.quiet",
+        "--timeout",
+        "45s",
+    ]);
+    let context = run.all();
+    assert_eq!(run.status, Some(0), "{context}");
+    assert_all_ktests_passed(&run.stdout, &context);
+    // The page-frame manager has one rep per CPU, each created by that CPU's miss.
+    let frames = run
+        .stdout
+        .lines()
+        .find(|l| l.contains(" frame-manager "))
+        .unwrap_or_else(|| panic!("{context}"));
+    assert!(
+        frames.contains("root=per-cpu-reps")
+            && frames.contains("cpus=[RRRR]")
+            && frames.contains("misses=4"),
+        "{frames}"
+    );
+    // The swapped object went through all its swaps, and calls were forwarded by mediators.
+    let swapped = run
+        .stdout
+        .lines()
+        .find(|l| l.contains(" ktest.swapped "))
+        .unwrap_or_else(|| panic!("{context}"));
+    assert!(swapped.contains("swaps=8"), "{swapped}");
+    let adaptive = run
+        .stdout
+        .lines()
+        .find(|l| l.contains(" counter.adaptive "))
+        .unwrap_or_else(|| panic!("{context}"));
+    assert!(
+        adaptive.contains("root=per-cpu-reps") && adaptive.contains("swaps=1"),
+        "contended counter not swapped: {adaptive}"
+    );
+}

@@ -6,7 +6,10 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use k42_guest_lib::frames::{RangeSet, FRAME_SIZE};
+use alloc::boxed::Box;
+
+use k42_guest_lib::cobj::{PerCpuReps, Root};
+use k42_guest_lib::frames::{FrameCache, RangeSet, FRAME_SIZE};
 use k42_paravirt::E820_RAM;
 use spin::Mutex;
 
@@ -118,16 +121,73 @@ fn pool_free(pool: &mut Pool, frame: u64) {
     pool.free_count += 1;
 }
 
-/// Allocates one 4 KiB frame: from this CPU's cache, refilled from the shared pool in batches.
-pub fn alloc_frame() -> Option<u64> {
-    let frame = match crate::percpu::try_current() {
-        Some(cpu) => {
-            let mut cache = cpu.frames.lock();
-            if cache.is_empty() {
-                let mut pool = POOL.lock();
-                cache.refill(|| pool_alloc(&mut pool));
+/// The page-frame manager's interface: a clustered object with one rep (a frame cache) per CPU
+/// over the shared pool, K42's distributed PMRoot.
+pub trait FrameManager: Send + Sync {
+    /// Allocates a frame.
+    fn alloc(&self) -> Option<u64>;
+    /// Frees a frame the caller owns (already validated).
+    fn free(&self, frame: u64);
+    /// Frames cached by this rep.
+    fn cached(&self) -> usize;
+}
+
+/// The shared state of the frame manager's root: the pool (a static, so early boot can use it
+/// before clustered objects exist).
+pub struct SharedPool;
+
+/// One CPU's rep: a frame cache refilled from and drained to the pool in batches.
+struct FrameRep {
+    cache: Mutex<FrameCache<64>>,
+}
+
+impl FrameManager for FrameRep {
+    fn alloc(&self) -> Option<u64> {
+        let mut cache = self.cache.lock();
+        if cache.is_empty() {
+            let mut pool = POOL.lock();
+            cache.refill(|| pool_alloc(&mut pool));
+        }
+        cache.pop()
+    }
+
+    fn free(&self, frame: u64) {
+        self.cache.lock().push(frame, |batch| {
+            let mut pool = POOL.lock();
+            for &f in batch {
+                pool_free(&mut pool, f);
             }
-            cache.pop()
+        });
+    }
+
+    fn cached(&self) -> usize {
+        self.cache.lock().len()
+    }
+}
+
+/// The root of the page-frame manager for `cpus` CPUs (reps created on each CPU's first use).
+pub fn frame_manager_root(cpus: usize) -> Box<dyn Root<dyn FrameManager>> {
+    Box::new(PerCpuReps::<dyn FrameManager, SharedPool>::new(
+        cpus,
+        SharedPool,
+        |_, _| {
+            Box::new(FrameRep {
+                cache: Mutex::new(FrameCache::new()),
+            })
+        },
+    ))
+}
+
+/// Allocates one 4 KiB frame: through this CPU's rep of the frame manager once clustered objects
+/// are up, from the pool directly before.
+pub fn alloc_frame() -> Option<u64> {
+    let frame = match crate::cobj::frame_manager() {
+        Some((cos, frames)) => {
+            let frame = cos.call(frames, |f| f.alloc());
+            if let Some(stats) = crate::cobj::stats() {
+                cos.call(stats, |c| c.add(crate::percpu::index(), 1));
+            }
+            frame
         }
         None => pool_alloc(&mut POOL.lock()),
     }?;
@@ -139,19 +199,14 @@ pub fn alloc_frame() -> Option<u64> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadFrame(pub u64);
 
-/// Returns a frame to this CPU's cache (overflow goes back to the shared pool).
+/// Returns a frame (to this CPU's rep; overflow goes back to the shared pool).
 pub fn free_frame(frame: u64) -> Result<(), BadFrame> {
     if !frame.is_multiple_of(FRAME_SIZE) || !POOL.lock().usable.contains(frame) {
         return Err(BadFrame(frame));
     }
     ALLOCATED.fetch_sub(1, Ordering::Relaxed);
-    match crate::percpu::try_current() {
-        Some(cpu) => cpu.frames.lock().push(frame, |batch| {
-            let mut pool = POOL.lock();
-            for &f in batch {
-                pool_free(&mut pool, f);
-            }
-        }),
+    match crate::cobj::frame_manager() {
+        Some((cos, frames)) => cos.call(frames, |f| f.free(frame)),
         None => pool_free(&mut POOL.lock(), frame),
     }
     Ok(())

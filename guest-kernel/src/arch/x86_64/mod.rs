@@ -176,6 +176,18 @@ pub fn gs_self_pointer() -> u64 {
     value
 }
 
+/// Reads the quadword at `offset` in the GS segment (a field of the per-CPU block).
+#[inline(always)]
+pub fn gs_word<const OFFSET: usize>() -> u64 {
+    let value: u64;
+    // SAFETY: as for `gs_self_pointer`: GS points at this CPU's block, and OFFSET is a field
+    // offset inside it (callers use `offset_of!`).
+    unsafe {
+        asm!("mov {}, gs:[{off}]", out(reg) value, off = const OFFSET, options(nostack, preserves_flags, readonly))
+    }
+    value
+}
+
 /// Reads an address that is never mapped (the canonical hole's edge), to exercise the page-fault
 /// path on request (`k42.test_fault`). Does not return.
 pub fn touch_unmapped() -> ! {
