@@ -114,19 +114,9 @@ pub fn wait_done(target: &'static PerCpu, before: u64, timeout_ms: u64) -> Optio
 /// Asks CPU `target` to run `command` and waits (up to `timeout_ms`) for its result.
 /// Returns `None` on timeout.
 pub fn run_on(target: &'static PerCpu, command: Command, timeout_ms: u64) -> Option<u32> {
-    let me = percpu::current();
-    if target.index == me.index {
+    if target.index == percpu::current().index {
         return Some(crate::ktest::run_command(command as u32));
     }
-    let before = target.commands_done.load(Ordering::Acquire);
-    target.reply_to.store(me.apic_id, Ordering::Release);
-    target
-        .reply_to_index
-        .store(me.index as u32, Ordering::Release);
-    target.command.store(command as u32, Ordering::Release);
-    apic::send_ipi(target.apic_id, idt::PING_VECTOR);
-    timer::wait_until(timeout_ms, || {
-        target.commands_done.load(Ordering::Acquire) != before
-    })
-    .then(|| target.command_result.load(Ordering::Acquire))
+    let before = start_on(target, command);
+    wait_done(target, before, timeout_ms)
 }

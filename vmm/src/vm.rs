@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_mp_state, kvm_segment, kvm_userspace_memory_region, CpuId,
+    kvm_cpuid_entry2, kvm_mp_state, kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId,
     KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -415,13 +415,24 @@ fn flat_segment(selector: u16, code: bool, long: bool) -> kvm_segment {
     }
 }
 
-/// The boot vCPU: 32-bit protected mode, paging off, EBX = `hvm_start_info` (the PVH contract).
-fn setup_bsp(vcpu: &VcpuFd, entry: u64) -> Result<()> {
-    let mut sregs = vcpu.get_sregs().map_err(|source| VmmError::Kvm {
-        what: "read vCPU sregs",
-        source,
-    })?;
-    sregs.cs = flat_segment(0x08, true, false);
+/// Segment and control registers for a vCPU's first instruction: flat code at selector 0x08 (64-bit
+/// when `long_mode`), flat data at 0x10, a busy TSS, and the given GDT and control registers.
+struct StartState {
+    long_mode: bool,
+    gdt: u64,
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+}
+
+fn load_start_state(
+    vcpu: &VcpuFd,
+    state: &StartState,
+    regs: kvm_regs,
+) -> std::result::Result<(), kvm_ioctls::Error> {
+    let mut sregs = vcpu.get_sregs()?;
+    sregs.cs = flat_segment(0x08, true, state.long_mode);
     let data = flat_segment(0x10, false, false);
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
     sregs.tr = kvm_segment {
@@ -430,24 +441,31 @@ fn setup_bsp(vcpu: &VcpuFd, entry: u64) -> Result<()> {
         present: 1,
         ..Default::default()
     };
-    sregs.gdt.base = layout::GDT32_ADDR;
+    sregs.gdt.base = state.gdt;
     sregs.gdt.limit = 23;
-    sregs.cr0 = 0x11; // PE | ET
-    sregs.cr4 = 0;
-    sregs.efer = 0;
-    vcpu.set_sregs(&sregs).map_err(|source| VmmError::Kvm {
-        what: "set vCPU sregs",
-        source,
-    })?;
-    let mut regs = vcpu.get_regs().map_err(|source| VmmError::Kvm {
-        what: "read vCPU registers",
-        source,
-    })?;
-    regs.rflags = 0x2;
-    regs.rip = entry;
-    regs.rbx = layout::START_INFO_ADDR;
-    vcpu.set_regs(&regs).map_err(|source| VmmError::Kvm {
-        what: "set vCPU registers",
+    (sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer) = (state.cr0, state.cr3, state.cr4, state.efer);
+    vcpu.set_sregs(&sregs)?;
+    vcpu.set_regs(&regs)
+}
+
+/// The boot vCPU: 32-bit protected mode, paging off, EBX = `hvm_start_info` (the PVH contract).
+fn setup_bsp(vcpu: &VcpuFd, entry: u64) -> Result<()> {
+    let state = StartState {
+        long_mode: false,
+        gdt: layout::GDT32_ADDR,
+        cr0: 0x11,
+        cr3: 0,
+        cr4: 0,
+        efer: 0,
+    }; // PE | ET
+    let regs = kvm_regs {
+        rflags: 0x2,
+        rip: entry,
+        rbx: layout::START_INFO_ADDR,
+        ..Default::default()
+    };
+    load_start_state(vcpu, &state, regs).map_err(|source| VmmError::Kvm {
+        what: "set the boot vCPU's registers",
         source,
     })
 }
@@ -457,29 +475,22 @@ fn setup_secondary(
     vcpu: &VcpuFd,
     start: &StartRequest,
 ) -> std::result::Result<(), kvm_ioctls::Error> {
-    let mut sregs = vcpu.get_sregs()?;
-    sregs.cs = flat_segment(0x08, true, true);
-    let data = flat_segment(0x10, false, false);
-    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.tr = kvm_segment {
-        limit: 0x67,
-        type_: 0xb,
-        present: 1,
+    let state = StartState {
+        long_mode: true,
+        gdt: layout::GDT64_ADDR,
+        cr0: 0x8001_0033, // PG | WP | NE | ET | MP | PE
+        cr3: start.cr3,
+        cr4: 0x20,   // PAE
+        efer: 0x500, // LME | LMA
+    };
+    let regs = kvm_regs {
+        rflags: 0x2,
+        rip: start.rip,
+        rsp: start.rsp,
+        rdi: start.arg,
         ..Default::default()
     };
-    sregs.gdt.base = layout::GDT64_ADDR;
-    sregs.gdt.limit = 23;
-    sregs.cr0 = 0x8001_0033; // PG | WP | NE | ET | MP | PE
-    sregs.cr3 = start.cr3;
-    sregs.cr4 = 0x20; // PAE
-    sregs.efer = 0x500; // LME | LMA
-    vcpu.set_sregs(&sregs)?;
-    let mut regs = vcpu.get_regs()?;
-    regs.rflags = 0x2;
-    regs.rip = start.rip;
-    regs.rsp = start.rsp;
-    regs.rdi = start.arg;
-    vcpu.set_regs(&regs)?;
+    load_start_state(vcpu, &state, regs)?;
     vcpu.set_mp_state(kvm_mp_state {
         mp_state: KVM_MP_STATE_RUNNABLE,
     })
