@@ -7,6 +7,7 @@
 //! - [`generation`]: quiescence by generations (K42's active-thread counts and token), which
 //!   drives deferred destruction.
 //! - [`frames`]: the per-CPU allocator front of the page-frame manager.
+//! - [`cpio`]: the initramfs format (cpio newc, optionally gzip-compressed).
 //!
 //! `unsafe` is confined to `cobj::table`, which stores typed pointers in atomic words.
 #![no_std]
@@ -15,6 +16,7 @@
 extern crate alloc;
 
 pub mod cobj;
+pub mod cpio;
 pub mod frames;
 pub mod generation;
 mod sync;
