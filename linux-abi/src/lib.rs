@@ -1,8 +1,15 @@
-//! Linux x86_64 ABI definitions for the Linux personality. `no_std`.
+//! Linux x86_64 ABI definitions for the Linux personality. `no_std` + `alloc`, host-tested.
 //!
-//! Only what the foundation needs exists yet; the Linux-personality issue fills this crate.
+//! - [`elf`]: loading plans for static and static-PIE executables.
+//! - [`auxv`]: the auxiliary vector and the initial stack (argv, envp, auxv).
+//! - [`errno`]: error numbers.
 #![no_std]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod auxv;
+pub mod elf;
 
 /// Linux errno values used so far (negated in syscall returns).
 pub mod errno {
