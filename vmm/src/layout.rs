@@ -263,22 +263,20 @@ pub fn write_start_info(
             k42_paravirt::E820_RAM,
         ));
     }
-    let mut start_info = hvm_start_info {
+    let start_info = hvm_start_info {
         magic: k42_paravirt::HVM_START_MAGIC,
         version: 1,
         cmdline_paddr: CMDLINE_ADDR,
         rsdp_paddr: RSDP_ADDR,
         memmap_paddr: MEMMAP_ADDR,
         memmap_entries: memmap.len() as u32,
+        nr_modules: u32::from(initrd.is_some()),
+        modlist_paddr: if initrd.is_some() { MODLIST_ADDR } else { 0 },
         ..Default::default()
     };
     let mut params = BootParams::new(&start_info, GuestAddress(START_INFO_ADDR));
     params.set_sections(&memmap, GuestAddress(MEMMAP_ADDR));
     if let Some((paddr, size)) = initrd {
-        start_info.nr_modules = 1;
-        start_info.modlist_paddr = MODLIST_ADDR;
-        params = BootParams::new(&start_info, GuestAddress(START_INFO_ADDR));
-        params.set_sections(&memmap, GuestAddress(MEMMAP_ADDR));
         let module = hvm_modlist_entry {
             paddr,
             size,

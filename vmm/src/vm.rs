@@ -17,7 +17,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
-use k42_devices::serial::SerialConsole;
+use k42_devices::serial::{SerialConsole, SERIAL_PORT_COUNT};
 use k42_paravirt as pv;
 
 use crate::cli::RunArgs;
@@ -591,14 +591,13 @@ fn run_vcpu(vcpu: &mut VcpuFd, index: usize, shared: &VmShared) {
 }
 
 fn handle_io_out(shared: &VmShared, index: usize, port: u16, data: &[u8]) -> Option<VmExit> {
-    {
+    // Decide by port number first: hypercalls never take the UART's lock.
+    if port.wrapping_sub(pv::COM1_PORT) < SERIAL_PORT_COUNT {
         let mut serial = shared.serial.lock().unwrap_or_else(|e| e.into_inner());
-        if serial.claims(port) {
-            for &byte in data {
-                let _ = serial.write(port, byte);
-            }
-            return None;
+        for &byte in data {
+            let _ = serial.write(port, byte);
         }
+        return None;
     }
     let call = pv::Hypercall::from_port(port)?;
     if data.len() != 4 {
