@@ -51,17 +51,20 @@ pub enum Hypercall {
     CpuStart = 0x514,
     /// Does nothing and returns; the value is ignored (measures the bare round trip).
     Nop = 0x515,
+    /// Copy or zero guest-physical ranges in one batch: [`MemOps`].
+    MemOps = 0x516,
 }
 
 impl Hypercall {
     /// All hypercalls, in port order.
-    pub const ALL: [Hypercall; 6] = [
+    pub const ALL: [Hypercall; 7] = [
         Hypercall::ConsoleWrite,
         Hypercall::Shutdown,
         Hypercall::BootStage,
         Hypercall::TestReport,
         Hypercall::CpuStart,
         Hypercall::Nop,
+        Hypercall::MemOps,
     ];
 
     /// The hypercall at I/O port `port`, if any.
@@ -179,6 +182,46 @@ pub struct CpuStart {
     pub cr3: u64,
     /// Passed in RDI.
     pub arg: u64,
+}
+
+/// Most operations in one [`MemOps`] batch.
+pub const MEM_OPS_MAX: u32 = 4096;
+/// Largest length of one [`MemOp`] (the whole of guest RAM below the MMIO hole).
+pub const MEM_OP_LEN_MAX: u64 = 1 << 32;
+/// [`MemOp::src`] value that asks for zeroes instead of a copy.
+pub const MEM_OP_ZERO: u64 = u64::MAX;
+
+/// One operation of a [`MemOps`] batch: copy `len` bytes from `src` to `dst`, or zero `len`
+/// bytes at `dst` when `src` is [`MEM_OP_ZERO`]. Ranges must not overlap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemOp {
+    /// Guest-physical destination.
+    pub dst: u64,
+    /// Guest-physical source, or [`MEM_OP_ZERO`].
+    pub src: u64,
+    /// Bytes, at most [`MEM_OP_LEN_MAX`].
+    pub len: u64,
+}
+
+/// Parameter block of [`Hypercall::MemOps`]: bulk memory work done by the VMM at host speed,
+/// so the kernel never runs a copy or zeroing loop in (possibly emulated) ring 0.
+///
+/// The VMM performs the operations in order and stops at the first invalid one; `done` says
+/// how many were performed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemOps {
+    /// Guest-physical address of an array of `count` [`MemOp`]s.
+    pub ops_gpa: u64,
+    /// Number of operations, at most [`MEM_OPS_MAX`].
+    pub count: u32,
+    /// Written by the VMM: a [`status`] code.
+    pub status: i32,
+    /// Written by the VMM: operations performed.
+    pub done: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
 
 /// Boot stages the guest marks with [`Hypercall::BootStage`]; k42vm timestamps each.
@@ -382,6 +425,8 @@ mod tests {
         assert_eq!(size_of::<TestReport>(), 32);
         assert_eq!(offset_of!(TestReport, value), 24);
         assert_eq!(size_of::<CpuStart>(), 40);
+        assert_eq!(size_of::<MemOp>(), 24);
+        assert_eq!(size_of::<MemOps>(), 24);
         assert_eq!(offset_of!(CpuStart, rip), 8);
     }
 

@@ -3,7 +3,7 @@
 
 use std::mem::offset_of;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
 use k42_paravirt::{self as pv, status, BootStage, Hypercall, ReportKind};
 
@@ -113,7 +113,103 @@ pub fn handle(shared: &VmShared, vcpu: usize, call: Hypercall, value: u32) -> Op
             handle_cpu_start(shared, vcpu, block);
             None
         }
+        Hypercall::MemOps => {
+            handle_mem_ops(mem, vcpu, block);
+            None
+        }
     }
+}
+
+/// Performs a [`pv::MemOps`] batch in order, stopping at the first invalid operation.
+fn handle_mem_ops(mem: &GuestMemoryMmap, vcpu: usize, block: u64) {
+    let field = |offset: usize| block + offset as u64;
+    let status_at = field(offset_of!(pv::MemOps, status));
+    let (Some(ops_gpa), Some(count)) = (
+        read_u64(mem, field(offset_of!(pv::MemOps, ops_gpa))),
+        read_u32(mem, field(offset_of!(pv::MemOps, count))),
+    ) else {
+        warn_bad_block(vcpu, Hypercall::MemOps, block);
+        return;
+    };
+    let (done, status) = run_mem_ops(mem, ops_gpa, count);
+    let _ = mem.write_obj(done, GuestAddress(field(offset_of!(pv::MemOps, done))));
+    write_status(mem, status_at, status);
+}
+
+/// Runs `count` operations from the array at `ops_gpa`; returns (performed, status).
+fn run_mem_ops(mem: &GuestMemoryMmap, ops_gpa: u64, count: u32) -> (u32, i32) {
+    if count > pv::MEM_OPS_MAX {
+        return (0, status::INVALID);
+    }
+    let op_size = std::mem::size_of::<pv::MemOp>() as u64;
+    for i in 0..count {
+        let at = ops_gpa.saturating_add(u64::from(i) * op_size);
+        let (Some(dst), Some(src), Some(len)) = (
+            read_u64(mem, at + offset_of!(pv::MemOp, dst) as u64),
+            read_u64(mem, at + offset_of!(pv::MemOp, src) as u64),
+            read_u64(mem, at + offset_of!(pv::MemOp, len) as u64),
+        ) else {
+            return (i, status::FAULT);
+        };
+        if len > pv::MEM_OP_LEN_MAX {
+            return (i, status::INVALID);
+        }
+        let in_ram = |start: u64| {
+            start.checked_add(len).is_some_and(|end| {
+                len == 0 || mem.check_range(GuestAddress(start), len as usize, Permissions::ReadWrite) && end > start
+            })
+        };
+        if !in_ram(dst) || (src != pv::MEM_OP_ZERO && !in_ram(src)) {
+            return (i, status::FAULT);
+        }
+        if src != pv::MEM_OP_ZERO && dst < src.saturating_add(len) && src < dst.saturating_add(len)
+        {
+            return (i, status::INVALID);
+        }
+        let result = if src == pv::MEM_OP_ZERO {
+            zero_range(mem, dst, len)
+        } else {
+            copy_range(mem, dst, src, len)
+        };
+        if result.is_err() {
+            return (i, status::FAULT);
+        }
+    }
+    (count, status::OK)
+}
+
+const MEM_OP_CHUNK: usize = 64 * 1024;
+
+fn zero_range(
+    mem: &GuestMemoryMmap,
+    dst: u64,
+    len: u64,
+) -> Result<(), vm_memory::GuestMemoryError> {
+    let zeroes = [0u8; 4096];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(zeroes.len() as u64) as usize;
+        mem.write_slice(&zeroes[..n], GuestAddress(dst + done))?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+fn copy_range(
+    mem: &GuestMemoryMmap,
+    dst: u64,
+    src: u64,
+    len: u64,
+) -> Result<(), vm_memory::GuestMemoryError> {
+    let mut buf = vec![0u8; MEM_OP_CHUNK.min(len as usize)];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        mem.read_slice(&mut buf[..n], GuestAddress(src + done))?;
+        mem.write_slice(&buf[..n], GuestAddress(dst + done))?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 fn warn_bad_block(vcpu: usize, call: Hypercall, block: u64) {
@@ -216,6 +312,51 @@ fn handle_cpu_start(shared: &VmShared, vcpu: usize, block: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap()
+    }
+
+    fn put_op(mem: &GuestMemoryMmap, at: u64, dst: u64, src: u64, len: u64) {
+        for (i, v) in [dst, src, len].into_iter().enumerate() {
+            mem.write_obj(v, GuestAddress(at + 8 * i as u64)).unwrap();
+        }
+    }
+
+    #[test]
+    fn mem_ops_copy_and_zero_in_order() {
+        let mem = memory();
+        mem.write_slice(&[7u8; 100], GuestAddress(0x2000)).unwrap();
+        mem.write_slice(&[9u8; 64], GuestAddress(0x4000)).unwrap();
+        put_op(&mem, 0x100, 0x3000, 0x2000, 100);
+        put_op(&mem, 0x118, 0x4000, pv::MEM_OP_ZERO, 32);
+        assert_eq!(run_mem_ops(&mem, 0x100, 2), (2, status::OK));
+        let mut out = [0u8; 100];
+        mem.read_slice(&mut out, GuestAddress(0x3000)).unwrap();
+        assert_eq!(out, [7u8; 100]);
+        let mut zeroed = [1u8; 64];
+        mem.read_slice(&mut zeroed, GuestAddress(0x4000)).unwrap();
+        assert_eq!(&zeroed[..32], &[0u8; 32]);
+        assert_eq!(&zeroed[32..], &[9u8; 32]);
+    }
+
+    #[test]
+    fn mem_ops_stop_at_the_first_bad_operation() {
+        let mem = memory();
+        put_op(&mem, 0x100, 0x3000, pv::MEM_OP_ZERO, 16);
+        put_op(&mem, 0x118, 0xfff0, pv::MEM_OP_ZERO, 0x100); // runs past RAM
+        put_op(&mem, 0x130, 0x3000, pv::MEM_OP_ZERO, 16);
+        assert_eq!(run_mem_ops(&mem, 0x100, 3), (1, status::FAULT));
+        put_op(&mem, 0x118, 0x3000, 0x3008, 16); // overlapping copy
+        assert_eq!(run_mem_ops(&mem, 0x100, 3), (1, status::INVALID));
+        put_op(&mem, 0x118, u64::MAX - 4, pv::MEM_OP_ZERO, 16); // wraps
+        assert_eq!(run_mem_ops(&mem, 0x100, 3), (1, status::FAULT));
+        assert_eq!(
+            run_mem_ops(&mem, 0x100, pv::MEM_OPS_MAX + 1),
+            (0, status::INVALID)
+        );
+        assert_eq!(run_mem_ops(&mem, 0xfff0, 16), (0, status::FAULT)); // array runs out of RAM
+    }
 
     #[test]
     fn verdict_requires_every_planned_result() {
