@@ -8,6 +8,7 @@
 //!   drives deferred destruction.
 //! - [`frames`]: the per-CPU allocator front of the page-frame manager.
 //! - [`cpio`]: the initramfs format (cpio newc, optionally gzip-compressed).
+//! - [`kabi`]: the K42 system-call interface between the kernel and user level.
 //!
 //! `unsafe` is confined to `cobj::table`, which stores typed pointers in atomic words.
 #![no_std]
@@ -19,4 +20,5 @@ pub mod cobj;
 pub mod cpio;
 pub mod frames;
 pub mod generation;
+pub mod kabi;
 mod sync;

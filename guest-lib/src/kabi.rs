@@ -1,0 +1,309 @@
+//! The K42 system-call interface between the guest kernel and user level (not Linux's).
+//!
+//! User code enters the kernel only through the read-only *entry page* the kernel maps at
+//! [`ENTRY_PAGE`] in every process: `call ENTRY_PAGE` with the call number in `rax` and up to six
+//! arguments in `rdi, rsi, rdx, r10, r8, r9`. The stub there uses whichever instruction enters the
+//! kernel on the platform found at boot (`syscall` on real x86, `int3` on an emulating KVM where
+//! `syscall` stays in ring 3). The call returns a value in `rax` (negative: an [`Error`]) and a
+//! second one in `rdx`; `rcx` and `r11` are clobbered, every other register is preserved.
+//!
+//! The fixed user addresses below are the same in every process; the kernel keeps everything
+//! at or above [`USER_END`] for itself.
+
+/// Start of the entry page (read-only, executable) in every process.
+pub const ENTRY_PAGE: u64 = 0x0000_7fff_fff0_0000;
+/// First address user mappings may not use (the kernel's areas start here).
+pub const USER_END: u64 = 0x0000_7fff_0000_0000;
+/// Lowest address user mappings may use.
+pub const USER_START: u64 = 0x0000_0000_0001_0000;
+/// Dispatcher `i`'s shared page is at `DISPATCHER_AREA + i * PAGE_SIZE` (read-write).
+pub const DISPATCHER_AREA: u64 = 0x0000_7fff_ffe0_0000;
+/// A server's PPC window on CPU `c` is at `PPC_WINDOW_AREA + c * PAGE_SIZE`: the caller's PPC
+/// buffer page, mapped there for the duration of a call.
+pub const PPC_WINDOW_AREA: u64 = 0x0000_7fff_ffc0_0000;
+/// A process's own PPC buffer for calls made from CPU `c`: `PPC_BUFFER_AREA + c * PAGE_SIZE`.
+pub const PPC_BUFFER_AREA: u64 = 0x0000_7fff_ffa0_0000;
+/// The stacks a server's PPC handler runs on: CPU `c`'s is the [`PPC_STACK_SIZE`] below
+/// `PPC_STACK_AREA + (c + 1) * PPC_STACK_SIZE` (demand-zero).
+pub const PPC_STACK_AREA: u64 = 0x0000_7fff_e000_0000;
+/// Size of one PPC handler stack.
+pub const PPC_STACK_SIZE: u64 = 256 * 1024;
+/// Top of the first dispatcher's initial stack (demand-zero, [`MAIN_STACK_SIZE`] below it).
+pub const MAIN_STACK_TOP: u64 = 0x0000_7fff_d000_0000;
+/// Size of the first dispatcher's initial stack.
+pub const MAIN_STACK_SIZE: u64 = 1 << 20;
+/// Page size.
+pub const PAGE_SIZE: u64 = 4096;
+/// Most dispatchers a process can have (one per CPU and priority class in practice).
+pub const MAX_DISPATCHERS: usize = 64;
+/// Bytes of a name (of a server or a program path) accepted by the kernel.
+pub const NAME_MAX: usize = 128;
+
+/// The K42 system calls, by number (the value in `rax`).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sys {
+    /// `exit(status)`: ends the process; never returns.
+    Exit = 0,
+    /// `console_write(ptr, len) -> len`: only for a process holding [`SpawnFlags::CONSOLE`].
+    ConsoleWrite = 1,
+    /// `yield()`: lets another dispatcher on this CPU run.
+    Yield = 2,
+    /// `block(deadline_ns) -> pending soft interrupts`: blocks this dispatcher until a soft
+    /// interrupt arrives or the deadline (0: none) passes. Returns at once if any are pending.
+    Block = 3,
+    /// `soft_interrupt(pid, dispatcher, bits)`: sets `bits` in a dispatcher's pending soft
+    /// interrupts and wakes it (own process, or a process this one spawned).
+    SoftInterrupt = 4,
+    /// `map(addr, len, prot)`: reserves demand-zero memory ([`Prot`] bits).
+    Map = 5,
+    /// `unmap(addr, len)`: removes a mapping made by `map` or `memobj_map`.
+    Unmap = 6,
+    /// `protect(addr, len, prot)`: changes the protection of mapped memory.
+    Protect = 7,
+    /// `spawn(path_ptr, path_len, arg, flags) -> pid`: starts a program from the initramfs.
+    Spawn = 8,
+    /// `wait(pid) -> exit status`: waits for a child to exit.
+    Wait = 9,
+    /// `dispatcher_create(cpu, rip, rsp, arg) -> index`: a new dispatcher of this process on
+    /// `cpu`, starting at `rip` with `rsp` and `arg` in `rdi`.
+    DispatcherCreate = 10,
+    /// `ppc_export(name_ptr, name_len, entry) -> 0`: makes this process a server named `name`
+    /// whose PPC calls start at `entry`.
+    PpcExport = 11,
+    /// `ppc_lookup(name_ptr, name_len) -> server pid`.
+    PpcLookup = 12,
+    /// `ppc_call(server, a0, a1, a2, a3) -> (r0, r1)`: synchronous protected procedure call.
+    PpcCall = 13,
+    /// `ppc_return(r0, r1)`: ends the PPC call being served; never returns.
+    PpcReturn = 14,
+    /// `send(server, w0, w1, w2)`: an asynchronous message to a server's dispatcher on this
+    /// CPU (or its first), no reply, never blocks.
+    Send = 15,
+    /// `memobj_create(pages) -> id`: a memory object shareable between processes.
+    MemobjCreate = 16,
+    /// `memobj_map(id, addr, prot)`: maps a memory object this process owns or was granted.
+    MemobjMap = 17,
+    /// `memobj_grant(id, pid)`: lets process `pid` map a memory object.
+    MemobjGrant = 18,
+    /// `info(what) -> value`: system facts ([`Info`]).
+    Info = 19,
+    /// `receive() -> sender`: takes one pending asynchronous message (see [`Message`]); its
+    /// words are returned in `rdx`, `r8`, `r9`... see the kernel; pending messages set
+    /// [`SOFT_INTERRUPT_MESSAGE`].
+    Receive = 20,
+    /// `null()`: returns 0 at once (measures kernel entry and exit).
+    Null = 21,
+}
+
+/// How many system calls there are.
+pub const SYS_COUNT: u64 = 22;
+
+impl Sys {
+    /// The call numbered `nr`, if any.
+    pub fn from_number(nr: u64) -> Option<Sys> {
+        const ALL: [Sys; SYS_COUNT as usize] = [
+            Sys::Exit,
+            Sys::ConsoleWrite,
+            Sys::Yield,
+            Sys::Block,
+            Sys::SoftInterrupt,
+            Sys::Map,
+            Sys::Unmap,
+            Sys::Protect,
+            Sys::Spawn,
+            Sys::Wait,
+            Sys::DispatcherCreate,
+            Sys::PpcExport,
+            Sys::PpcLookup,
+            Sys::PpcCall,
+            Sys::PpcReturn,
+            Sys::Send,
+            Sys::MemobjCreate,
+            Sys::MemobjMap,
+            Sys::MemobjGrant,
+            Sys::Info,
+            Sys::Receive,
+            Sys::Null,
+        ];
+        ALL.get(usize::try_from(nr).ok()?).copied()
+    }
+}
+
+/// Errors a system call returns, as negative values in `rax` (Linux errno numbers where one fits).
+#[repr(i64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// Not permitted (for example the console without [`SpawnFlags::CONSOLE`]).
+    NotPermitted = -1,
+    /// No such program, server, process or memory object.
+    NotFound = -2,
+    /// Out of memory.
+    NoMemory = -12,
+    /// A user pointer or range is not mapped, not writable, or not in user space.
+    Fault = -14,
+    /// The target is busy (for example a second export of one name).
+    Busy = -16,
+    /// An argument is out of range.
+    Invalid = -22,
+    /// No such system call.
+    NoSys = -38,
+    /// The program is not a loadable static x86_64 ELF executable.
+    NotExecutable = -8,
+    /// Nothing pending (for example no message to receive).
+    Again = -11,
+    /// The process has no such child to wait for.
+    NoChild = -10,
+}
+
+impl Error {
+    /// The error a negative return value stands for (`None` for values that are not errors).
+    pub fn from_return(value: i64) -> Option<Error> {
+        const ALL: [Error; 10] = [
+            Error::NotPermitted,
+            Error::NotFound,
+            Error::NoMemory,
+            Error::Fault,
+            Error::Busy,
+            Error::Invalid,
+            Error::NoSys,
+            Error::NotExecutable,
+            Error::Again,
+            Error::NoChild,
+        ];
+        ALL.into_iter().find(|e| *e as i64 == value)
+    }
+}
+
+/// Protection bits of `map` and `protect`.
+pub struct Prot;
+
+impl Prot {
+    /// Readable.
+    pub const READ: u64 = 1;
+    /// Writable.
+    pub const WRITE: u64 = 2;
+    /// Executable.
+    pub const EXEC: u64 = 4;
+}
+
+/// Flags of `spawn`.
+pub struct SpawnFlags;
+
+impl SpawnFlags {
+    /// The child may write to the console directly (the console server, and `init`).
+    pub const CONSOLE: u64 = 1;
+}
+
+/// What `info` reports.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Info {
+    /// Number of CPUs.
+    Cpus = 0,
+    /// The caller's process id.
+    Pid = 1,
+    /// The CPU the caller runs on.
+    Cpu = 2,
+    /// TSC frequency in kHz (user code reads the TSC itself).
+    TscKhz = 3,
+    /// The caller's dispatcher index.
+    Dispatcher = 4,
+    /// The argument the process was spawned with.
+    SpawnArg = 5,
+    /// Entries into the kernel so far on this CPU (system calls, faults, interrupts).
+    KernelEntries = 6,
+}
+
+impl Info {
+    /// The item numbered `nr`, if any.
+    pub fn from_number(nr: u64) -> Option<Info> {
+        [
+            Info::Cpus,
+            Info::Pid,
+            Info::Cpu,
+            Info::TscKhz,
+            Info::Dispatcher,
+            Info::SpawnArg,
+            Info::KernelEntries,
+        ]
+        .into_iter()
+        .find(|i| *i as u64 == nr)
+    }
+}
+
+/// An asynchronous message as `receive` returns it: the sender's pid and three words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    /// Sending process.
+    pub sender: u64,
+    /// Payload.
+    pub words: [u64; 3],
+}
+
+/// Soft-interrupt bit the kernel sets when an asynchronous message arrives.
+pub const SOFT_INTERRUPT_MESSAGE: u64 = 1 << 63;
+
+/// Registers a PPC handler starts with: `rdi` = caller pid, `rsi..r9` = `a0..a3`, `rsp` = the
+/// server's PPC stack on this CPU, and the caller's PPC buffer at [`ppc_window`]`(cpu)` where
+/// `cpu` is in `rax`.
+pub const PPC_ENTRY_ARGS: usize = 4;
+
+/// Address of dispatcher `index`'s shared page.
+pub const fn dispatcher_page(index: usize) -> u64 {
+    DISPATCHER_AREA + index as u64 * PAGE_SIZE
+}
+
+/// Address of the PPC window of a server on `cpu`.
+pub const fn ppc_window(cpu: usize) -> u64 {
+    PPC_WINDOW_AREA + cpu as u64 * PAGE_SIZE
+}
+
+/// Address of a process's own PPC buffer for calls from `cpu`.
+pub const fn ppc_buffer(cpu: usize) -> u64 {
+    PPC_BUFFER_AREA + cpu as u64 * PAGE_SIZE
+}
+
+/// Top of a server's PPC stack on `cpu`.
+pub const fn ppc_stack_top(cpu: usize) -> u64 {
+    PPC_STACK_AREA + (cpu as u64 + 1) * PPC_STACK_SIZE
+}
+
+/// Whether `[addr, addr + len)` lies entirely in the range user mappings may use.
+pub fn user_range_ok(addr: u64, len: u64) -> bool {
+    addr >= USER_START && addr.checked_add(len).is_some_and(|end| end <= USER_END)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_round_trip() {
+        for nr in 0..SYS_COUNT {
+            assert_eq!(Sys::from_number(nr).map(|s| s as u64), Some(nr));
+        }
+        assert_eq!(Sys::from_number(SYS_COUNT), None);
+        assert_eq!(Sys::from_number(u64::MAX), None);
+        assert_eq!(Error::from_return(-14), Some(Error::Fault));
+        assert_eq!(Error::from_return(5), None);
+        assert_eq!(Info::from_number(6), Some(Info::KernelEntries));
+        assert_eq!(Info::from_number(7), None);
+    }
+
+    #[test]
+    fn areas_do_not_overlap_and_stay_in_the_kernel_part() {
+        let cpus = 64u64;
+        assert!(MAIN_STACK_TOP <= PPC_STACK_AREA);
+        assert!(ppc_stack_top(63) <= PPC_BUFFER_AREA);
+        assert!(ppc_buffer(63) + PAGE_SIZE <= PPC_WINDOW_AREA);
+        assert!(ppc_window(63) + PAGE_SIZE <= DISPATCHER_AREA);
+        assert!(dispatcher_page(MAX_DISPATCHERS - 1) + PAGE_SIZE <= ENTRY_PAGE);
+        assert!(USER_END <= MAIN_STACK_TOP - MAIN_STACK_SIZE);
+        assert!(cpus * PPC_STACK_SIZE <= 0x2000_0000);
+        assert!(user_range_ok(0x40_0000, 4096));
+        assert!(!user_range_ok(0, 4096));
+        assert!(!user_range_ok(USER_END - 4096, 8192));
+        assert!(!user_range_ok(u64::MAX - 10, 20));
+    }
+}
