@@ -2,4 +2,6 @@
 //! `vmm`); the VMM routes port and MMIO accesses to them and wires their interrupts.
 #![forbid(unsafe_code)]
 
+pub mod ratelimit;
 pub mod serial;
+pub mod virtio;
