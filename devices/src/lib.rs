@@ -4,4 +4,8 @@
 
 pub mod ratelimit;
 pub mod serial;
+pub mod testing;
 pub mod virtio;
+
+#[doc(hidden)]
+pub mod fuzzing;
