@@ -103,7 +103,7 @@ pub fn mmio_registers(data: &[u8]) {
         steps += 1;
         match input.u8() % 10 {
             0 | 1 => {
-                let offset = if input.u8() % 8 == 0 {
+                let offset = if input.u8().is_multiple_of(8) {
                     u64::from(input.u16())
                 } else {
                     u64::from(input.u16() % 0x140)
@@ -136,7 +136,7 @@ pub fn mmio_registers(data: &[u8]) {
                         addr: input.addr(),
                         len: input.len(),
                         flags: u16::from(input.u8() % 8),
-                        next: if input.u8() % 2 == 0 {
+                        next: if input.u8().is_multiple_of(2) {
                             index.wrapping_add(1)
                         } else {
                             input.u16()
@@ -144,7 +144,7 @@ pub fn mmio_registers(data: &[u8]) {
                     })
                     .collect();
                 driver.write_descriptors(q, index, &descs);
-                let head = if input.u8() % 4 == 0 {
+                let head = if input.u8().is_multiple_of(4) {
                     input.u16()
                 } else {
                     index
@@ -173,7 +173,7 @@ pub fn mmio_registers(data: &[u8]) {
             _ => {
                 let q = usize::from(input.u8() % 3);
                 let bufs: Vec<(u64, u32, bool)> = (0..1 + input.u8() % 4)
-                    .map(|_| (input.addr(), input.len(), input.u8() % 2 == 0))
+                    .map(|_| (input.addr(), input.len(), input.u8().is_multiple_of(2)))
                     .collect();
                 driver.submit(q, &bufs);
                 let _ = driver.take_used(q);
@@ -191,12 +191,12 @@ pub fn descriptor_chain(data: &[u8]) {
         0 => input.u16(),
         _ => 1 << (input.u8() % 9),
     };
-    let head = if input.u8() % 2 == 0 {
+    let head = if input.u8().is_multiple_of(2) {
         input.u16()
     } else {
         input.u16() % queue_size.max(1)
     };
-    let indirect = input.u8() % 2 == 0;
+    let indirect = input.u8().is_multiple_of(2);
     let table: Vec<RawDescriptor> = (0..usize::from(input.u8() % 32))
         .map(|_| RawDescriptor {
             addr: match input.u8() % 3 {
@@ -207,7 +207,7 @@ pub fn descriptor_chain(data: &[u8]) {
             },
             len: input.len(),
             flags: u16::from(input.u8() % 8),
-            next: if input.u8() % 2 == 0 {
+            next: if input.u8().is_multiple_of(2) {
                 u16::from(input.u8() % 32)
             } else {
                 input.u16()
