@@ -10,6 +10,7 @@ use crate::testing::{TestDriver, BUFFERS_BASE, MEM_SIZE};
 use crate::virtio::block::{Block, MemDisk};
 use crate::virtio::chain::{parse_chain, range_in_memory, RawDescriptor};
 use crate::virtio::console::{Console, ConsoleInput};
+use crate::virtio::net::{MemNet, Net};
 use crate::virtio::rng::Rng;
 use crate::virtio::{VirtioDevice, STATUS_DEVICE_NEEDS_RESET};
 
@@ -66,7 +67,7 @@ impl Input<'_> {
 }
 
 fn device(kind: u8) -> (Box<dyn VirtioDevice>, Option<ConsoleInput>) {
-    let dev: Box<dyn VirtioDevice> = match kind % 4 {
+    let dev: Box<dyn VirtioDevice> = match kind % 5 {
         0 => Box::new(
             Block::with_backend(Box::new(MemDisk::new(64 * 1024)), false, Some("fuzz"))
                 .expect("in-memory disk"),
@@ -76,6 +77,13 @@ fn device(kind: u8) -> (Box<dyn VirtioDevice>, Option<ConsoleInput>) {
                 .expect("in-memory disk"),
         ),
         2 => Box::new(Rng::new()),
+        3 => {
+            let net = MemNet::default();
+            net.lock()
+                .inbound
+                .extend([vec![1u8; 60], vec![2u8; 1514], Vec::new()]);
+            Box::new(Net::new(Box::new(net), None))
+        }
         _ => {
             let console = Console::new(Box::new(io::sink()));
             let input = console.input();

@@ -37,6 +37,11 @@ impl RateLimitedLog {
         }
     }
 
+    /// Changes the name lines start with.
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
+    }
+
     /// Counts lines without printing them (fuzzing and property tests use this).
     pub fn set_quiet(&mut self, quiet: bool) {
         self.quiet = quiet;

@@ -433,3 +433,47 @@ fn console_output_input_and_emergency_write() {
     assert_eq!(input.pending(), 0);
     assert_eq!(d.transport.status() & STATUS_DEVICE_NEEDS_RESET, 0);
 }
+
+#[test]
+fn net_frames_both_ways() {
+    use k42_devices::virtio::net::{MacAddr, MemNet, Net, NET_HDR_LEN, RX_QUEUE, TX_QUEUE};
+    let backend = MemNet::default();
+    let mac: MacAddr = "52:54:00:aa:bb:cc".parse().unwrap();
+    let mut d = TestDriver::new(Box::new(Net::new(Box::new(backend.clone()), Some(mac))));
+    let mut cfg = [0u8; 6];
+    d.transport.read(reg::CONFIG, &mut cfg);
+    assert_eq!(cfg, mac.0);
+    assert!(d.init(u64::MAX, 16));
+
+    // Guest to host: header + frame, possibly split across buffers.
+    let frame: Vec<u8> = (0..60u8).collect();
+    d.write_mem(DATA, &[0u8; NET_HDR_LEN]);
+    d.write_mem(DATA + 0x100, &frame);
+    d.submit(
+        TX_QUEUE,
+        &[(DATA, NET_HDR_LEN as u32, false), (DATA + 0x100, 60, false)],
+    );
+    assert_eq!(d.take_used(TX_QUEUE).len(), 1);
+    assert_eq!(backend.lock().sent.pop_front(), Some(frame.clone()));
+
+    // Host to guest: waits for a buffer, then arrives with a virtio-net header.
+    backend.lock().inbound.push_back(vec![0xab; 42]);
+    d.transport.poll();
+    d.submit(RX_QUEUE, &[(DATA + 0x1000, 1526, true)]);
+    assert_eq!(d.take_used(RX_QUEUE), vec![(0, (NET_HDR_LEN + 42) as u32)]);
+    assert_eq!(
+        d.read_mem(DATA + 0x1000 + NET_HDR_LEN as u64, 42),
+        vec![0xab; 42]
+    );
+    assert_eq!(d.read_mem(DATA + 0x1000 + 10, 2), vec![1, 0], "num_buffers");
+
+    // A receive buffer too small for the frame: the frame is dropped, the device goes on.
+    backend.lock().inbound.push_back(vec![1; 100]);
+    d.submit(RX_QUEUE, &[(DATA + 0x2000, 50, true)]);
+    assert_eq!(d.take_used(RX_QUEUE), vec![(1, 0)]);
+    // A transmit buffer shorter than the header is dropped too.
+    d.submit(TX_QUEUE, &[(DATA, 4, false)]);
+    assert_eq!(d.take_used(TX_QUEUE).len(), 1);
+    assert!(backend.lock().sent.is_empty());
+    assert_eq!(d.transport.status() & STATUS_DEVICE_NEEDS_RESET, 0);
+}

@@ -19,10 +19,12 @@ use std::time::Duration;
 use k42_devices::virtio::block::{Block, BlockConfig};
 use k42_devices::virtio::console::Console;
 use k42_devices::virtio::mmio::MmioTransport;
+use k42_devices::virtio::net::{MacAddr, MemNet, Net};
 use k42_devices::virtio::rng::Rng;
 use k42_devices::virtio::{CountingInterrupt, VirtioDevice};
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::device::console::VirtIOConsole;
+use virtio_drivers::device::net::VirtIONet;
 use virtio_drivers::device::rng::VirtIORng;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
@@ -404,5 +406,28 @@ fn console_output_reaches_the_sink_and_input_reaches_the_driver() {
         assert_eq!(con.recv(true).unwrap(), Some(b'o'));
         assert_eq!(con.recv(true).unwrap(), Some(b'k'));
         assert_eq!(con.recv(true).unwrap(), None);
+    });
+}
+
+#[test]
+fn net_frames_reach_the_backend_and_come_back() {
+    with_timeout("net", || {
+        let backend = MemNet::default();
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        let (transport, shared) =
+            OurTransport::new(Box::new(Net::new(Box::new(backend.clone()), Some(mac))));
+        let mut net = VirtIONet::<TestHal, _, 16>::new(transport, 2048).unwrap();
+        assert_eq!(net.mac_address(), mac.0);
+
+        let mut tx = net.new_tx_buffer(64);
+        tx.packet_mut().copy_from_slice(&[0x42; 64]);
+        net.send(tx).unwrap();
+        assert_eq!(backend.lock().sent.pop_front(), Some(vec![0x42; 64]));
+
+        backend.lock().inbound.push_back((0..90u8).collect());
+        shared.borrow_mut().poll();
+        let rx = net.receive().unwrap();
+        assert_eq!(rx.packet(), (0..90u8).collect::<Vec<u8>>().as_slice());
+        net.recycle_rx_buffer(rx).unwrap();
     });
 }

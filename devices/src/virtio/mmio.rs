@@ -156,6 +156,11 @@ impl MmioTransport {
         &self.log
     }
 
+    /// Names the device in its log lines (for example `virtio-blk@0xd0000000`).
+    pub fn set_name(&mut self, name: &str) {
+        self.log.set_name(name);
+    }
+
     /// Makes the log count lines without printing them (fuzzing, property tests).
     pub fn set_log_quiet(&mut self, quiet: bool) {
         self.log.set_quiet(quiet);
@@ -551,4 +556,18 @@ fn set_low(reg: &mut u64, value: u32) {
 
 fn set_high(reg: &mut u64, value: u32) {
     *reg = (*reg & 0xffff_ffff) | (u64::from(value) << 32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The VMM shares a transport between vCPU threads (MMIO exits) and the event loop
+    /// (ioeventfds) behind a mutex, so it must be `Send`.
+    #[test]
+    fn transport_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<MmioTransport>();
+        assert_send::<super::super::EventFdInterrupt>();
+    }
 }

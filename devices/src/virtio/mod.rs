@@ -1,6 +1,6 @@
 //! Virtio 1.x (modern) devices over the MMIO transport: the transport (`mmio`), the device
 //! interface it drives (`VirtioDevice`), descriptor-chain parsing (`chain`), and the devices
-//! (`block`, `rng`, `console`).
+//! (`block`, `net`, `rng`, `console`).
 //!
 //! Wiring (done by the VMM): every `MmioTransport` owns one 4 KiB MMIO window and one interrupt
 //! line. MMIO exits go to `MmioTransport::read`/`write`; an ioeventfd per queue on
@@ -12,6 +12,7 @@ pub mod block;
 pub mod chain;
 pub mod console;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod rng;
 
