@@ -9,8 +9,11 @@
 //! - [`frames`]: the per-CPU allocator front of the page-frame manager.
 //! - [`cpio`]: the initramfs format (cpio newc, optionally gzip-compressed).
 //! - [`kabi`]: the K42 system-call interface between the kernel and user level.
+//! - [`uthread`]: the user-level thread scheduler of a process (K42's two-level scheduling:
+//!   threads on dispatchers), its user-level futex, and a mutex, condvar and channel on top.
 //!
-//! `unsafe` is confined to `cobj::table`, which stores typed pointers in atomic words.
+//! `unsafe` is confined to `cobj::table`, which stores typed pointers in atomic words, and
+//! `uthread::context`, which allocates aligned stacks and switches contexts.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -22,3 +25,4 @@ pub mod frames;
 pub mod generation;
 pub mod kabi;
 mod sync;
+pub mod uthread;

@@ -1,0 +1,92 @@
+//! The user-level half of K42's two-level scheduling: a thread library that runs inside each
+//! process, on top of the dispatchers the kernel schedules.
+//!
+//! # Two levels
+//!
+//! The kernel never sees these threads. Its unit is the *dispatcher*: one per virtual CPU a
+//! process runs on, each with its own entry points and save areas. The kernel decides which
+//! dispatcher runs on which CPU and when; this library decides which of the process's threads
+//! a dispatcher runs. A switch between two threads of a process is therefore a few dozen
+//! instructions in ring 3 and never enters the kernel, and a process may pick its own policy.
+//!
+//! # What one dispatcher holds
+//!
+//! Every dispatcher has a scheduler (a loop on its own stack, entered through
+//! [`Runtime::run_dispatcher`]) that owns, privately, a run queue and a timer queue:
+//!
+//! - The run queue has [`PRIORITIES`] strict levels (0 first). Within a level, threads get the
+//!   processor in proportion to their *share* (tickets) by stride scheduling: each dispatch
+//!   advances the thread's pass by `STRIDE / share`, and the smallest pass runs next. Threads are
+//!   not preempted by each other: a dispatch lasts until the thread yields, blocks, sleeps,
+//!   migrates or ends, and counts as one quantum.
+//! - The timer queue orders sleeping (or waiting-with-deadline) threads by deadline; a dispatcher
+//!   with nothing to run asks the platform to idle it until the earliest deadline.
+//!
+//! Other dispatchers never touch those queues. They reach a dispatcher through its *inbox*, a
+//! short spin-locked list it drains on every pass of its loop: a thread woken from elsewhere, a
+//! migrated thread and a freshly spawned thread all arrive there. A dispatcher with no work sets
+//! its `idle` flag, looks at its inbox once more, and only then idles; whoever posts to an inbox
+//! clears the flag and, if it was set, kicks the dispatcher ([`Platform::kick`]). The inbox lock
+//! orders the two sides, so a post is either seen by the re-check or answered by a kick.
+//!
+//! # Finding oneself without thread-local storage
+//!
+//! The guest has no TLS and no OS to ask "which thread am I". Every stack here (threads' and the
+//! schedulers') is [`STACK_SIZE`] bytes, a power of two, allocated aligned to its size, with a
+//! header at its lowest address naming its thread or dispatcher; masking the stack pointer finds
+//! the header. A process-wide, lock-free set of our stack bases is consulted first, so code that
+//! is not on one of our stacks (a host test's main thread) is told so instead of reading stray
+//! memory.
+//!
+//! # Blocking at user level
+//!
+//! [`wait`] and [`wake`] are a futex kept at user level: waiters are queued in process-wide
+//! buckets hashed by address, each bucket under a spin lock, and the value is checked under that
+//! lock so a wake between the check and the sleep is never lost. A woken thread goes to its own
+//! dispatcher's inbox. [`Mutex`], [`Condvar`] and [`channel`] are built on them, as users would.
+//!
+//! # The platform
+//!
+//! The runtime asks little of the system below it ([`Platform`]): a clock, the number of
+//! dispatchers, "idle this dispatcher until kicked or a deadline", and "kick that dispatcher". In
+//! the guest these are K42 system calls (block the dispatcher, send it a soft interrupt); host
+//! tests use OS threads.
+//!
+//! Limits: threads are cooperative among themselves; a panic in a thread aborts (there is no
+//! unwinding across a context switch); stacks have no guard page, only a header checked on every
+//! switch.
+
+mod context;
+mod futex;
+mod sched;
+mod sync;
+
+pub use context::STACK_SIZE;
+pub use futex::{wait, wait_until, wake};
+pub use sched::{
+    current, current_dispatcher, migrate_to, now_ns, park, park_until, sleep_for, sleep_until,
+    spawn, yield_now, Builder, DispatcherStats, JoinHandle, Runtime, Thread, DEFAULT_PRIORITY,
+    DEFAULT_SHARE, MAX_SHARE, PRIORITIES,
+};
+pub use sync::{channel, Condvar, Mutex, MutexGuard, Receiver, SendError, Sender};
+
+/// What the runtime needs from the system below it: a clock and a way to idle and wake
+/// dispatchers. The guest implements it with K42 system calls; host tests with OS threads.
+pub trait Platform: Send + Sync + 'static {
+    /// A monotonic clock in nanoseconds (any origin), the time base of all deadlines.
+    fn now_ns(&self) -> u64;
+
+    /// How many dispatchers the process has (fixed for the runtime's life, at least one).
+    fn dispatcher_count(&self) -> usize;
+
+    /// Blocks `dispatcher` (called on it) until it is kicked or `deadline_ns` passes.
+    ///
+    /// A [`Platform::kick`] that arrives after the runtime decided to idle but before this call
+    /// blocks must still make it return (the kick stays pending, like a soft interrupt).
+    /// Spurious returns are allowed.
+    fn idle(&self, dispatcher: usize, deadline_ns: Option<u64>);
+
+    /// Wakes `dispatcher` out of [`Platform::idle`] (or makes its next idle return at once).
+    /// The runtime calls it only when the dispatcher flagged itself idle.
+    fn kick(&self, dispatcher: usize);
+}
