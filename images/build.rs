@@ -1,9 +1,14 @@
 //! Builds the guest kernel for `x86_64-unknown-none` (always optimized) into
-//! `target/guest-kernel/`, so `k42vm` can embed it and tests can boot it.
+//! `target/guest-kernel/`, so `k42vm` can embed it and tests can boot it; then the native
+//! programs (`images/programs`) into `target/guest-programs/`, packed with a few data files
+//! into the test initramfs (cpio newc).
 
 use std::env;
 use std::path::PathBuf;
 use std::process::Command;
+
+/// The native programs packed into the initramfs as `bin/<name>`.
+const PROGRAMS: [&str; 6] = ["init", "hello", "fault", "console", "kv", "kvclient"];
 
 fn main() {
     let manifest_dir =
@@ -33,10 +38,78 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(dep).display());
     }
 
+    let elf = build_guest_crate(&kernel_dir, &target_dir, "the guest kernel").join("k42-kernel");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let out = out_dir.join("k42-kernel.elf");
+    std::fs::copy(&elf, &out).expect("copy the kernel ELF into OUT_DIR");
+    println!("cargo:rustc-env=K42_KERNEL_ELF={}", out.display());
+
+    let programs_dir = manifest_dir.join("programs");
+    for path in [
+        "src",
+        "rt/src",
+        "rt/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo/config.toml",
+    ] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            programs_dir.join(path).display()
+        );
+    }
+    let bin_dir = build_guest_crate(
+        &programs_dir,
+        &root.join("target").join("guest-programs"),
+        "the native guest programs",
+    );
+    let mut archive = Vec::new();
+    append_entry(&mut archive, "bin", 0o040755, &[]);
+    append_entry(&mut archive, "etc", 0o040755, &[]);
+    append_entry(
+        &mut archive,
+        "etc/motd",
+        0o100644,
+        b"k42: this file is not a program\n",
+    );
+    for name in PROGRAMS {
+        let bytes = std::fs::read(bin_dir.join(name))
+            .unwrap_or_else(|e| panic!("read the built program {name}: {e}"));
+        append_entry(&mut archive, &format!("bin/{name}"), 0o100755, &bytes);
+    }
+    append_entry(&mut archive, "TRAILER!!!", 0, &[]);
+    let initrd = out_dir.join("test-initramfs.cpio");
+    std::fs::write(&initrd, &archive).expect("write the test initramfs");
+    println!("cargo:rustc-env=K42_TEST_INITRD={}", initrd.display());
+}
+
+/// Appends one cpio newc entry (header, name, data, each padded to 4 bytes).
+fn append_entry(archive: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) {
+    static INODE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let ino = INODE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let header = format!(
+        "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+        0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0
+    );
+    archive.extend_from_slice(header.as_bytes());
+    archive.extend_from_slice(name.as_bytes());
+    archive.push(0);
+    while archive.len() % 4 != 0 {
+        archive.push(0);
+    }
+    archive.extend_from_slice(data);
+    while archive.len() % 4 != 0 {
+        archive.push(0);
+    }
+}
+
+/// Builds the `no_std` crate (workspace) in `dir` for `x86_64-unknown-none`, release profile,
+/// into `target_dir`; returns the directory holding the built binaries.
+fn build_guest_crate(dir: &std::path::Path, target_dir: &std::path::Path, what: &str) -> PathBuf {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
-        .current_dir(&kernel_dir)
+        .current_dir(dir)
         .args([
             "build",
             "--release",
@@ -44,7 +117,7 @@ fn main() {
             "x86_64-unknown-none",
             "--target-dir",
         ])
-        .arg(&target_dir);
+        .arg(target_dir);
     // The outer build's flags and wrappers are for host code, not for the kernel.
     for var in [
         "RUSTFLAGS",
@@ -61,19 +134,12 @@ fn main() {
     }
     let status = command
         .status()
-        .expect("could not run cargo to build the guest kernel");
+        .unwrap_or_else(|e| panic!("could not run cargo to build {what}: {e}"));
     if !status.success() {
         panic!(
-            "building the guest kernel failed (see above). It needs the x86_64-unknown-none target: \
+            "building {what} failed (see above). It needs the x86_64-unknown-none target: \
              run `rustup target add x86_64-unknown-none` (scripts/setup does this)."
         );
     }
-    let elf = target_dir
-        .join("x86_64-unknown-none")
-        .join("release")
-        .join("k42-kernel");
-    let out =
-        PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("k42-kernel.elf");
-    std::fs::copy(&elf, &out).expect("copy the kernel ELF into OUT_DIR");
-    println!("cargo:rustc-env=K42_KERNEL_ELF={}", out.display());
+    target_dir.join("x86_64-unknown-none").join("release")
 }

@@ -108,11 +108,15 @@ pub struct Switches {
     pub cobj_list: bool,
     /// `k42.bench=cobj`: run the clustered-object benchmarks.
     pub bench_cobj: bool,
+    /// `init=PATH`: the first user program (a path in the initramfs).
+    pub init: Option<&'static str>,
+    /// `k42.arg=N`: the argument the first program is started with.
+    pub init_arg: u64,
 }
 
 impl Switches {
     /// Parses the `k42.*` words of `cmdline`; unknown words are left to others.
-    pub fn parse(cmdline: &str) -> Switches {
+    pub fn parse(cmdline: &'static str) -> Switches {
         let mut s = Switches::default();
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
@@ -128,6 +132,8 @@ impl Switches {
                 "k42.bench" if value == "cobj" => s.bench_cobj = true,
                 "k42.cobj_list" => s.cobj_list = true,
                 "k42.quiet" => s.quiet = true,
+                "init" if !value.is_empty() => s.init = Some(value),
+                "k42.arg" => s.init_arg = value.parse().unwrap_or(0),
                 _ => {}
             }
         }

@@ -4,9 +4,9 @@ use core::sync::atomic::Ordering;
 
 use k42_paravirt::exit_code;
 
-use crate::arch::{apic, idt, idt::ExceptionFrame, read_cr2};
+use crate::arch::{apic, idt, idt::TrapFrame, read_cr2};
 use crate::console::print_unlocked;
-use crate::{percpu, platform};
+use crate::{entry, percpu, platform, proc, sched, syscall};
 
 const EXCEPTION_NAMES: [&str; 32] = [
     "divide error",
@@ -43,8 +43,87 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved",
 ];
 
-/// Any CPU exception: report vector, error code, RIP, CR2 and registers, and end the VM.
-pub fn exception(frame: &mut ExceptionFrame) {
+/// Every entry into the kernel: exceptions, interrupts, system calls.
+pub fn trap(frame: &mut TrapFrame) {
+    let from_user = frame.cs & 3 == 3;
+    if !from_user {
+        match frame.vector {
+            0..32 => exception(frame),
+            v => interrupt(v as u8),
+        }
+        return;
+    }
+    if entry::probe_trap(frame) {
+        return;
+    }
+    sched::count_entry();
+    if entry::is_syscall(frame) {
+        syscall::handle(frame);
+    } else if frame.vector < 32 {
+        user_exception(frame);
+    } else {
+        let vector = frame.vector as u8;
+        interrupt(vector);
+        if vector == idt::TIMER_VECTOR {
+            sched::timer_tick();
+        }
+    }
+    sched::return_to_user(frame);
+}
+
+/// An exception in user mode: a page fault in a demand-zero region is resolved; anything else
+/// ends the process (the kernel and other processes carry on).
+fn user_exception(frame: &mut TrapFrame) {
+    let Some(current) = sched::current() else {
+        return;
+    };
+    if frame.vector == 14 {
+        let address = read_cr2();
+        let write = frame.error_code & 2 != 0;
+        let exec = frame.error_code & 0x10 != 0;
+        let resolved = current
+            .process
+            .aspace
+            .lock()
+            .as_mut()
+            .is_some_and(|space| space.fault(address, write, exec).is_ok());
+        if resolved {
+            return;
+        }
+        crate::kprintln!(
+            "process {} ({}): page fault at {:#x} ({}{}), rip {:#x}; ended",
+            current.process.pid,
+            current.process.name,
+            address,
+            if write { "write" } else { "read" },
+            if exec { ", instruction fetch" } else { "" },
+            frame.rip
+        );
+        proc::exit(&current.process, 128 + 11);
+        return;
+    }
+    let vector = frame.vector as usize;
+    crate::kprintln!(
+        "process {} ({}): {} (vector {}, error code {:#x}) at rip {:#x}; ended",
+        current.process.pid,
+        current.process.name,
+        EXCEPTION_NAMES.get(vector).copied().unwrap_or("exception"),
+        vector,
+        frame.error_code,
+        frame.rip
+    );
+    let signal = match vector {
+        0 => 8,     // SIGFPE
+        3 | 1 => 5, // SIGTRAP
+        6 => 4,     // SIGILL
+        _ => 11,    // SIGSEGV
+    };
+    proc::exit(&current.process, 128 + signal);
+}
+
+/// Any CPU exception in the kernel: report vector, error code, RIP, CR2 and registers, and
+/// end the VM.
+pub fn exception(frame: &mut TrapFrame) {
     let vector = frame.vector as usize;
     let name = EXCEPTION_NAMES.get(vector).copied().unwrap_or("unknown");
     print_unlocked(format_args!(

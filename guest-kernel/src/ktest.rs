@@ -138,6 +138,7 @@ fn frame_allocator() -> TestResult {
         )?;
     }
     for &f in &frames {
+        mm::frames::write_word(f, 0);
         mm::free_frame(f).map_err(|_| ("free refused an allocated frame", f))?;
     }
     check(
@@ -155,6 +156,11 @@ fn frame_allocator() -> TestResult {
     // Freed frames come back before fresh memory is touched.
     let again = mm::alloc_frame().ok_or(("out of frames", 1))?;
     check(frames.contains(&again), "freed frame not reused", again)?;
+    check(
+        mm::frames::read_word(again) == 0,
+        "a reused frame is not zero",
+        again,
+    )?;
     mm::free_frame(again).map_err(|_| ("free failed", again))?;
     Ok(())
 }

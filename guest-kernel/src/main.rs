@@ -9,13 +9,19 @@ mod arch;
 mod bootinfo;
 mod cobj;
 mod console;
+mod entry;
 mod interrupts;
 mod kbench;
 mod ktest;
+mod memobj;
 mod mm;
 mod percpu;
 mod platform;
+mod ppc;
+mod proc;
+mod sched;
 mod smp;
+mod syscall;
 mod timer;
 
 use core::panic::PanicInfo;
@@ -25,6 +31,7 @@ use k42_paravirt::{exit_code, BootStage, ReportKind};
 
 use arch::{apic, idt};
 use bootinfo::Switches;
+use k42_guest_lib::kabi;
 
 /// The boot CPU's Rust entry, from the PVH entry in `arch::x86_64::boot`.
 #[no_mangle]
@@ -64,6 +71,9 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
     platform::boot_stage(BootStage::SmpReady);
     if let Err(e) = cobj::init(cpus) {
         panic!("clustered objects could not be set up: {e:?}");
+    }
+    if let Err(e) = sched::init(cpus) {
+        panic!("the scheduler could not be set up: {e:?}");
     }
 
     let boot_us = platform::tsc_to_ns(arch::rdtsc() - arch::boot::boot_tsc_value()) / 1000;
@@ -124,7 +134,40 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
             arch::enable_interrupts_and_halt();
         }
     }
+    if let Some(init) = switches.init {
+        start_init(init, switches.init_arg, info.initrd);
+    }
     platform::shutdown(switches.exit_code)
+}
+
+/// Starts the first user program and schedules from then on; fails the boot with a clear
+/// message when it cannot be started.
+fn start_init(path: &str, arg: u64, initrd: Option<(u64, u64)>) -> ! {
+    let Some((start, size)) = initrd else {
+        kprintln!("init={}: no initramfs was given (k42vm --initrd)", path);
+        platform::shutdown(exit_code::NO_INIT);
+    };
+    // The probe needs a user-mode round trip, so only boots that run programs pay for it.
+    match entry::probe() {
+        Ok(kind) => kprintln!("user entry: {:?}", kind),
+        Err(e) => panic!("user-mode entry probe failed: {e}"),
+    }
+    match proc::init_initrd(start, size) {
+        Ok(files) => kprintln!("initramfs: {} files; starting {}", files, path),
+        Err(e) => {
+            kprintln!(
+                "init={}: the initramfs is not an uncompressed cpio archive ({:?})",
+                path,
+                e
+            );
+            platform::shutdown(exit_code::NO_INIT);
+        }
+    }
+    if let Err(e) = proc::spawn(path, arg, kabi::SpawnFlags::CONSOLE, 0, 0) {
+        kprintln!("init={}: cannot start it: {:?}", path, e);
+        platform::shutdown(exit_code::NO_INIT);
+    }
+    sched::run()
 }
 
 /// Measures the hypercall round trip (no-op hypercall) and reports it in nanoseconds.

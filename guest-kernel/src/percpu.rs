@@ -10,7 +10,7 @@ use crate::mm::heap::alloc_stack;
 
 /// Most CPUs the kernel supports.
 pub const MAX_CPUS: usize = 64;
-/// Kernel stack size of a secondary CPU.
+/// Kernel stack size of every CPU (boot code, then traps and the scheduler loop).
 pub const KERNEL_STACK_SIZE: usize = 32 * 1024;
 /// Size of each IST stack (double fault, NMI, machine check).
 const IST_STACK_SIZE: usize = 8 * 1024;
@@ -37,12 +37,14 @@ pub enum Command {
 #[repr(C, align(64))]
 pub struct PerCpu {
     self_ptr: u64,
+    /// Scratch slot for the user stack pointer on a `syscall` entry (read by the entry stub).
+    pub user_rsp_scratch: u64,
+    /// Top of this CPU's kernel stack: TSS.RSP0, and the stack of its scheduler loop.
+    pub kernel_stack_top: u64,
     /// Index of this CPU (0 is the boot CPU; the order of the ACPI MADT).
     pub index: usize,
     /// x2APIC ID.
     pub apic_id: u32,
-    /// Top of the kernel stack (secondary CPUs).
-    pub stack_top: u64,
     /// Descriptor tables, taken by the CPU itself when it loads them.
     tables: Mutex<Option<&'static mut CpuTables>>,
     /// Calls this CPU made in the current hot-swap stress run.
@@ -81,17 +83,14 @@ pub fn create(index: usize, apic_id: u32) -> &'static PerCpu {
         alloc_stack(IST_STACK_SIZE),
         alloc_stack(IST_STACK_SIZE),
     ];
-    let tables: &'static mut CpuTables = Box::leak(Box::new(CpuTables::new(ist)));
-    let stack_top = if index == 0 {
-        0
-    } else {
-        alloc_stack(KERNEL_STACK_SIZE)
-    };
+    let stack_top = alloc_stack(KERNEL_STACK_SIZE);
+    let tables: &'static mut CpuTables = Box::leak(Box::new(CpuTables::new(ist, stack_top)));
     let cpu: &'static mut PerCpu = Box::leak(Box::new(PerCpu {
         self_ptr: 0,
+        user_rsp_scratch: 0,
+        kernel_stack_top: stack_top,
         index,
         apic_id,
-        stack_top,
         tables: Mutex::new(Some(tables)),
         work_done: AtomicU64::new(0),
         online: AtomicBool::new(false),
@@ -121,6 +120,7 @@ pub fn install(cpu: &'static PerCpu) {
     tables.load();
     arch::idt::load();
     arch::set_gs_base(cpu.self_ptr);
+    arch::user::init_cpu();
 }
 
 /// Index of the calling CPU, in one GS-relative load. Only after `install` on this CPU.

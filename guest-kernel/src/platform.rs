@@ -157,6 +157,26 @@ pub fn start_cpu(cpu: u32, rip: u64, rsp: u64, cr3: u64, arg: u64) -> i32 {
     block.status
 }
 
+/// Performs bulk copy/zero operations at host speed through k42vm (one hypercall per
+/// [`pv::MEM_OPS_MAX`] operations). Returns the first failing status. Only on k42vm.
+pub fn mem_ops(ops: &[pv::MemOp]) -> Result<(), i32> {
+    debug_assert!(on_k42vm());
+    for batch in ops.chunks(pv::MEM_OPS_MAX as usize) {
+        let mut block = pv::MemOps {
+            ops_gpa: virt_to_phys(batch.as_ptr() as u64),
+            count: batch.len() as u32,
+            status: 0,
+            done: 0,
+            reserved: 0,
+        };
+        hypercall(Hypercall::MemOps, &mut block);
+        if block.status != pv::status::OK {
+            return Err(block.status);
+        }
+    }
+    Ok(())
+}
+
 /// Ends the VM with `code`: k42vm's shutdown hypercall, or QEMU's isa-debug-exit.
 pub fn shutdown(code: u32) -> ! {
     if on_k42vm() {

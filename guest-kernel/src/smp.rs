@@ -5,7 +5,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::arch::{self, apic, boot, idt, smp as arch_smp};
+use crate::arch::{apic, boot, idt, smp as arch_smp};
 use crate::percpu::{self, Command, PerCpu};
 use crate::{platform, timer};
 
@@ -32,7 +32,7 @@ pub fn start_secondaries(apic_ids: &[u32]) -> usize {
             let status = platform::start_cpu(
                 index as u32,
                 rip,
-                cpu.stack_top,
+                cpu.kernel_stack_top,
                 boot::boot_pml4_phys(),
                 cpu.address(),
             );
@@ -48,7 +48,12 @@ pub fn start_secondaries(apic_ids: &[u32]) -> usize {
                 arch_smp::install_trampoline();
                 trampoline_installed = true;
             }
-            arch_smp::start_with_init_sipi(apic_id, cpu.stack_top, cpu.address(), timer::spin_us);
+            arch_smp::start_with_init_sipi(
+                apic_id,
+                cpu.kernel_stack_top,
+                cpu.address(),
+                timer::spin_us,
+            );
             if !timer::wait_until(1000, || cpu.online.load(Ordering::Acquire)) {
                 crate::kprintln!("smp: cpu {} (APIC ID {}) did not start", index, apic_id);
             }
@@ -70,22 +75,20 @@ pub fn ap_main(arg: u64) -> ! {
     cpu.online.store(true, Ordering::Release);
     ONLINE.fetch_add(1, Ordering::AcqRel);
     apic::send_ipi(percpu::cpu(0).map_or(0, |c| c.apic_id), idt::WAKE_VECTOR);
-    idle_loop(cpu)
+    crate::sched::run()
 }
 
-fn idle_loop(cpu: &'static PerCpu) -> ! {
-    loop {
-        arch::disable_interrupts();
-        let command = cpu.command.load(Ordering::Acquire);
-        if command != Command::None as u32 {
-            let result = crate::ktest::run_command(command);
-            cpu.command_result.store(result, Ordering::Release);
-            cpu.command.store(Command::None as u32, Ordering::Release);
-            cpu.commands_done.fetch_add(1, Ordering::AcqRel);
-            apic::send_ipi(cpu.reply_to.load(Ordering::Acquire), idt::WAKE_VECTOR);
-            continue;
-        }
-        arch::enable_interrupts_and_halt();
+/// Runs the command another CPU asked this one to run (see [`run_on`]), if any. Called from
+/// the idle loop with interrupts disabled.
+pub fn run_pending_command() {
+    let cpu = percpu::current();
+    let command = cpu.command.load(Ordering::Acquire);
+    if command != Command::None as u32 {
+        let result = crate::ktest::run_command(command);
+        cpu.command_result.store(result, Ordering::Release);
+        cpu.command.store(Command::None as u32, Ordering::Release);
+        cpu.commands_done.fetch_add(1, Ordering::AcqRel);
+        apic::send_ipi(cpu.reply_to.load(Ordering::Acquire), idt::WAKE_VECTOR);
     }
 }
 

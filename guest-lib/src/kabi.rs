@@ -88,9 +88,8 @@ pub enum Sys {
     MemobjGrant = 18,
     /// `info(what) -> value`: system facts ([`Info`]).
     Info = 19,
-    /// `receive() -> sender`: takes one pending asynchronous message (see [`Message`]); its
-    /// words are returned in `rdx`, `r8`, `r9`... see the kernel; pending messages set
-    /// [`SOFT_INTERRUPT_MESSAGE`].
+    /// `receive(ptr) -> 0`: moves the oldest pending asynchronous message into the
+    /// [`Message`] at `ptr` (`Again` if none). Arriving messages set [`SOFT_INTERRUPT_MESSAGE`].
     Receive = 20,
     /// `null()`: returns 0 at once (measures kernel entry and exit).
     Null = 21,
@@ -233,6 +232,7 @@ impl Info {
 }
 
 /// An asynchronous message as `receive` returns it: the sender's pid and three words.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Message {
     /// Sending process.
@@ -248,6 +248,27 @@ pub const SOFT_INTERRUPT_MESSAGE: u64 = 1 << 63;
 /// server's PPC stack on this CPU, and the caller's PPC buffer at [`ppc_window`]`(cpu)` where
 /// `cpu` is in `rax`.
 pub const PPC_ENTRY_ARGS: usize = 4;
+
+/// The start of a dispatcher's shared page (the rest is reserved). The kernel sets the
+/// soft-interrupt bits; user code takes them with an atomic swap (or through `block`).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct DispatcherPage {
+    /// Pending soft-interrupt bits (atomically updated by the kernel and the dispatcher).
+    pub soft_interrupts: core::sync::atomic::AtomicU64,
+    /// The process id.
+    pub pid: u64,
+    /// This dispatcher's index in its process.
+    pub index: u64,
+    /// The CPU it runs on.
+    pub cpu: u64,
+    /// CPUs in the system.
+    pub cpus: u64,
+    /// TSC frequency in kHz.
+    pub tsc_khz: u64,
+    /// The argument the process was spawned with.
+    pub spawn_arg: u64,
+}
 
 /// Address of dispatcher `index`'s shared page.
 pub const fn dispatcher_page(index: usize) -> u64 {

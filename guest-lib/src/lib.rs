@@ -9,6 +9,7 @@
 //! - [`frames`]: the per-CPU allocator front of the page-frame manager.
 //! - [`cpio`]: the initramfs format (cpio newc, optionally gzip-compressed).
 //! - [`kabi`]: the K42 system-call interface between the kernel and user level.
+//! - [`sys`]: the user-level system-call wrappers and the PPC server trampoline.
 //! - [`uthread`]: the user-level thread scheduler of a process (K42's two-level scheduling:
 //!   threads on dispatchers), its user-level futex, and a mutex, condvar and channel on top.
 //!
@@ -25,4 +26,5 @@ pub mod frames;
 pub mod generation;
 pub mod kabi;
 mod sync;
+pub mod sys;
 pub mod uthread;

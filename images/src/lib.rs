@@ -6,6 +6,10 @@
 /// Path of the built kernel ELF (a PVH ELF that also boots on QEMU `-kernel`).
 pub const KERNEL_ELF_PATH: &str = env!("K42_KERNEL_ELF");
 
+/// Path of the test initramfs (cpio newc): the native programs under `/bin` (`init`, `hello`,
+/// `fault`, `console`, `kv`, `kvclient`) and `/etc/motd` (a file that is not a program).
+pub const TEST_INITRD_PATH: &str = env!("K42_TEST_INITRD");
+
 /// The default guest kernel, embedded.
 pub static DEFAULT_KERNEL: &[u8] = include_bytes!(env!("K42_KERNEL_ELF"));
 

@@ -283,6 +283,8 @@ pub mod exit_code {
     pub const EXCEPTION: u32 = 102;
     /// At least one in-kernel test failed.
     pub const KTEST_FAILED: u32 = 103;
+    /// The first user program (`init=`) could not be started.
+    pub const NO_INIT: u32 = 104;
 }
 
 /// The Xen PVH start-of-day structure (`hvm_start_info`), found at the guest-physical address in

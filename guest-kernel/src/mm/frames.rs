@@ -1,8 +1,10 @@
 //! The page-frame manager: a shared pool (bump allocation over the free ranges of the memory map,
 //! plus a free list threaded through freed frames) behind per-CPU caches.
 //!
-//! Fresh frames from the bump ranges are zero (new guest memory is zero, DESIGN.md); frames from
-//! the free list are not, and callers that need zeroed memory must not assume it.
+//! Every frame handed out is zero: fresh frames from the bump ranges because new guest memory is
+//! zero (DESIGN.md), freed frames because whoever frees a frame must have zeroed it first (see
+//! [`free_zeroed`], which zeroes in bulk outside ring 0). The free-list link a freed frame carries
+//! is cleared when the frame is taken again.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -107,6 +109,8 @@ fn pool_alloc(pool: &mut Pool) -> Option<u64> {
         // SAFETY: every frame on the free list is a free RAM frame covered by the direct map
         // whose first word holds the next link (written by `pool_free`).
         pool.free_list = unsafe { core::ptr::read(phys_to_virt(frame) as *const u64) };
+        // SAFETY: as above; clearing the link restores the all-zero frame that was freed.
+        unsafe { core::ptr::write(phys_to_virt(frame) as *mut u64, 0) };
         pool.free_count -= 1;
         return Some(frame);
     }
@@ -199,7 +203,8 @@ pub fn alloc_frame() -> Option<u64> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadFrame(pub u64);
 
-/// Returns a frame (to this CPU's rep; overflow goes back to the shared pool).
+/// Returns a frame (to this CPU's rep; overflow goes back to the shared pool). The frame must
+/// be zero (use [`free_zeroed`] for frames that may hold data).
 pub fn free_frame(frame: u64) -> Result<(), BadFrame> {
     if !frame.is_multiple_of(FRAME_SIZE) || !POOL.lock().usable.contains(frame) {
         return Err(BadFrame(frame));
@@ -245,4 +250,20 @@ pub fn read_word(frame: u64) -> u64 {
     );
     // SAFETY: as for `write_word`.
     unsafe { core::ptr::read_volatile(phys_to_virt(frame) as *const u64) }
+}
+
+/// Zeroes `frames` in bulk (one k42vm hypercall, or in place elsewhere) and frees them.
+/// Frames the allocator does not manage are skipped and counted in the result.
+pub fn free_zeroed(frames: &[u64]) -> usize {
+    let managed: alloc::vec::Vec<u64> = frames
+        .iter()
+        .copied()
+        .filter(|&f| f.is_multiple_of(FRAME_SIZE) && is_managed(f))
+        .collect();
+    super::zero_frames(&managed);
+    for &f in &managed {
+        // Checked above: cannot fail.
+        let _ = free_frame(f);
+    }
+    frames.len() - managed.len()
 }

@@ -4,6 +4,8 @@
 //! One of the low-level modules DESIGN.md allows `unsafe` in: it turns physical addresses into
 //! references through the direct map.
 
+pub mod aspace;
+pub mod bulk;
 pub mod frames;
 pub mod heap;
 pub mod paging;
@@ -11,7 +13,7 @@ pub mod paging;
 use crate::arch::phys_to_virt;
 use crate::bootinfo::BootInfo;
 
-pub use frames::{alloc_frame, free_frame};
+pub use frames::{alloc_frame, free_frame, free_zeroed};
 
 /// A `'static` reference to a `T` at physical address `phys`.
 ///
@@ -46,4 +48,39 @@ pub struct MemoryInfo {
     pub ram_bytes: u64,
     /// Bytes handed to the frame allocator (RAM minus kernel, loader data and initrd).
     pub usable_bytes: u64,
+}
+
+/// Zeroes whole frames in one batch (see [`bulk`]). A failure means the frames are not RAM the
+/// hypervisor knows, which would be a kernel bug.
+pub fn zero_frames(frames: &[u64]) {
+    let mut batch = bulk::MemBatch::new();
+    for &f in frames {
+        batch.zero(f, k42_guest_lib::frames::FRAME_SIZE);
+    }
+    if let Err(status) = batch.run() {
+        panic!(
+            "zeroing {} frames failed with status {status}",
+            frames.len()
+        );
+    }
+}
+
+/// Writes `bytes` at the start of frame `frame`, which the caller owns (small writes only:
+/// code stubs, headers).
+pub fn write_phys(frame: u64, bytes: &[u8]) {
+    assert!(bytes.len() as u64 <= k42_guest_lib::frames::FRAME_SIZE);
+    // SAFETY: `frame` is a RAM frame the caller owns, covered by the direct map; the write
+    // stays inside it (checked).
+    unsafe {
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), phys_to_virt(frame) as *mut u8, bytes.len())
+    }
+}
+
+/// The 64-bit word at `offset` in frame `frame`, as an atomic shared with user code that maps
+/// the frame. The caller keeps the frame allocated while it uses the reference.
+pub fn frame_atomic(frame: u64, offset: usize) -> &'static core::sync::atomic::AtomicU64 {
+    assert!(offset % 8 == 0 && (offset as u64) < k42_guest_lib::frames::FRAME_SIZE);
+    // SAFETY: an aligned word inside a RAM frame covered by the direct map; AtomicU64 has the
+    // layout of u64 and every access to the word (kernel or user) is atomic.
+    unsafe { &*((phys_to_virt(frame) + offset as u64) as *const core::sync::atomic::AtomicU64) }
 }

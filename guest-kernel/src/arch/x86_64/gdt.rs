@@ -7,10 +7,8 @@ pub const KERNEL_CS: u16 = 0x08;
 /// Kernel data selector.
 pub const KERNEL_DS: u16 = 0x10;
 /// User data selector (RPL 3), placed for SYSRET's layout.
-#[allow(dead_code)] // used by the user-level issue
 pub const USER_DS: u16 = 0x20 | 3;
 /// User 64-bit code selector (RPL 3).
-#[allow(dead_code)] // used by the user-level issue
 pub const USER_CS: u16 = 0x28 | 3;
 /// Task-state segment selector.
 pub const TSS_SELECTOR: u16 = 0x30;
@@ -53,14 +51,16 @@ struct DescriptorPointer {
 }
 
 impl CpuTables {
-    /// Fills the GDT and the TSS with the given IST stack tops.
-    pub fn new(ist_tops: [u64; 3]) -> CpuTables {
+    /// Fills the GDT and the TSS with the given IST stack tops and the ring-0 stack taken on
+    /// entry from user mode.
+    pub fn new(ist_tops: [u64; 3], kernel_stack_top: u64) -> CpuTables {
         let mut tables = CpuTables::default();
         tables.gdt[1] = 0x00af_9a00_0000_ffff; // kernel code, 64-bit
         tables.gdt[2] = 0x00cf_9200_0000_ffff; // kernel data
         tables.gdt[3] = 0x00cf_fa00_0000_ffff; // user code, 32-bit (unused)
         tables.gdt[4] = 0x00cf_f200_0000_ffff; // user data
         tables.gdt[5] = 0x00af_fa00_0000_ffff; // user code, 64-bit
+        tables.tss.rsp[0] = kernel_stack_top;
         tables.tss.ist[0] = ist_tops[0];
         tables.tss.ist[1] = ist_tops[1];
         tables.tss.ist[2] = ist_tops[2];

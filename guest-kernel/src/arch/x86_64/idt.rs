@@ -14,10 +14,14 @@ pub const WAKE_VECTOR: u8 = 0x22;
 /// Spurious-interrupt vector of the local APIC.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
-/// Registers saved by the exception entry stub, lowest address first.
+/// Pseudo-vector of a trap frame built by the `syscall` entry (not an IDT vector).
+pub const SYSCALL_VECTOR: u64 = 0x100;
+
+/// Registers saved on every entry to the kernel (exception, interrupt, `syscall`), lowest
+/// address first. From user mode it sits at the top of the CPU's kernel stack.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct ExceptionFrame {
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapFrame {
     pub r15: u64,
     pub r14: u64,
     pub r13: u64,
@@ -59,28 +63,9 @@ global_asm!(
     .endm
     .macro irq_stub n
     irq_stub_\n:
-        push %rax
-        push %rcx
-        push %rdx
-        push %rsi
-        push %rdi
-        push %r8
-        push %r9
-        push %r10
-        push %r11
-        mov $\n, %edi
-        cld
-        call k42_interrupt_entry
-        pop %r11
-        pop %r10
-        pop %r9
-        pop %r8
-        pop %rdi
-        pop %rsi
-        pop %rdx
-        pop %rcx
-        pop %rax
-        iretq
+        push $0
+        push $\n
+        jmp exc_common
     .endm
 
     .text
@@ -121,6 +106,12 @@ global_asm!(
     irq_stub 34
 
 exc_common:
+    /* From user mode (CS.RPL 3): swap in the kernel's GS base. */
+    testb $3, 24(%rsp)
+    jz 1f
+    swapgs
+1:
+trap_after_swapgs:
     push %rax
     push %rbx
     push %rcx
@@ -138,7 +129,9 @@ exc_common:
     push %r15
     mov %rsp, %rdi
     cld
-    call k42_exception_entry
+    call k42_trap_entry
+    .global k42_trap_exit
+k42_trap_exit:
     pop %r15
     pop %r14
     pop %r13
@@ -155,7 +148,27 @@ exc_common:
     pop %rbx
     pop %rax
     add $16, %rsp
+    testb $3, 8(%rsp)
+    jz 2f
+    swapgs
+2:
     iretq
+
+    /* `syscall` from user mode on hardware where it enters ring 0: build the same frame an
+       interrupt would (SS, RSP, RFLAGS from R11, CS, RIP from RCX), vector SYSCALL_VECTOR. */
+    .global k42_syscall_entry
+k42_syscall_entry:
+    swapgs
+    mov %rsp, %gs:{user_rsp}
+    mov %gs:{kstack}, %rsp
+    push ${user_ds}
+    push %gs:{user_rsp}
+    push %r11
+    push ${user_cs}
+    push %rcx
+    push $0
+    push ${syscall_vector}
+    jmp trap_after_swapgs
 
 spurious_stub:
     iretq
@@ -175,6 +188,11 @@ k42_interrupt_stubs:
 k42_spurious_stub:
     .quad spurious_stub
     "#,
+    user_rsp = const core::mem::offset_of!(crate::percpu::PerCpu, user_rsp_scratch),
+    kstack = const core::mem::offset_of!(crate::percpu::PerCpu, kernel_stack_top),
+    user_ds = const super::gdt::USER_DS as u64,
+    user_cs = const super::gdt::USER_CS as u64,
+    syscall_vector = const SYSCALL_VECTOR,
     options(att_syntax)
 );
 
@@ -182,16 +200,17 @@ extern "C" {
     static k42_exception_stubs: [u64; 32];
     static k42_interrupt_stubs: [u64; 3];
     static k42_spurious_stub: u64;
+    fn k42_syscall_entry();
 }
 
 #[no_mangle]
-extern "C" fn k42_exception_entry(frame: &mut ExceptionFrame) {
-    crate::interrupts::exception(frame);
+extern "C" fn k42_trap_entry(frame: &mut TrapFrame) {
+    crate::interrupts::trap(frame);
 }
 
-#[no_mangle]
-extern "C" fn k42_interrupt_entry(vector: u32) {
-    crate::interrupts::interrupt(vector as u8);
+/// Address of the `syscall` entry stub (for LSTAR).
+pub fn syscall_entry_address() -> u64 {
+    k42_syscall_entry as *const () as u64
 }
 
 #[repr(C)]
@@ -218,11 +237,15 @@ impl Gate {
     };
 
     fn interrupt(handler: u64, ist: u8) -> Gate {
+        Gate::with_dpl(handler, ist, 0)
+    }
+
+    fn with_dpl(handler: u64, ist: u8, dpl: u8) -> Gate {
         Gate {
             offset_low: handler as u16,
             selector: gdt::KERNEL_CS,
             ist,
-            attributes: 0x8e, // present, DPL 0, 64-bit interrupt gate
+            attributes: 0x8e | (dpl << 5), // present, 64-bit interrupt gate
             offset_mid: (handler >> 16) as u16,
             offset_high: (handler >> 32) as u32,
             reserved: 0,
@@ -252,7 +275,10 @@ pub fn init() {
                 18 => gdt::IST_MACHINE_CHECK,
                 _ => 0,
             };
-            idt[vector] = Gate::interrupt(stub, ist);
+            // `int3` may be used from user mode: it is how user code enters the kernel where
+            // `syscall` does not (see PLATFORM.md and `crate::entry`).
+            let dpl = if vector == 3 { 3 } else { 0 };
+            idt[vector] = Gate::with_dpl(stub, ist, dpl);
         }
         for (i, &stub) in k42_interrupt_stubs.iter().enumerate() {
             idt[TIMER_VECTOR as usize + i] = Gate::interrupt(stub, 0);

@@ -8,6 +8,9 @@ pub mod boot;
 pub mod gdt;
 pub mod idt;
 pub mod smp;
+pub mod user;
+
+pub use user::invlpg;
 
 use core::arch::asm;
 

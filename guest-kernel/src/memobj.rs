@@ -1,0 +1,119 @@
+//! Memory objects: sets of frames that several address spaces map (K42's shared FCMs, in
+//! their simplest form). The owner grants other processes the right to map one.
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use k42_guest_lib::frames::FRAME_SIZE;
+use k42_guest_lib::kabi::{self, Prot};
+use spin::Mutex;
+
+use crate::mm;
+use crate::mm::aspace::{Backing, Region};
+use crate::proc::Process;
+
+/// Largest memory object, in pages.
+pub const MAX_PAGES: u64 = 16 * 1024;
+
+/// A memory object.
+pub struct Memobj {
+    /// Its id.
+    pub id: u64,
+    /// The creating process.
+    pub owner: u64,
+    /// Frames, in order.
+    frames: Vec<u64>,
+    /// Processes allowed to map it besides the owner.
+    grants: Mutex<Vec<u64>>,
+}
+
+impl Drop for Memobj {
+    fn drop(&mut self) {
+        mm::free_zeroed(&self.frames);
+    }
+}
+
+static OBJECTS: Mutex<BTreeMap<u64, alloc::sync::Weak<Memobj>>> = Mutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Creates a zeroed object of `pages` pages owned by `owner` (kept alive by the owner's list).
+pub fn create(owner: &Arc<Process>, pages: u64) -> Result<u64, kabi::Error> {
+    if pages == 0 || pages > MAX_PAGES {
+        return Err(kabi::Error::Invalid);
+    }
+    let mut frames = Vec::with_capacity(pages as usize);
+    for _ in 0..pages {
+        match mm::alloc_frame() {
+            Some(f) => frames.push(f),
+            None => {
+                mm::free_zeroed(&frames);
+                return Err(kabi::Error::NoMemory);
+            }
+        }
+    }
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let obj = Arc::new(Memobj {
+        id,
+        owner: owner.pid,
+        frames,
+        grants: Mutex::new(Vec::new()),
+    });
+    OBJECTS.lock().insert(id, Arc::downgrade(&obj));
+    owner.memobjs.lock().push(obj);
+    Ok(id)
+}
+
+fn find(id: u64) -> Option<Arc<Memobj>> {
+    let mut objects = OBJECTS.lock();
+    let obj = objects.get(&id)?.upgrade();
+    if obj.is_none() {
+        objects.remove(&id);
+    }
+    obj
+}
+
+/// Lets `pid` map object `id` (only its owner may grant).
+pub fn grant(caller: &Arc<Process>, id: u64, pid: u64) -> Result<(), kabi::Error> {
+    let obj = find(id).ok_or(kabi::Error::NotFound)?;
+    if obj.owner != caller.pid {
+        return Err(kabi::Error::NotPermitted);
+    }
+    obj.grants.lock().push(pid);
+    Ok(())
+}
+
+/// Maps object `id` at `addr` in `caller` with `prot`.
+pub fn map(caller: &Arc<Process>, id: u64, addr: u64, prot: u64) -> Result<(), kabi::Error> {
+    let obj = find(id).ok_or(kabi::Error::NotFound)?;
+    if obj.owner != caller.pid && !obj.grants.lock().contains(&caller.pid) {
+        return Err(kabi::Error::NotPermitted);
+    }
+    let len = obj.frames.len() as u64 * FRAME_SIZE;
+    if !kabi::user_range_ok(addr, len) || addr % FRAME_SIZE != 0 || prot & !7 != 0 {
+        return Err(kabi::Error::Invalid);
+    }
+    let mut guard = caller.aspace.lock();
+    let space = guard.as_mut().ok_or(kabi::Error::NotFound)?;
+    space.add_region(Region {
+        start: addr,
+        end: addr + len,
+        prot: prot | Prot::READ,
+        backing: Backing::Shared,
+    })?;
+    for (i, &frame) in obj.frames.iter().enumerate() {
+        space.map_page(
+            addr + i as u64 * FRAME_SIZE,
+            frame,
+            prot | Prot::READ,
+            false,
+        )?;
+    }
+    drop(guard);
+    let mut held = caller.memobjs.lock();
+    if !held.iter().any(|o| Arc::ptr_eq(o, &obj)) {
+        held.push(obj);
+    }
+    Ok(())
+}

@@ -1,0 +1,666 @@
+//! Processes and dispatchers (K42's user-level model): a process is an address space plus
+//! dispatchers, one per CPU it runs on; the kernel schedules dispatchers (see `sched`), a
+//! library in the process schedules its threads. Programs come from the initramfs.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use k42_guest_lib::cpio;
+use k42_guest_lib::frames::FRAME_SIZE;
+use k42_guest_lib::kabi::{self, DispatcherPage, Message, Prot};
+use k42_linux_abi::elf;
+use spin::{Mutex, Once};
+
+use crate::arch::{gdt, idt::TrapFrame};
+use crate::mm::aspace::{AddressSpace, Backing, Region};
+use crate::mm::bulk::MemBatch;
+use crate::{mm, percpu, platform};
+
+/// Process id of the first user program; when it exits, the VM shuts down with its status.
+pub const INIT_PID: u64 = 1;
+/// Where static-PIE programs are loaded.
+const PIE_BASE: u64 = 0x0000_5555_5555_0000;
+/// Most pending asynchronous messages per dispatcher.
+const MESSAGE_QUEUE_MAX: usize = 256;
+/// User RFLAGS on entry: interrupts enabled, reserved bit 1.
+const USER_RFLAGS: u64 = 0x202;
+
+/// A file of the initramfs: where its bytes are in physical memory.
+#[derive(Clone, Debug)]
+pub struct InitrdFile {
+    /// Path without a leading `/`.
+    pub name: String,
+    /// Physical address of the contents.
+    pub phys: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+static INITRD: Once<Vec<InitrdFile>> = Once::new();
+
+/// Indexes the initramfs (an uncompressed cpio newc archive) at `phys`/`len`. Compressed
+/// archives are refused: decompressing is bulk work that does not belong in ring 0 (a user-level
+/// file server will do it).
+pub fn init_initrd(phys: u64, len: u64) -> Result<usize, cpio::CpioError> {
+    let bytes: &'static [u8] = mm::phys_slice(phys, len as usize);
+    let entries = cpio::parse(bytes)?;
+    let files: Vec<InitrdFile> = entries
+        .iter()
+        .filter(|e| e.kind() == cpio::mode::REGULAR)
+        .map(|e| InitrdFile {
+            name: String::from(e.name.trim_start_matches("./").trim_start_matches('/')),
+            phys: phys + (e.data.as_ptr() as u64 - bytes.as_ptr() as u64),
+            len: e.data.len() as u64,
+        })
+        .collect();
+    let count = files.len();
+    INITRD.call_once(|| files);
+    Ok(count)
+}
+
+/// The initramfs file at `path` (with or without a leading `/`).
+pub fn initrd_file(path: &str) -> Option<&'static InitrdFile> {
+    let path = path.trim_start_matches('/');
+    INITRD.get()?.iter().find(|f| f.name == path)
+}
+
+/// Why a dispatcher is not running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// On its CPU's run queue.
+    Runnable,
+    /// The current dispatcher of its CPU.
+    Running,
+    /// Waiting for something (see [`BlockReason`]).
+    Blocked(BlockReason),
+    /// A PPC dispatcher with no call to serve.
+    Idle,
+    /// Its process has exited.
+    Dead,
+}
+
+/// What a blocked dispatcher waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockReason {
+    /// A soft interrupt or its deadline (`block`).
+    SoftInterrupt,
+    /// A child's exit (`wait`).
+    Child,
+    /// The reply to its PPC call.
+    PpcReply,
+    /// Its turn at a busy server.
+    PpcQueue,
+}
+
+/// What kind of dispatcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DispatcherKind {
+    /// Runs the process's own code (its threads).
+    Normal,
+    /// Runs PPC calls to this server on one CPU.
+    Ppc,
+}
+
+/// The mutable part of a dispatcher, under its lock.
+pub struct DispatcherState {
+    /// Saved user registers while not running.
+    pub frame: TrapFrame,
+    /// Saved FS base.
+    pub fs_base: u64,
+    /// Where it is.
+    pub run: RunState,
+    /// A value for `rax` (and `rdx`) to return with when it next runs.
+    pub pending_return: Option<(u64, Option<u64>)>,
+    /// Stride-scheduling pass value.
+    pub pass: u64,
+    /// Bumped on every block, so stale timer entries are recognised.
+    pub block_seq: u64,
+    /// PPC dispatchers: the client whose call is being served.
+    pub serving: Option<Arc<Dispatcher>>,
+    /// PPC dispatchers: clients waiting for this one.
+    pub waiting: VecDeque<Arc<Dispatcher>>,
+    /// Pending asynchronous messages.
+    pub messages: VecDeque<Message>,
+}
+
+/// A dispatcher: the kernel's unit of scheduling, bound to one CPU.
+pub struct Dispatcher {
+    /// Its process.
+    pub process: Arc<Process>,
+    /// Index within the process (normal dispatchers), or the CPU (PPC dispatchers).
+    pub index: usize,
+    /// The CPU it runs on.
+    pub cpu: usize,
+    /// Normal or PPC.
+    pub kind: DispatcherKind,
+    /// Priority class (0 is the most urgent).
+    pub class: usize,
+    /// Proportional-share tickets within the class.
+    pub tickets: u64,
+    /// Physical frame of its shared page (normal dispatchers; 0 for PPC ones).
+    pub page: u64,
+    /// State.
+    pub state: Mutex<DispatcherState>,
+}
+
+impl Dispatcher {
+    /// Sets soft-interrupt bits in the shared page; returns the bits now pending.
+    pub fn post_soft_interrupt(&self, bits: u64) -> u64 {
+        match self.soft_word() {
+            Some(word) => word.fetch_or(bits, Ordering::AcqRel) | bits,
+            None => 0,
+        }
+    }
+
+    /// Takes (clears) the pending soft-interrupt bits.
+    pub fn take_soft_interrupts(&self) -> u64 {
+        self.soft_word().map_or(0, |w| w.swap(0, Ordering::AcqRel))
+    }
+
+    fn soft_word(&self) -> Option<&AtomicU64> {
+        // The page lives as long as the dispatcher (freed in Drop).
+        (self.page != 0).then(|| {
+            mm::frame_atomic(
+                self.page,
+                core::mem::offset_of!(DispatcherPage, soft_interrupts),
+            )
+        })
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        if self.page != 0 {
+            mm::free_zeroed(&[self.page]);
+        }
+    }
+}
+
+/// A process.
+pub struct Process {
+    /// Process id (never reused).
+    pub pid: u64,
+    /// The spawning process (0 for init).
+    pub parent: u64,
+    /// Program path.
+    pub name: String,
+    /// Spawn flags ([`kabi::SpawnFlags`]).
+    pub flags: u64,
+    /// The argument it was spawned with.
+    pub spawn_arg: u64,
+    /// Page tables and regions (`None` once torn down).
+    pub aspace: Mutex<Option<AddressSpace>>,
+    /// Its normal dispatchers, by index (cleared at exit).
+    pub dispatchers: Mutex<Vec<Arc<Dispatcher>>>,
+    /// Its PPC dispatchers, by CPU (servers only; cleared at exit).
+    pub ppc_dispatchers: Mutex<Vec<Option<Arc<Dispatcher>>>>,
+    /// PPC entry point, once it exported itself as a server.
+    pub ppc_entry: AtomicU64,
+    /// Its PPC buffer frames, by CPU (allocated on first call from that CPU).
+    pub ppc_buffers: Mutex<Vec<u64>>,
+    /// Memory objects it maps (kept alive while mapped).
+    pub memobjs: Mutex<Vec<Arc<crate::memobj::Memobj>>>,
+    /// Frames unmapped while other dispatchers may still cache them; freed at teardown.
+    pub deferred_frames: Mutex<Vec<u64>>,
+    /// Set once it has begun to exit.
+    pub exiting: AtomicBool,
+    /// Dispatchers of other processes waiting for this one to exit.
+    pub waiters: Mutex<Vec<Arc<Dispatcher>>>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(space) = self.aspace.get_mut().take() {
+            space.destroy();
+        }
+        let mut frames: Vec<u64> = core::mem::take(self.ppc_buffers.get_mut())
+            .into_iter()
+            .filter(|&f| f != 0)
+            .collect();
+        frames.append(self.deferred_frames.get_mut());
+        mm::free_zeroed(&frames);
+    }
+}
+
+static PROCESSES: Mutex<BTreeMap<u64, Arc<Process>>> = Mutex::new(BTreeMap::new());
+/// Exit statuses of processes not yet waited for: pid -> (parent, status).
+static EXITED: Mutex<BTreeMap<u64, (u64, i64)>> = Mutex::new(BTreeMap::new());
+static NEXT_PID: AtomicU64 = AtomicU64::new(INIT_PID);
+/// The entry page's frame (one read-only page mapped into every process).
+static ENTRY_FRAME: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the frame that every process maps at [`kabi::ENTRY_PAGE`].
+pub fn set_entry_frame(frame: u64) {
+    ENTRY_FRAME.store(frame, Ordering::Release);
+}
+
+/// The live process `pid`.
+pub fn process(pid: u64) -> Option<Arc<Process>> {
+    PROCESSES.lock().get(&pid).cloned()
+}
+
+/// How many processes are alive.
+pub fn live_count() -> usize {
+    PROCESSES.lock().len()
+}
+
+/// Why a program could not be started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnError {
+    /// No such file in the initramfs.
+    NotFound,
+    /// Not a static x86_64 executable we can load.
+    NotExecutable(elf::ElfError),
+    /// Out of memory.
+    NoMemory,
+}
+
+impl From<SpawnError> for kabi::Error {
+    fn from(e: SpawnError) -> kabi::Error {
+        match e {
+            SpawnError::NotFound => kabi::Error::NotFound,
+            SpawnError::NotExecutable(_) => kabi::Error::NotExecutable,
+            SpawnError::NoMemory => kabi::Error::NoMemory,
+        }
+    }
+}
+
+impl From<mm::aspace::AspaceError> for SpawnError {
+    fn from(_: mm::aspace::AspaceError) -> SpawnError {
+        SpawnError::NoMemory
+    }
+}
+
+/// Maps the entry page and builds a new normal dispatcher's shared page for `process`.
+fn new_dispatcher(
+    process: &Arc<Process>,
+    space: &mut AddressSpace,
+    index: usize,
+    cpu: usize,
+    frame: TrapFrame,
+) -> Result<Arc<Dispatcher>, SpawnError> {
+    let page = mm::alloc_frame().ok_or(SpawnError::NoMemory)?;
+    let va = kabi::dispatcher_page(index);
+    let region = Region {
+        start: va,
+        end: va + FRAME_SIZE,
+        prot: Prot::READ | Prot::WRITE,
+        backing: Backing::Shared,
+    };
+    if space.add_region(region).is_err() || space.map_page(va, page, region.prot, false).is_err() {
+        mm::free_zeroed(&[page]);
+        return Err(SpawnError::NoMemory);
+    }
+    // The words of `DispatcherPage`, in order (soft interrupts start at zero).
+    let words = [
+        0,
+        process.pid,
+        index as u64,
+        cpu as u64,
+        crate::smp::online() as u64,
+        platform::tsc_khz(),
+        process.spawn_arg,
+    ];
+    let mut bytes = [0u8; core::mem::size_of::<DispatcherPage>()];
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    mm::write_phys(page, &bytes);
+    Ok(Arc::new(Dispatcher {
+        process: process.clone(),
+        index,
+        cpu,
+        kind: DispatcherKind::Normal,
+        class: 1,
+        tickets: 100,
+        page,
+        state: Mutex::new(DispatcherState {
+            frame,
+            fs_base: 0,
+            run: RunState::Runnable,
+            pending_return: None,
+            pass: 0,
+            block_seq: 0,
+            serving: None,
+            waiting: VecDeque::new(),
+            messages: VecDeque::new(),
+        }),
+    }))
+}
+
+/// A user-mode frame starting at `rip` with stack `rsp` and `rdi`/`rsi` arguments.
+pub fn user_frame(rip: u64, rsp: u64, rdi: u64, rsi: u64) -> TrapFrame {
+    TrapFrame {
+        rip,
+        rsp,
+        rdi,
+        rsi,
+        cs: u64::from(gdt::USER_CS),
+        ss: u64::from(gdt::USER_DS),
+        rflags: USER_RFLAGS,
+        ..TrapFrame::default()
+    }
+}
+
+/// Loads the program at `path` into a new process whose first dispatcher runs on `cpu`;
+/// returns it (its dispatcher already queued on `cpu`).
+pub fn spawn(
+    path: &str,
+    arg: u64,
+    flags: u64,
+    parent: u64,
+    cpu: usize,
+) -> Result<Arc<Process>, SpawnError> {
+    let file = initrd_file(path).ok_or(SpawnError::NotFound)?;
+    let bytes: &'static [u8] = mm::phys_slice(file.phys, file.len as usize);
+    let image = elf::parse(bytes).map_err(SpawnError::NotExecutable)?;
+    let bias = match image.kind {
+        elf::Kind::Static => 0,
+        elf::Kind::StaticPie => PIE_BASE,
+    };
+    let mut space = AddressSpace::new()?;
+    let loaded = load_segments(&mut space, &image, file, bias);
+    if let Err(e) = loaded {
+        space.destroy();
+        return Err(e);
+    }
+    let stack = Region {
+        start: kabi::MAIN_STACK_TOP - kabi::MAIN_STACK_SIZE,
+        end: kabi::MAIN_STACK_TOP,
+        prot: Prot::READ | Prot::WRITE,
+        backing: Backing::Anonymous,
+    };
+    let entry = Region {
+        start: kabi::ENTRY_PAGE,
+        end: kabi::ENTRY_PAGE + FRAME_SIZE,
+        prot: Prot::READ | Prot::EXEC,
+        backing: Backing::Shared,
+    };
+    let mapped = space
+        .add_region(stack)
+        .and_then(|_| space.add_region(entry))
+        .and_then(|_| {
+            space.map_page(
+                kabi::ENTRY_PAGE,
+                ENTRY_FRAME.load(Ordering::Acquire),
+                entry.prot,
+                false,
+            )
+        });
+    if mapped.is_err() {
+        space.destroy();
+        return Err(SpawnError::NoMemory);
+    }
+    let pid = NEXT_PID.fetch_add(1, Ordering::AcqRel);
+    let process = Arc::new(Process {
+        pid,
+        parent,
+        name: String::from(path),
+        flags,
+        spawn_arg: arg,
+        aspace: Mutex::new(None),
+        dispatchers: Mutex::new(Vec::new()),
+        ppc_dispatchers: Mutex::new(Vec::new()),
+        ppc_entry: AtomicU64::new(0),
+        ppc_buffers: Mutex::new(Vec::new()),
+        memobjs: Mutex::new(Vec::new()),
+        deferred_frames: Mutex::new(Vec::new()),
+        exiting: AtomicBool::new(false),
+        waiters: Mutex::new(Vec::new()),
+    });
+    // As at a function's entry: the stack is 16-byte aligned minus a return address.
+    let frame = user_frame(
+        image.entry + bias,
+        kabi::MAIN_STACK_TOP - 8,
+        arg,
+        kabi::dispatcher_page(0),
+    );
+    let dispatcher = match new_dispatcher(&process, &mut space, 0, cpu, frame) {
+        Ok(d) => d,
+        Err(e) => {
+            space.destroy();
+            return Err(e);
+        }
+    };
+    *process.aspace.lock() = Some(space);
+    if ppc_buffer(&process, cpu).is_err() {
+        return Err(SpawnError::NoMemory);
+    }
+    process.dispatchers.lock().push(dispatcher.clone());
+    PROCESSES.lock().insert(pid, process.clone());
+    crate::sched::make_runnable(dispatcher);
+    Ok(process)
+}
+
+/// Maps every loadable segment: pages holding file bytes get frames now (filled by one bulk
+/// copy from the initramfs), the rest of each segment is demand-zero.
+fn load_segments(
+    space: &mut AddressSpace,
+    image: &elf::ElfImage,
+    file: &InitrdFile,
+    bias: u64,
+) -> Result<(), SpawnError> {
+    let mut batch = MemBatch::new();
+    for seg in &image.segments {
+        let (first, end) = seg.page_span();
+        let (first, end) = (first + bias, end + bias);
+        let mut prot = 0;
+        if seg.perms.read {
+            prot |= Prot::READ;
+        }
+        if seg.perms.write {
+            prot |= Prot::WRITE;
+        }
+        if seg.perms.exec {
+            prot |= Prot::EXEC | Prot::READ;
+        }
+        let region = Region {
+            start: first,
+            end,
+            prot,
+            backing: Backing::Anonymous,
+        };
+        space
+            .add_region(region)
+            .map_err(|_| SpawnError::NotExecutable(elf::ElfError::BadLayout))?;
+        let data_start = seg.vaddr + bias;
+        let data_end = data_start + seg.file_size;
+        let mut page = first;
+        while page < data_end {
+            let frame = mm::alloc_frame().ok_or(SpawnError::NoMemory)?;
+            space.map_page(page, frame, prot, true)?;
+            let from = page.max(data_start);
+            let to = (page + FRAME_SIZE).min(data_end);
+            if from < to {
+                let file_offset = seg.file_offset + (from - data_start);
+                batch.copy(frame + (from - page), file.phys + file_offset, to - from);
+            }
+            page += FRAME_SIZE;
+        }
+    }
+    batch.run().map_err(|_| SpawnError::NoMemory)
+}
+
+/// Creates another normal dispatcher of `process` on `cpu`, starting at `rip` with `rsp`
+/// and `arg`. Returns its index.
+pub fn create_dispatcher(
+    process: &Arc<Process>,
+    cpu: usize,
+    rip: u64,
+    rsp: u64,
+    arg: u64,
+) -> Result<usize, kabi::Error> {
+    if cpu >= crate::smp::online()
+        || !kabi::user_range_ok(rip, 1)
+        || !kabi::user_range_ok(rsp - 1, 1)
+    {
+        return Err(kabi::Error::Invalid);
+    }
+    let mut dispatchers = process.dispatchers.lock();
+    let index = dispatchers.len();
+    if index >= kabi::MAX_DISPATCHERS {
+        return Err(kabi::Error::Busy);
+    }
+    let mut space_guard = process.aspace.lock();
+    let space = space_guard.as_mut().ok_or(kabi::Error::NotFound)?;
+    let frame = user_frame(rip, rsp, arg, kabi::dispatcher_page(index));
+    let d = new_dispatcher(process, space, index, cpu, frame).map_err(kabi::Error::from)?;
+    drop(space_guard);
+    ppc_buffer(process, cpu)?;
+    dispatchers.push(d.clone());
+    drop(dispatchers);
+    crate::sched::make_runnable(d);
+    Ok(index)
+}
+
+/// The PPC dispatcher of server `process` on `cpu`, created on first use (with its stack).
+pub fn ppc_dispatcher(process: &Arc<Process>, cpu: usize) -> Result<Arc<Dispatcher>, kabi::Error> {
+    let mut list = process.ppc_dispatchers.lock();
+    if list.len() <= cpu {
+        list.resize(cpu + 1, None);
+    }
+    if let Some(d) = &list[cpu] {
+        return Ok(d.clone());
+    }
+    let top = kabi::ppc_stack_top(cpu);
+    let window = kabi::ppc_window(cpu);
+    {
+        let mut guard = process.aspace.lock();
+        let space = guard.as_mut().ok_or(kabi::Error::NotFound)?;
+        space.add_region(Region {
+            start: top - kabi::PPC_STACK_SIZE,
+            end: top,
+            prot: Prot::READ | Prot::WRITE,
+            backing: Backing::Anonymous,
+        })?;
+        space.add_region(Region {
+            start: window,
+            end: window + FRAME_SIZE,
+            prot: Prot::READ | Prot::WRITE,
+            backing: Backing::Shared,
+        })?;
+    }
+    let d = Arc::new(Dispatcher {
+        process: process.clone(),
+        index: cpu,
+        cpu,
+        kind: DispatcherKind::Ppc,
+        class: 1,
+        tickets: 100,
+        page: 0,
+        state: Mutex::new(DispatcherState {
+            frame: TrapFrame::default(),
+            fs_base: 0,
+            run: RunState::Idle,
+            pending_return: None,
+            pass: 0,
+            block_seq: 0,
+            serving: None,
+            waiting: VecDeque::new(),
+            messages: VecDeque::new(),
+        }),
+    });
+    list[cpu] = Some(d.clone());
+    Ok(d)
+}
+
+/// The PPC buffer frame of `process` for calls from `cpu`, allocated and mapped on first use.
+pub fn ppc_buffer(process: &Arc<Process>, cpu: usize) -> Result<u64, kabi::Error> {
+    let mut buffers = process.ppc_buffers.lock();
+    if buffers.len() <= cpu {
+        buffers.resize(cpu + 1, 0);
+    }
+    if buffers[cpu] != 0 {
+        return Ok(buffers[cpu]);
+    }
+    let frame = mm::alloc_frame().ok_or(kabi::Error::NoMemory)?;
+    let va = kabi::ppc_buffer(cpu);
+    let mut guard = process.aspace.lock();
+    let space = guard.as_mut().ok_or(kabi::Error::NotFound)?;
+    let prot = Prot::READ | Prot::WRITE;
+    let mapped = space
+        .add_region(Region {
+            start: va,
+            end: va + FRAME_SIZE,
+            prot,
+            backing: Backing::Shared,
+        })
+        .and_then(|_| space.map_page(va, frame, prot, false));
+    if let Err(e) = mapped {
+        mm::free_zeroed(&[frame]);
+        return Err(e.into());
+    }
+    buffers[cpu] = frame;
+    Ok(frame)
+}
+
+/// Ends `process` with `status`: its dispatchers die (those running elsewhere are told to
+/// reschedule), its waiters wake, it leaves the process table. When init exits the VM shuts
+/// down with init's status. The address space goes when the last reference does.
+pub fn exit(process: &Arc<Process>, status: i64) {
+    if process.exiting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    crate::ppc::unexport(process);
+    let dispatchers: Vec<Arc<Dispatcher>> = core::mem::take(&mut *process.dispatchers.lock());
+    let ppc: Vec<Arc<Dispatcher>> = core::mem::take(&mut *process.ppc_dispatchers.lock())
+        .into_iter()
+        .flatten()
+        .collect();
+    for d in dispatchers.iter().chain(ppc.iter()) {
+        crate::sched::kill(d);
+    }
+    drop(dispatchers);
+    drop(ppc);
+    PROCESSES.lock().remove(&process.pid);
+    // The status goes to a waiting parent directly, or is kept for a later `wait`; both under
+    // the waiters lock, which `wait_for` also takes (no lost wake-up).
+    let waiters = {
+        let mut waiters = process.waiters.lock();
+        if waiters.is_empty() {
+            EXITED.lock().insert(process.pid, (process.parent, status));
+        }
+        core::mem::take(&mut *waiters)
+    };
+    for w in waiters {
+        crate::sched::wake(&w, BlockReason::Child, status as u64, None);
+    }
+    if process.pid == INIT_PID {
+        crate::kprintln!("init ({}) exited with status {}", process.name, status);
+        platform::shutdown((status as u64 & 0xff) as u32);
+    }
+}
+
+/// `wait(pid)` for `waiter` (a dispatcher of the parent): the status if the child already
+/// exited, or `None` after registering the waiter (the caller then blocks it).
+pub fn wait_for(waiter: &Arc<Dispatcher>, pid: u64) -> Result<Option<i64>, kabi::Error> {
+    let me = waiter.process.pid;
+    let take_exited = || -> Result<Option<i64>, kabi::Error> {
+        let mut exited = EXITED.lock();
+        match exited.get(&pid) {
+            Some(&(parent, _)) if parent != me => Err(kabi::Error::NoChild),
+            Some(_) => Ok(exited.remove(&pid).map(|(_, status)| status)),
+            None => Ok(None),
+        }
+    };
+    let Some(child) = process(pid) else {
+        return take_exited()?.map(Some).ok_or(kabi::Error::NoChild);
+    };
+    if child.parent != me {
+        return Err(kabi::Error::NoChild);
+    }
+    let mut waiters = child.waiters.lock();
+    if let Some(status) = take_exited()? {
+        return Ok(Some(status));
+    }
+    waiters.push(waiter.clone());
+    Ok(None)
+}
+
+/// The current CPU's index (re-exported for this module's users).
+pub fn this_cpu() -> usize {
+    percpu::index()
+}

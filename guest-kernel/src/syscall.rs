@@ -1,0 +1,298 @@
+//! The K42 system calls ([`kabi::Sys`]): decoded from the trap frame, every argument checked;
+//! a bad argument or pointer is an error return, never a kernel fault.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+
+use k42_guest_lib::frames::FRAME_SIZE;
+use k42_guest_lib::kabi::{self, Error, Info, Message, Prot, SpawnFlags, Sys};
+
+use crate::arch::{self, idt::TrapFrame};
+use crate::mm::aspace::{Backing, Region};
+use crate::proc::{self, BlockReason, Dispatcher, DispatcherKind};
+use crate::{memobj, platform, ppc, sched};
+
+type SysResult = Result<u64, Error>;
+
+/// Handles the system call in `frame` (number in `rax`, arguments in `rdi, rsi, rdx, r10, r8,
+/// r9`); the result goes back in `rax` (negative: an error).
+pub fn handle(frame: &mut TrapFrame) {
+    let Some(current) = sched::current() else {
+        return;
+    };
+    let result = match Sys::from_number(frame.rax) {
+        Some(call) => dispatch(call, frame, current),
+        None => Err(Error::NoSys),
+    };
+    match result {
+        Ok(Some(value)) => frame.rax = value,
+        Ok(None) => {}
+        Err(e) => frame.rax = e as i64 as u64,
+    }
+}
+
+/// `Ok(None)`: the call set the frame itself (or switched dispatchers).
+fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Option<u64>, Error> {
+    let (a0, a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx, frame.r10);
+    let value = match call {
+        Sys::Null => Ok(0),
+        Sys::Exit => {
+            proc::exit(&me.process, a0 as i64);
+            return Ok(None);
+        }
+        Sys::ConsoleWrite => console_write(&me, a0, a1),
+        Sys::Yield => {
+            sched::request_resched();
+            Ok(0)
+        }
+        Sys::Block => block(&me, a0),
+        Sys::SoftInterrupt => soft_interrupt(&me, a0, a1, a2),
+        Sys::Map => map(&me, a0, a1, a2),
+        Sys::Unmap => unmap(&me, a0, a1),
+        Sys::Protect => protect(&me, a0, a1, a2),
+        Sys::Spawn => spawn(&me, a0, a1, a2, a3),
+        Sys::Wait => {
+            let seq = sched::block_current(BlockReason::Child);
+            let _ = seq;
+            match proc::wait_for(&me, a0) {
+                Ok(Some(status)) => {
+                    sched::unblock_current();
+                    Ok(status as u64)
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    sched::unblock_current();
+                    Err(e)
+                }
+            }
+        }
+        Sys::DispatcherCreate => {
+            proc::create_dispatcher(&me.process, a0 as usize, a1, a2, a3).map(|i| i as u64)
+        }
+        Sys::PpcExport => {
+            let name = user_string(&me, a0, a1)?;
+            ppc::export(&me.process, name, a2).map(|_| 0)
+        }
+        Sys::PpcLookup => {
+            let name = user_string(&me, a0, a1)?;
+            ppc::lookup(&name).ok_or(Error::NotFound)
+        }
+        Sys::PpcCall => {
+            if me.kind == DispatcherKind::Ppc {
+                // Nested calls from a PPC handler are not supported yet.
+                return Err(Error::NotPermitted);
+            }
+            ppc::call(frame, me)?;
+            return Ok(None);
+        }
+        Sys::PpcReturn => {
+            if me.kind != DispatcherKind::Ppc {
+                return Err(Error::Invalid);
+            }
+            ppc::ret(frame, me)?;
+            return Ok(None);
+        }
+        Sys::Send => ppc::send(&me.process, a0, [a1, a2, a3], me.cpu).map(|_| 0),
+        Sys::Receive => receive(&me, a0),
+        Sys::MemobjCreate => memobj::create(&me.process, a0),
+        Sys::MemobjMap => memobj::map(&me.process, a0, a1, a2).map(|_| 0),
+        Sys::MemobjGrant => memobj::grant(&me.process, a0, a1).map(|_| 0),
+        Sys::Info => info(&me, a0),
+    };
+    value.map(Some)
+}
+
+fn user_string(me: &Arc<Dispatcher>, ptr: u64, len: u64) -> Result<String, Error> {
+    if len == 0 || len as usize > kabi::NAME_MAX {
+        return Err(Error::Invalid);
+    }
+    let mut buf = [0u8; kabi::NAME_MAX];
+    let out = &mut buf[..len as usize];
+    me.process
+        .aspace
+        .lock()
+        .as_mut()
+        .ok_or(Error::Fault)?
+        .read_user(ptr, out)?;
+    core::str::from_utf8(out)
+        .map(String::from)
+        .map_err(|_| Error::Invalid)
+}
+
+fn console_write(me: &Arc<Dispatcher>, ptr: u64, len: u64) -> SysResult {
+    if me.process.flags & SpawnFlags::CONSOLE == 0 {
+        return Err(Error::NotPermitted);
+    }
+    if len > 1 << 20 {
+        return Err(Error::Invalid);
+    }
+    let ranges = me
+        .process
+        .aspace
+        .lock()
+        .as_mut()
+        .ok_or(Error::Fault)?
+        .user_frames(ptr, len, false)?;
+    for (phys, n) in ranges {
+        platform::console_write(crate::mm::phys_slice(phys, n as usize));
+    }
+    Ok(len)
+}
+
+fn block(me: &Arc<Dispatcher>, deadline_ns: u64) -> SysResult {
+    let seq = sched::block_current(BlockReason::SoftInterrupt);
+    let pending = me.take_soft_interrupts();
+    if pending != 0 {
+        sched::unblock_current();
+        return Ok(pending);
+    }
+    if deadline_ns != 0 {
+        let ticks = deadline_ns.saturating_mul(platform::tsc_khz()) / 1_000_000;
+        sched::sleep_until(ticks, seq);
+    }
+    // Returns through `wake` (the pending bits, or 0 at the deadline).
+    Ok(0)
+}
+
+fn soft_interrupt(me: &Arc<Dispatcher>, pid: u64, index: u64, bits: u64) -> SysResult {
+    let process = proc::process(pid).ok_or(Error::NotFound)?;
+    if process.pid != me.process.pid && process.parent != me.process.pid {
+        return Err(Error::NotPermitted);
+    }
+    let target = process
+        .dispatchers
+        .lock()
+        .get(index as usize)
+        .cloned()
+        .ok_or(Error::NotFound)?;
+    if bits == 0 {
+        return Err(Error::Invalid);
+    }
+    let pending = target.post_soft_interrupt(bits);
+    if sched::wake(&target, BlockReason::SoftInterrupt, pending, None) {
+        target.take_soft_interrupts();
+    }
+    Ok(0)
+}
+
+fn page_range(addr: u64, len: u64) -> Result<(u64, u64), Error> {
+    if addr % FRAME_SIZE != 0 || len == 0 || !kabi::user_range_ok(addr, len) {
+        return Err(Error::Invalid);
+    }
+    let end = addr + len.div_ceil(FRAME_SIZE) * FRAME_SIZE;
+    if end > kabi::USER_END {
+        return Err(Error::Invalid);
+    }
+    Ok((addr, end))
+}
+
+fn map(me: &Arc<Dispatcher>, addr: u64, len: u64, prot: u64) -> SysResult {
+    let (start, end) = page_range(addr, len)?;
+    if prot & !(Prot::READ | Prot::WRITE | Prot::EXEC) != 0 {
+        return Err(Error::Invalid);
+    }
+    me.process
+        .aspace
+        .lock()
+        .as_mut()
+        .ok_or(Error::Fault)?
+        .add_region(Region {
+            start,
+            end,
+            prot,
+            backing: Backing::Anonymous,
+        })?;
+    Ok(0)
+}
+
+fn unmap(me: &Arc<Dispatcher>, addr: u64, len: u64) -> SysResult {
+    let (start, end) = page_range(addr, len)?;
+    let mut freed = alloc::vec::Vec::new();
+    me.process
+        .aspace
+        .lock()
+        .as_mut()
+        .ok_or(Error::Fault)?
+        .remove_range(start, end, &mut freed)?;
+    // Other CPUs running this process may still hold TLB entries for these pages: free the
+    // frames only when this is the process's only dispatcher; otherwise they stay with the
+    // process until it exits (no TLB shoot-down yet).
+    if me.process.dispatchers.lock().len() <= 1 {
+        crate::mm::free_zeroed(&freed);
+    } else {
+        me.process.deferred_frames.lock().extend(freed);
+    }
+    Ok(0)
+}
+
+fn protect(me: &Arc<Dispatcher>, addr: u64, len: u64, prot: u64) -> SysResult {
+    let (start, end) = page_range(addr, len)?;
+    if prot & !(Prot::READ | Prot::WRITE | Prot::EXEC) != 0 {
+        return Err(Error::Invalid);
+    }
+    me.process
+        .aspace
+        .lock()
+        .as_mut()
+        .ok_or(Error::Fault)?
+        .protect(start, end, prot)?;
+    Ok(0)
+}
+
+fn spawn(me: &Arc<Dispatcher>, path_ptr: u64, path_len: u64, arg: u64, flags: u64) -> SysResult {
+    let path = user_string(me, path_ptr, path_len)?;
+    if flags & !SpawnFlags::CONSOLE != 0 {
+        return Err(Error::Invalid);
+    }
+    if flags & SpawnFlags::CONSOLE != 0 && me.process.flags & SpawnFlags::CONSOLE == 0 {
+        return Err(Error::NotPermitted);
+    }
+    let child = proc::spawn(&path, arg, flags, me.process.pid, me.cpu)?;
+    Ok(child.pid)
+}
+
+fn receive(me: &Arc<Dispatcher>, ptr: u64) -> SysResult {
+    // The destination is checked first, so a bad pointer is reported even with nothing queued.
+    me.process
+        .aspace
+        .lock()
+        .as_mut()
+        .ok_or(Error::Fault)?
+        .user_frames(ptr, core::mem::size_of::<Message>() as u64, true)?;
+    let message = ppc::receive(me).ok_or(Error::Again)?;
+    let mut bytes = [0u8; core::mem::size_of::<Message>()];
+    bytes[0..8].copy_from_slice(&message.sender.to_le_bytes());
+    for (i, w) in message.words.iter().enumerate() {
+        bytes[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_le_bytes());
+    }
+    let written = me
+        .process
+        .aspace
+        .lock()
+        .as_mut()
+        .ok_or(Error::Fault)
+        .and_then(|s| s.write_user(ptr, &bytes).map_err(Error::from));
+    if let Err(e) = written {
+        // Not lost: put it back for a retry with a good pointer.
+        me.state.lock().messages.push_front(message);
+        return Err(e);
+    }
+    Ok(0)
+}
+
+fn info(me: &Arc<Dispatcher>, what: u64) -> SysResult {
+    Ok(match Info::from_number(what).ok_or(Error::Invalid)? {
+        Info::Cpus => crate::smp::online() as u64,
+        Info::Pid => me.process.pid,
+        Info::Cpu => me.cpu as u64,
+        Info::TscKhz => platform::tsc_khz(),
+        Info::Dispatcher => me.index as u64,
+        Info::SpawnArg => me.process.spawn_arg,
+        Info::KernelEntries => sched::entries(),
+    })
+}
+
+/// Reads the TSC (re-exported for the syscall module's users).
+pub fn now() -> u64 {
+    arch::rdtsc()
+}

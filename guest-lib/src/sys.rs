@@ -1,0 +1,335 @@
+//! User-level side of the K42 system calls: typed wrappers over `call ENTRY_PAGE` (see
+//! [`crate::kabi`]), and the trampoline a PPC server's calls start in.
+//!
+//! Only meaningful inside a guest process (the entry page exists there); host builds compile it
+//! so the crate stays one library.
+#![allow(unsafe_code)]
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::kabi::{self, Error, Info, Message, Sys};
+
+/// Result of a system call.
+pub type SysResult<T> = Result<T, Error>;
+
+/// Raw system call with up to four arguments: returns (`rax`, `rdx`).
+#[inline(always)]
+pub fn raw(nr: Sys, a0: u64, a1: u64, a2: u64, a3: u64) -> (i64, u64) {
+    raw_any(nr as u64, a0, a1, a2, a3)
+}
+
+/// System call by number, including numbers that do not exist (tests use it); returns `rax`.
+pub fn raw_number(nr: u64, a0: u64) -> i64 {
+    raw_any(nr, a0, 0, 0, 0).0
+}
+
+/// A raw return value as a result.
+pub fn check_raw(value: i64) -> SysResult<u64> {
+    check(value)
+}
+
+#[inline(always)]
+fn raw_any(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> (i64, u64) {
+    let rax: i64;
+    let rdx: u64;
+    // SAFETY: the kernel's entry page at `kabi::ENTRY_PAGE` is mapped executable in every
+    // process; its stub enters the kernel and returns with results in rax/rdx, clobbering only
+    // rcx and r11 (the `syscall` instruction's), as declared. The kernel never touches this
+    // process's memory except through checked system-call arguments.
+    unsafe {
+        core::arch::asm!(
+            "call {entry}",
+            entry = in(reg) kabi::ENTRY_PAGE,
+            inlateout("rax") nr => rax,
+            in("rdi") a0,
+            in("rsi") a1,
+            inlateout("rdx") a2 => rdx,
+            in("r10") a3,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    (rax, rdx)
+}
+
+fn check(value: i64) -> SysResult<u64> {
+    if value < 0 {
+        Err(Error::from_return(value).unwrap_or(Error::Invalid))
+    } else {
+        Ok(value as u64)
+    }
+}
+
+/// Ends the process with `status`.
+pub fn exit(status: i64) -> ! {
+    raw(Sys::Exit, status as u64, 0, 0, 0);
+    // The kernel never returns from exit; if it did, spin rather than run on.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Writes to the console (processes spawned with the console right only).
+pub fn console_write(bytes: &[u8]) -> SysResult<usize> {
+    check(
+        raw(
+            Sys::ConsoleWrite,
+            bytes.as_ptr() as u64,
+            bytes.len() as u64,
+            0,
+            0,
+        )
+        .0,
+    )
+    .map(|n| n as usize)
+}
+
+/// Lets another dispatcher of this CPU run.
+pub fn yield_now() {
+    raw(Sys::Yield, 0, 0, 0, 0);
+}
+
+/// Blocks this dispatcher until a soft interrupt or `deadline_ns` (TSC time, 0 = none);
+/// returns the soft-interrupt bits that woke it (0 at the deadline).
+pub fn block(deadline_ns: u64) -> u64 {
+    raw(Sys::Block, deadline_ns, 0, 0, 0).0 as u64
+}
+
+/// Sets `bits` in dispatcher `index` of process `pid` (own or a child) and wakes it.
+pub fn soft_interrupt(pid: u64, index: usize, bits: u64) -> SysResult<()> {
+    check(raw(Sys::SoftInterrupt, pid, index as u64, bits, 0).0).map(|_| ())
+}
+
+/// Reserves demand-zero memory at `addr` (page-aligned).
+pub fn map(addr: u64, len: u64, prot: u64) -> SysResult<()> {
+    check(raw(Sys::Map, addr, len, prot, 0).0).map(|_| ())
+}
+
+/// Removes a mapping.
+pub fn unmap(addr: u64, len: u64) -> SysResult<()> {
+    check(raw(Sys::Unmap, addr, len, 0, 0).0).map(|_| ())
+}
+
+/// Changes the protection of mapped memory.
+pub fn protect(addr: u64, len: u64, prot: u64) -> SysResult<()> {
+    check(raw(Sys::Protect, addr, len, prot, 0).0).map(|_| ())
+}
+
+/// Starts the initramfs program at `path`; returns its pid.
+pub fn spawn(path: &str, arg: u64, flags: u64) -> SysResult<u64> {
+    check(
+        raw(
+            Sys::Spawn,
+            path.as_ptr() as u64,
+            path.len() as u64,
+            arg,
+            flags,
+        )
+        .0,
+    )
+}
+
+/// Waits for child `pid` to exit; returns its status.
+pub fn wait(pid: u64) -> SysResult<i64> {
+    let (rax, _) = raw(Sys::Wait, pid, 0, 0, 0);
+    // Exit statuses are small non-negative numbers; negative values are errors.
+    check(rax).map(|s| s as i64)
+}
+
+/// Starts another dispatcher of this process on `cpu` at `entry(arg)` with stack `rsp`.
+pub fn dispatcher_create(
+    cpu: usize,
+    entry: extern "C" fn(u64) -> !,
+    rsp: u64,
+    arg: u64,
+) -> SysResult<usize> {
+    check(
+        raw(
+            Sys::DispatcherCreate,
+            cpu as u64,
+            entry as usize as u64,
+            rsp,
+            arg,
+        )
+        .0,
+    )
+    .map(|i| i as usize)
+}
+
+/// A system fact.
+pub fn info(what: Info) -> u64 {
+    raw(Sys::Info, what as u64, 0, 0, 0).0 as u64
+}
+
+/// Enters and leaves the kernel doing nothing.
+pub fn null() {
+    raw(Sys::Null, 0, 0, 0, 0);
+}
+
+/// Makes this process the server `name`; its calls run `handler` (see [`PpcHandler`]).
+pub fn ppc_serve(name: &str, handler: PpcHandler) -> SysResult<()> {
+    PPC_HANDLER.store(handler as usize, Ordering::Release);
+    let entry = k42_ppc_entry_address();
+    check(
+        raw(
+            Sys::PpcExport,
+            name.as_ptr() as u64,
+            name.len() as u64,
+            entry,
+            0,
+        )
+        .0,
+    )
+    .map(|_| ())
+}
+
+/// The pid of server `name`.
+pub fn ppc_lookup(name: &str) -> SysResult<u64> {
+    check(
+        raw(
+            Sys::PpcLookup,
+            name.as_ptr() as u64,
+            name.len() as u64,
+            0,
+            0,
+        )
+        .0,
+    )
+}
+
+/// Calls server `server` with four words; returns its two result words. Bulk data goes in
+/// this process's PPC buffer for the calling CPU ([`ppc_buffer`]).
+pub fn ppc_call(server: u64, args: [u64; 4]) -> SysResult<(u64, u64)> {
+    let (rax, rdx) = raw4(Sys::PpcCall, server, args);
+    check(rax).map(|r0| (r0, rdx))
+}
+
+#[inline(always)]
+fn raw4(nr: Sys, a0: u64, args: [u64; 4]) -> (i64, u64) {
+    let rax: i64;
+    let rdx: u64;
+    // SAFETY: as in `raw`, with r8 carrying one more argument.
+    unsafe {
+        core::arch::asm!(
+            "call {entry}",
+            entry = in(reg) kabi::ENTRY_PAGE,
+            inlateout("rax") nr as u64 => rax,
+            in("rdi") a0,
+            in("rsi") args[0],
+            inlateout("rdx") args[1] => rdx,
+            in("r10") args[2],
+            in("r8") args[3],
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    (rax, rdx)
+}
+
+/// Sends an asynchronous message to server `server` (no reply, never blocks).
+pub fn send(server: u64, words: [u64; 3]) -> SysResult<()> {
+    check(raw(Sys::Send, server, words[0], words[1], words[2]).0).map(|_| ())
+}
+
+/// Takes the oldest pending message of this dispatcher.
+pub fn receive() -> SysResult<Message> {
+    let mut message = Message::default();
+    receive_into(&mut message as *mut Message as u64)?;
+    Ok(message)
+}
+
+/// Takes the oldest pending message into the [`Message`] at address `ptr`.
+pub fn receive_into(ptr: u64) -> SysResult<()> {
+    check(raw(Sys::Receive, ptr, 0, 0, 0).0).map(|_| ())
+}
+
+/// Creates a shareable memory object of `pages` pages; returns its id.
+pub fn memobj_create(pages: u64) -> SysResult<u64> {
+    check(raw(Sys::MemobjCreate, pages, 0, 0, 0).0)
+}
+
+/// Maps memory object `id` at `addr`.
+pub fn memobj_map(id: u64, addr: u64, prot: u64) -> SysResult<()> {
+    check(raw(Sys::MemobjMap, id, addr, prot, 0).0).map(|_| ())
+}
+
+/// Lets process `pid` map memory object `id`.
+pub fn memobj_grant(id: u64, pid: u64) -> SysResult<()> {
+    check(raw(Sys::MemobjGrant, id, pid, 0, 0).0).map(|_| ())
+}
+
+/// This process's PPC buffer for calls made from `cpu` (mapped on the first call from it).
+pub fn ppc_buffer(cpu: usize) -> *mut u8 {
+    kabi::ppc_buffer(cpu) as *mut u8
+}
+
+/// The TSC.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects and runs natively in ring 3.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// A PPC handler: `(client pid, a0, a1, a2, a3, cpu) -> (r0, r1)`. The caller's PPC buffer is
+/// at [`kabi::ppc_window`]`(cpu)` while it runs.
+pub type PpcHandler = extern "C" fn(u64, u64, u64, u64, u64, u64) -> PpcReply;
+
+/// Two result words, returned in `rax:rdx` by the SysV ABI.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PpcReply {
+    /// First result (must be non-negative as an i64: negative values read as kernel errors).
+    pub r0: u64,
+    /// Second result.
+    pub r1: u64,
+}
+
+static PPC_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+#[no_mangle]
+extern "C" fn k42_ppc_dispatch(
+    client: u64,
+    a0: u64,
+    a1: u64,
+    a2: u64,
+    a3: u64,
+    cpu: u64,
+) -> PpcReply {
+    let handler = PPC_HANDLER.load(Ordering::Acquire);
+    if handler == 0 {
+        return PpcReply {
+            r0: u64::MAX >> 1,
+            r1: 0,
+        };
+    }
+    // SAFETY: the only non-zero value stored is a `PpcHandler` (in `ppc_serve`).
+    let handler: PpcHandler = unsafe { core::mem::transmute::<usize, PpcHandler>(handler) };
+    handler(client, a0, a1, a2, a3, cpu)
+}
+
+// A PPC call starts here on the server's PPC stack for this CPU, with the kernel's registers:
+// rdi = client, rsi/rdx/rcx/r8 = a0..a3, r9 = cpu. It calls the handler and returns the reply
+// through `ppc_return`, which never comes back.
+core::arch::global_asm!(
+    r#"
+    .global k42_ppc_entry
+k42_ppc_entry:
+    call k42_ppc_dispatch
+    mov rdi, rax
+    mov rsi, rdx
+    mov eax, {ret}
+    movabs r11, {entry}
+    call r11
+    ud2
+    "#,
+    ret = const Sys::PpcReturn as u64,
+    entry = const kabi::ENTRY_PAGE,
+);
+
+extern "C" {
+    fn k42_ppc_entry();
+}
+
+fn k42_ppc_entry_address() -> u64 {
+    k42_ppc_entry as *const () as u64
+}

@@ -1,0 +1,162 @@
+//! The start-up glue of a native k42 program: its entry point, a heap in demand-zero memory,
+//! console output (directly for processes with the console right, through the console server
+//! by PPC otherwise) and a panic handler that ends the process.
+#![no_std]
+
+extern crate alloc;
+
+use alloc::string::String;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+pub use k42_guest_lib::{kabi, sys};
+
+use kabi::{Error, Prot};
+
+/// Where the heap lives (demand-zero: pages cost frames only once touched).
+pub const HEAP_START: u64 = 0x0000_1000_0000_0000;
+/// Heap size.
+pub const HEAP_SIZE: u64 = 256 << 20;
+/// Exit status of a panicking program.
+pub const PANIC_STATUS: i64 = 101;
+
+#[global_allocator]
+static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+
+/// Defines the program's entry point: `main(arg) -> exit status`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        pub extern "C" fn _start(arg: u64, _dispatcher_page: u64) -> ! {
+            $crate::start(arg, $main)
+        }
+    };
+}
+
+/// Sets up the heap, runs `main`, exits with its status.
+pub fn start(arg: u64, main: fn(u64) -> i64) -> ! {
+    if sys::map(HEAP_START, HEAP_SIZE, Prot::READ | Prot::WRITE).is_err() {
+        let _ = sys::console_write(b"k42-rt: cannot map the heap\n");
+        sys::exit(PANIC_STATUS);
+    }
+    // SAFETY: the range was just mapped (demand-zero, read-write) for this heap alone.
+    unsafe { HEAP.lock().init(HEAP_START as *mut u8, HEAP_SIZE as usize) };
+    sys::exit(main(arg))
+}
+
+static CURRENT_DISPATCHER: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells the runtime how to find the calling code's dispatcher index (default: always 0, right
+/// for single-dispatcher programs; a thread library installs its own).
+pub fn set_dispatcher_lookup(lookup: fn() -> usize) {
+    CURRENT_DISPATCHER.store(lookup as usize, Ordering::Release);
+}
+
+/// The dispatcher the caller runs on.
+pub fn current_dispatcher() -> usize {
+    let lookup = CURRENT_DISPATCHER.load(Ordering::Acquire);
+    if lookup == 0 {
+        return 0;
+    }
+    // SAFETY: only `fn() -> usize` values are stored (by `set_dispatcher_lookup`).
+    let f: fn() -> usize = unsafe { core::mem::transmute::<usize, fn() -> usize>(lookup) };
+    f()
+}
+
+/// The shared page of dispatcher `index` of this process.
+pub fn dispatcher_page(index: usize) -> &'static kabi::DispatcherPage {
+    // SAFETY: the kernel maps each dispatcher's page (read-write, never unmapped while the
+    // process lives) before the dispatcher runs; the layout is `DispatcherPage`'s.
+    unsafe { &*(kabi::dispatcher_page(index) as *const kabi::DispatcherPage) }
+}
+
+/// The CPU the caller runs on (from its dispatcher's page, no system call).
+pub fn current_cpu() -> usize {
+    dispatcher_page(current_dispatcher()).cpu as usize
+}
+
+/// This process's id.
+pub fn pid() -> u64 {
+    dispatcher_page(0).pid
+}
+
+/// Nanoseconds of TSC time (what `sys::block` deadlines use).
+pub fn now_ns() -> u64 {
+    let khz = dispatcher_page(0).tsc_khz.max(1);
+    (u128::from(sys::rdtsc()) * 1_000_000 / u128::from(khz)) as u64
+}
+
+/// 0: not known yet; 1: may write the console directly; 2: must use the console server.
+static CONSOLE_MODE: AtomicU64 = AtomicU64::new(0);
+static CONSOLE_SERVER: AtomicU64 = AtomicU64::new(0);
+
+/// Console server operation: write `a0` bytes from the caller's PPC buffer.
+pub const CONSOLE_OP_WRITE: u64 = 1;
+
+/// Writes bytes to the console, directly or through the console server.
+pub fn write(bytes: &[u8]) -> Result<(), Error> {
+    if CONSOLE_MODE.load(Ordering::Relaxed) != 2 {
+        match sys::console_write(bytes) {
+            Ok(_) => {
+                CONSOLE_MODE.store(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(Error::NotPermitted) => CONSOLE_MODE.store(2, Ordering::Relaxed),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut server = CONSOLE_SERVER.load(Ordering::Relaxed);
+    if server == 0 {
+        server = lookup_retrying("console")?;
+        CONSOLE_SERVER.store(server, Ordering::Relaxed);
+    }
+    let cpu = current_cpu();
+    for chunk in bytes.chunks(kabi::PAGE_SIZE as usize) {
+        let buffer = sys::ppc_buffer(cpu);
+        // SAFETY: the kernel maps the PPC buffer of every CPU a dispatcher of this process
+        // runs on, writable, when it creates the dispatcher; a
+        // dispatcher's threads do not run concurrently, so nothing else writes it now.
+        unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), buffer, chunk.len()) };
+        sys::ppc_call(server, [CONSOLE_OP_WRITE, chunk.len() as u64, 0, 0])?;
+    }
+    Ok(())
+}
+
+/// Looks a server up, yielding while it has not exported itself yet (about a second at most).
+pub fn lookup_retrying(name: &str) -> Result<u64, Error> {
+    for _ in 0..10_000 {
+        match sys::ppc_lookup(name) {
+            Ok(pid) => return Ok(pid),
+            Err(Error::NotFound) => sys::block(now_ns() + 100_000),
+            Err(e) => return Err(e),
+        };
+    }
+    Err(Error::NotFound)
+}
+
+/// Formats and writes a line (used by [`println!`]).
+pub fn print_fmt(args: core::fmt::Arguments<'_>) {
+    let mut line = String::new();
+    let _ = line.write_fmt(args);
+    let _ = write(line.as_bytes());
+}
+
+/// Prints to the console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::print_fmt(format_args!($($arg)*)) };
+}
+
+/// Prints a line to the console.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::print_fmt(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::print_fmt(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    print_fmt(format_args!("panic in process {}: {}\n", pid(), info));
+    sys::exit(PANIC_STATUS)
+}

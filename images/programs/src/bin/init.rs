@@ -1,0 +1,61 @@
+//! The first process (`init=/bin/init`): starts the console server, then runs the user-level
+//! checks as child processes and exits with 0 only if every one passed. Argument (`k42.arg=`):
+//! calls per dispatcher for the key-value clients (default 200).
+#![no_std]
+#![no_main]
+
+use k42_rt::kabi::SpawnFlags;
+use k42_rt::{println, sys};
+
+k42_rt::entry!(main);
+
+fn run(path: &str, arg: u64, flags: u64, want: i64) -> bool {
+    match sys::spawn(path, arg, flags).and_then(sys::wait) {
+        Ok(status) if status == want => true,
+        Ok(status) => {
+            println!("init: {path} exited with {status}, expected {want}");
+            false
+        }
+        Err(e) => {
+            println!("init: {path}: {e:?}");
+            false
+        }
+    }
+}
+
+fn main(arg: u64) -> i64 {
+    if let Err(e) = sys::spawn("/bin/console", 0, SpawnFlags::CONSOLE) {
+        let _ = sys::console_write(b"init: cannot start the console server\n");
+        return e as i64;
+    }
+    let mut ok = true;
+    ok &= run("/bin/hello", 0, 0, 0);
+    // A faulting program is ended with SIGSEGV's status; everything else carries on.
+    ok &= run("/bin/fault", 0, 0, 128 + 11);
+    match sys::spawn("/bin/kv", 0, 0) {
+        Ok(_) => {
+            let a = sys::spawn("/bin/kvclient", arg, 0);
+            let b = sys::spawn("/bin/kvclient", arg, 0);
+            for client in [a, b] {
+                match client.and_then(sys::wait) {
+                    Ok(0) => {}
+                    other => {
+                        println!("init: kvclient: {other:?}");
+                        ok = false;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            println!("init: cannot start kv: {e:?}");
+            ok = false;
+        }
+    }
+    if ok {
+        println!("init: all user-level checks passed");
+        0
+    } else {
+        println!("init: some user-level checks FAILED");
+        1
+    }
+}

@@ -1,0 +1,74 @@
+//! Helpers shared by the native test programs: dispatchers on every CPU with their own
+//! stacks, and the protocol of the key-value server.
+#![no_std]
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use k42_rt::kabi::Prot;
+use k42_rt::sys;
+
+/// Key-value server operations (`a0` of a PPC call).
+pub mod kv {
+    /// `put(key = a1, value = a2) -> (0, previous value or 0)`.
+    pub const PUT: u64 = 1;
+    /// `get(key = a1) -> (1 if found, value)`.
+    pub const GET: u64 = 2;
+    /// `calls(client = a1) -> (calls served for that client, 0)`.
+    pub const CALLS: u64 = 3;
+    /// `sum(len = a1) -> (sum of the first len bytes of the caller's buffer, 0)`.
+    pub const SUM: u64 = 4;
+    /// Result of an unknown operation.
+    pub const UNKNOWN: u64 = 0xbad;
+}
+
+/// Where worker dispatchers' stacks are mapped (one [`STACK_SIZE`] slot each).
+pub const STACKS_BASE: u64 = 0x0000_2000_0000_0000;
+/// Size of a worker dispatcher's stack.
+pub const STACK_SIZE: u64 = 1 << 20;
+
+/// The dispatcher index of the caller, found from its stack pointer (dispatcher 0 runs on the
+/// main stack, workers on their slots).
+pub fn dispatcher_from_stack() -> usize {
+    let rsp: u64;
+    // SAFETY: reading the stack pointer has no effects.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack)) };
+    if rsp >= STACKS_BASE && rsp < STACKS_BASE + 64 * STACK_SIZE {
+        ((rsp - STACKS_BASE) / STACK_SIZE) as usize
+    } else {
+        0
+    }
+}
+
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Starts a dispatcher on every CPU other than the caller's, each running `worker(cpu)` on its
+/// own stack; returns how many were started. Dispatcher `i` gets stack slot `i`.
+pub fn start_workers(worker: extern "C" fn(u64) -> !) -> Result<usize, k42_rt::kabi::Error> {
+    k42_rt::set_dispatcher_lookup(dispatcher_from_stack);
+    let cpus = sys::info(k42_rt::kabi::Info::Cpus) as usize;
+    let me = k42_rt::current_cpu();
+    let mut started = 0;
+    for cpu in (0..cpus).filter(|&c| c != me) {
+        let index = STARTED.fetch_add(1, Ordering::AcqRel) + 1;
+        let base = STACKS_BASE + index as u64 * STACK_SIZE;
+        sys::map(base, STACK_SIZE, Prot::READ | Prot::WRITE)?;
+        let got = sys::dispatcher_create(cpu, worker, base + STACK_SIZE - 8, cpu as u64)?;
+        if got != index {
+            return Err(k42_rt::kabi::Error::Invalid);
+        }
+        started += 1;
+    }
+    Ok(started)
+}
+
+/// Blocks until `done()` holds, checking every `poll_us` microseconds (at most `limit_ms`).
+pub fn wait_until(poll_us: u64, limit_ms: u64, mut done: impl FnMut() -> bool) -> bool {
+    let end = k42_rt::now_ns() + limit_ms * 1_000_000;
+    while !done() {
+        if k42_rt::now_ns() > end {
+            return false;
+        }
+        sys::block(k42_rt::now_ns() + poll_us * 1000);
+    }
+    true
+}
