@@ -1,0 +1,180 @@
+//! User level: native programs from the test initramfs (`images/programs`) run as processes
+//! with dispatchers on every CPU, call servers by PPC, and fail safely. Under k42vm (where
+//! user code enters the kernel by `int3`) and under QEMU TCG (real x86: `syscall`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use k42_tests::*;
+
+fn initrd() -> &'static str {
+    k42_images::TEST_INITRD_PATH
+}
+
+/// What every successful run of `/bin/init` prints, in some order.
+fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
+    assert!(
+        output.contains("hello: all checks passed"),
+        "bad-argument and memory checks failed\n{context}"
+    );
+    assert!(
+        output.contains("process 4 (/bin/fault): page fault at 0x10 (read)"),
+        "the faulting program was not reported and ended\n{context}"
+    );
+    let clients: Vec<&str> = output
+        .lines()
+        .filter(|l| l.starts_with("kvclient ") && l.contains("calls made"))
+        .collect();
+    assert_eq!(clients.len(), 2, "both key-value clients report\n{context}");
+    for line in clients {
+        assert!(
+            line.contains(&format!(": {cpus} dispatchers,")) && line.ends_with(", 0 errors"),
+            "a client did not use every CPU or saw errors: {line}\n{context}"
+        );
+    }
+    assert!(
+        output.contains("init: all user-level checks passed"),
+        "{context}"
+    );
+    assert!(
+        output.contains("init (/bin/init) exited with status 0"),
+        "{context}"
+    );
+}
+
+fn k42vm_user(cpus: u32) {
+    let cpus_arg = cpus.to_string();
+    let run = k42vm_run(&[
+        "--cpus",
+        &cpus_arg,
+        "--initrd",
+        initrd(),
+        "--cmdline",
+        "init=/bin/init k42.arg=50",
+        "--timeout",
+        "50s",
+    ]);
+    let context = run.all();
+    assert_eq!(run.status, Some(0), "init did not exit with 0\n{context}");
+    assert!(run.stdout.contains("user entry: Int3"), "{context}");
+    assert_user_checks_passed(&run.stdout, cpus, &context);
+}
+
+#[test]
+fn k42vm_user_level_1_cpu() {
+    k42vm_user(1);
+}
+
+#[test]
+fn k42vm_user_level_2_cpus() {
+    k42vm_user(2);
+}
+
+#[test]
+fn k42vm_user_level_4_cpus() {
+    k42vm_user(4);
+}
+
+#[test]
+fn init_exit_status_is_the_vm_exit_status() {
+    let run = k42vm_run(&[
+        "--initrd",
+        initrd(),
+        "--cmdline",
+        "init=/bin/fault",
+        "--timeout",
+        "60s",
+    ]);
+    let context = run.all();
+    assert_eq!(
+        run.status,
+        Some(139),
+        "a faulting init ends the VM with 139\n{context}"
+    );
+    assert!(
+        run.stdout
+            .contains("init (/bin/fault) exited with status 139"),
+        "{context}"
+    );
+}
+
+#[test]
+fn missing_or_bad_init_is_a_clear_error() {
+    for (init, message) in [
+        ("/bin/nonexistent", "cannot start it: NotFound"),
+        ("/etc/motd", "cannot start it: NotExecutable"),
+    ] {
+        let cmdline = format!("init={init}");
+        let run = k42vm_run(&[
+            "--initrd",
+            initrd(),
+            "--cmdline",
+            &cmdline,
+            "--timeout",
+            "60s",
+        ]);
+        let context = run.all();
+        assert_eq!(run.status, Some(104), "{context}");
+        assert!(run.stdout.contains(message), "{context}");
+    }
+    let run = k42vm_run(&["--cmdline", "init=/bin/init", "--timeout", "60s"]);
+    let context = run.all();
+    assert_eq!(run.status, Some(104), "{context}");
+    assert!(run.stdout.contains("no initramfs was given"), "{context}");
+}
+
+fn qemu_user(cpus: u32) {
+    let qemu = Path::new("/usr/bin/qemu-system-x86_64");
+    assert!(
+        qemu.exists(),
+        "qemu-system-x86_64 is missing; install Debian's qemu-system-x86 (scripts/setup does)"
+    );
+    let smp = cpus.to_string();
+    let args = [
+        "-accel",
+        "tcg",
+        "-M",
+        "microvm",
+        "-cpu",
+        "max",
+        "-m",
+        "128",
+        "-smp",
+        &smp,
+        "-nographic",
+        "-nodefaults",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+        "-kernel",
+        kernel_elf(),
+        "-initrd",
+        initrd(),
+        "-append",
+        "init=/bin/init k42.arg=50",
+    ];
+    let run = run_with_limit(qemu, &args, Duration::from_secs(120));
+    let context = run.all();
+    assert_eq!(
+        run.status,
+        Some(1),
+        "guest did not exit with code 0\n{context}"
+    );
+    assert!(
+        run.stdout.contains("user entry: Syscall"),
+        "real x86 takes the syscall path\n{context}"
+    );
+    assert_user_checks_passed(&run.stdout, cpus, &context);
+}
+
+#[test]
+fn qemu_tcg_user_level_1_cpu() {
+    qemu_user(1);
+}
+
+#[test]
+fn qemu_tcg_user_level_2_cpus() {
+    qemu_user(2);
+}
