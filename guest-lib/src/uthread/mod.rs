@@ -58,6 +58,7 @@
 
 mod context;
 mod futex;
+mod protocol;
 mod sched;
 mod sync;
 

@@ -25,6 +25,7 @@ use core::sync::atomic::{
 use core::time::Duration;
 
 use super::context::{self, Current, CurrentThread, Stack};
+use super::protocol::{Commit, IdleFlag, ParkWord};
 use super::{futex, Platform};
 
 /// Number of strict priority levels; 0 is the most urgent.
@@ -42,13 +43,6 @@ const STRIDE: u64 = 1 << 20;
 const NONE: usize = usize::MAX;
 /// "No deadline" in a park action.
 const NO_DEADLINE: u64 = u64::MAX;
-
-// Park word: a generation (counts parks, in the bits above the two low ones) and a state.
-const P_EMPTY: u64 = 0;
-const P_NOTIFIED: u64 = 1;
-const P_PARKED: u64 = 2;
-const P_STATE: u64 = 3;
-const P_GENERATION: u64 = 4;
 
 // Why a thread switched to its scheduler.
 const A_YIELD: u8 = 0;
@@ -73,9 +67,9 @@ pub(crate) type Sh = Shared<dyn Platform>;
 /// What other dispatchers (and the dispatcher's own threads) may touch of a dispatcher.
 struct Dispatcher {
     /// Threads handed to this dispatcher; drained by its scheduler on every pass.
-    inbox: spin::Mutex<Vec<Arc<Tcb>>>,
-    /// Set by the scheduler before it idles; cleared by whoever kicks it (or by itself).
-    idle: AtomicBool,
+    inbox: crate::sync::Mutex<Vec<Arc<Tcb>>>,
+    /// Announced by the scheduler before it idles; claimed by whoever kicks it.
+    idle: IdleFlag,
     /// Whether some caller is inside `run_dispatcher` for it.
     running: AtomicBool,
     /// The scheduler's saved context while one of its threads runs.
@@ -89,8 +83,8 @@ struct Dispatcher {
 impl Dispatcher {
     fn new() -> Self {
         Dispatcher {
-            inbox: spin::Mutex::new(Vec::new()),
-            idle: AtomicBool::new(false),
+            inbox: crate::sync::Mutex::new(Vec::new()),
+            idle: IdleFlag::new(),
             running: AtomicBool::new(false),
             scheduler: AtomicUsize::new(0),
             switches: AtomicU64::new(0),
@@ -125,7 +119,7 @@ impl Sh {
     /// released, and the scheduler sets it before it re-reads its inbox (under the same lock),
     /// so either it sees our push or we see its flag.
     fn nudge(&self, target: usize) {
-        if self.dispatchers[target].idle.swap(false, SeqCst) {
+        if self.dispatchers[target].idle.claim_kick() {
             self.platform.kick(target);
         }
     }
@@ -169,8 +163,8 @@ pub(crate) struct Tcb {
     share: AtomicU32,
     /// Stride-scheduling pass, meaningful within its dispatcher's priority level.
     pass: AtomicU64,
-    /// Generation and state (`P_*`) of park/unpark.
-    park: AtomicU64,
+    /// Park/unpark state.
+    park: ParkWord,
     action: AtomicU8,
     action_arg: AtomicU64,
     /// Guards against running one thread on two dispatchers (a scheduler bug).
@@ -195,41 +189,12 @@ impl Drop for Tcb {
 }
 
 impl Tcb {
-    /// Consumes a pending unpark token, if there is one.
-    fn take_token(&self) -> bool {
-        let mut word = self.park.load(Acquire);
-        while word & P_STATE == P_NOTIFIED {
-            match self
-                .park
-                .compare_exchange(word, word & !P_STATE, AcqRel, Acquire)
-            {
-                Ok(_) => return true,
-                Err(now) => word = now,
-            }
-        }
-        false
-    }
-
     /// Gives the thread an unpark token, or wakes it if it is parked.
     pub(crate) fn unpark(self: &Arc<Self>) {
-        let mut word = self.park.load(Acquire);
-        loop {
-            let (next, wakes) = match word & P_STATE {
-                P_NOTIFIED => return,
-                P_EMPTY => (word | P_NOTIFIED, false),
-                _ => (word & !P_STATE, true),
-            };
-            match self.park.compare_exchange(word, next, AcqRel, Acquire) {
-                Ok(_) => {
-                    if wakes {
-                        // We own the parked thread now; it parked on (and stays homed at)
-                        // `home`, whose scheduler puts it back in its run queue.
-                        self.shared.post(self.home.load(Relaxed), self.clone());
-                    }
-                    return;
-                }
-                Err(now) => word = now,
-            }
+        if self.park.unpark() {
+            // We own the parked thread now; it parked on (and stays homed at) `home`, whose
+            // scheduler puts it back in its run queue.
+            self.shared.post(self.home.load(Relaxed), self.clone());
         }
     }
 
@@ -409,13 +374,8 @@ impl<'a> Local<'a> {
             let Some(timer) = self.timers.pop() else {
                 break;
             };
-            let woke = timer
-                .tcb
-                .park
-                .compare_exchange(timer.word, timer.word & !P_STATE, AcqRel, Acquire)
-                .is_ok();
             // Otherwise the park ended earlier (unparked) and this entry is stale.
-            if woke {
+            if timer.tcb.park.expire(timer.word) {
                 self.make_runnable(timer.tcb);
             }
         }
@@ -460,33 +420,20 @@ impl<'a> Local<'a> {
     /// saved.
     fn park(&mut self, tcb: Arc<Tcb>) {
         let deadline = tcb.action_arg.load(Relaxed);
-        let mut word = tcb.park.load(Acquire);
-        loop {
-            let next = match word & P_STATE {
-                P_NOTIFIED => word & !P_STATE,
-                P_EMPTY => (word & !P_STATE).wrapping_add(P_GENERATION) | P_PARKED,
-                _ => panic!("user-level thread {} parked twice", tcb.id),
-            };
-            match tcb.park.compare_exchange(word, next, AcqRel, Acquire) {
-                Ok(_) if next & P_STATE == P_PARKED => {
-                    if deadline != NO_DEADLINE {
-                        self.seq += 1;
-                        self.timers.push(Timer {
-                            deadline,
-                            seq: self.seq,
-                            word: next,
-                            tcb,
-                        });
-                    }
-                    // Else whoever unparks it owns it now (or nobody, and it is forgotten).
-                    return;
+        match tcb.park.commit() {
+            Commit::Parked(word) => {
+                if deadline != NO_DEADLINE {
+                    self.seq += 1;
+                    self.timers.push(Timer {
+                        deadline,
+                        seq: self.seq,
+                        word,
+                        tcb,
+                    });
                 }
-                Ok(_) => {
-                    self.make_runnable(tcb);
-                    return;
-                }
-                Err(now) => word = now,
+                // Else whoever unparks it owns it now (or nobody, and it is forgotten).
             }
+            Commit::Notified => self.make_runnable(tcb),
         }
     }
 
@@ -528,14 +475,14 @@ fn schedule(shared: &Sh, index: usize) {
             break;
         }
         // Nothing to run: flag idle, then look again (see `Sh::nudge` for the other side).
-        me.idle.store(true, SeqCst);
+        me.idle.announce();
         if !me.inbox.lock().is_empty() || shared.done() {
-            me.idle.store(false, SeqCst);
+            me.idle.clear();
             continue;
         }
         me.idles.fetch_add(1, Relaxed);
         shared.platform.idle(index, local.next_deadline());
-        me.idle.store(false, SeqCst);
+        me.idle.clear();
     }
 }
 
@@ -734,7 +681,7 @@ impl Builder {
             priority: AtomicU8::new(self.priority),
             share: AtomicU32::new(self.share),
             pass: AtomicU64::new(0),
-            park: AtomicU64::new(P_EMPTY),
+            park: ParkWord::new(),
             action: AtomicU8::new(A_YIELD),
             action_arg: AtomicU64::new(0),
             running: AtomicBool::new(false),
@@ -961,7 +908,7 @@ pub(crate) fn park_inner(deadline_ns: Option<u64>) {
         core::hint::spin_loop();
         return;
     };
-    if !cur.get().take_token() {
+    if !cur.get().park.take_token() {
         let arg = deadline_ns.map_or(NO_DEADLINE, |d| d.min(NO_DEADLINE - 1));
         switch_out(cur, A_PARK, arg);
     }
