@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The native programs packed into the initramfs as `bin/<name>`.
-const PROGRAMS: [&str; 6] = ["init", "hello", "fault", "console", "kv", "kvclient"];
+const PROGRAMS: [&str; 7] = [
+    "init", "hello", "fault", "console", "kv", "kvclient", "threads",
+];
 
 fn main() {
     let manifest_dir =

@@ -147,7 +147,8 @@ fn block(me: &Arc<Dispatcher>, deadline_ns: u64) -> SysResult {
         return Ok(pending);
     }
     if deadline_ns != 0 {
-        let ticks = deadline_ns.saturating_mul(platform::tsc_khz()) / 1_000_000;
+        let ticks = (u128::from(deadline_ns) * u128::from(platform::tsc_khz()) / 1_000_000)
+            .min(u128::from(u64::MAX)) as u64;
         sched::sleep_until(ticks, seq);
     }
     // Returns through `wake` (the pending bits, or 0 at the deadline).

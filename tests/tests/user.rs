@@ -21,6 +21,11 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         output.contains("process 4 (/bin/fault): page fault at 0x10 (read)"),
         "the faulting program was not reported and ended\n{context}"
     );
+    assert!(
+        output.contains(&format!("threads: {cpus} dispatchers,"))
+            && output.contains("threads: all checks passed"),
+        "user-level threads failed\n{context}"
+    );
     let clients: Vec<&str> = output
         .lines()
         .filter(|l| l.starts_with("kvclient ") && l.contains("calls made"))

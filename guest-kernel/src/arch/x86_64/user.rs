@@ -36,6 +36,28 @@ pub fn init_cpu() {
     // IF, TF, DF, AC and NT cleared on entry.
     wrmsr(SFMASK, 0x4_7700);
     wrmsr(KERNEL_GS_BASE, 0);
+    enable_sse_for_user();
+}
+
+/// Lets user code use SSE (the kernel itself is built without it): CR0.EM off, CR0.MP on,
+/// CR4.OSFXSR and CR4.OSXMMEXCPT on. Register state is not yet switched between dispatchers
+/// (native programs use no SSE registers; the Linux personality will need FXSAVE/FXRSTOR).
+fn enable_sse_for_user() {
+    // SAFETY: these bits only enable SSE instructions and their exceptions; the kernel never
+    // executes SSE code, so nothing it relies on changes.
+    unsafe {
+        asm!(
+            "mov {tmp}, cr0",
+            "and {tmp}, ~4",
+            "or {tmp}, 2",
+            "mov cr0, {tmp}",
+            "mov {tmp}, cr4",
+            "or {tmp}, 0x600",
+            "mov cr4, {tmp}",
+            tmp = out(reg) _,
+            options(nostack)
+        )
+    }
 }
 
 /// Whether page-table entries may carry the no-execute bit.

@@ -32,6 +32,8 @@ fn main(arg: u64) -> i64 {
     ok &= run("/bin/hello", 0, 0, 0);
     // A faulting program is ended with SIGSEGV's status; everything else carries on.
     ok &= run("/bin/fault", 0, 0, 128 + 11);
+    // User-level threads on a dispatcher per CPU.
+    ok &= run("/bin/threads", 0, 0, 0);
     match sys::spawn("/bin/kv", 0, 0) {
         Ok(_) => {
             let a = sys::spawn("/bin/kvclient", arg, 0);
