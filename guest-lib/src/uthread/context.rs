@@ -3,8 +3,8 @@
 //! and the entry trampolines of fresh contexts.
 //!
 //! A saved context is a stack pointer. The switch pushes the SysV callee-saved registers (rbp,
-//! rbx, r12-r15) and the SSE/x87 control words (MXCSR, x87 FCW) on the old stack, stores rsp,
-//! loads the new rsp and pops the same set. Everything else is caller-saved, so the compiler has
+//! rbx, r12-r15) and the SSE/x87 control words (MXCSR, x87 FCW; in builds with SSE) on the old
+//! stack, stores rsp, loads the new rsp and pops the same set. Everything else is caller-saved, so the compiler has
 //! already saved what it needs around the call. A fresh context is a hand-built frame of the same
 //! shape whose return address is a stub that calls `entry(arg)` on an aligned stack.
 //!
@@ -58,48 +58,63 @@ struct Header {
 // k42_uthread_switch(save: *mut usize [rdi], to: usize [rsi]): saves the current context,
 // stores its stack pointer in *save and resumes the context whose stack pointer is `to`.
 // k42_uthread_start: where a fresh context "returns" to; r12 = argument, r13 = entry function.
-core::arch::global_asm!(
-    ".pushsection .text.k42_uthread,\"ax\",@progbits",
-    ".p2align 4",
-    ".global k42_uthread_switch",
-    ".hidden k42_uthread_switch",
-    ".type k42_uthread_switch,@function",
-    "k42_uthread_switch:",
-    "push rbp",
-    "push rbx",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
-    "sub rsp, 8",
-    "stmxcsr dword ptr [rsp]",
-    "fnstcw word ptr [rsp + 4]",
-    "mov qword ptr [rdi], rsp",
-    "mov rsp, rsi",
-    "ldmxcsr dword ptr [rsp]",
-    "fldcw word ptr [rsp + 4]",
-    "add rsp, 8",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbx",
-    "pop rbp",
-    "ret",
-    ".size k42_uthread_switch, . - k42_uthread_switch",
-    ".p2align 4",
-    ".global k42_uthread_start",
-    ".hidden k42_uthread_start",
-    ".type k42_uthread_start,@function",
-    "k42_uthread_start:",
-    "xor ebp, ebp",
-    "mov rdi, r12",
-    "and rsp, -16",
-    "call r13",
-    "ud2",
-    ".size k42_uthread_start, . - k42_uthread_start",
-    ".popsection",
+//
+// The 8-byte slot below the registers holds MXCSR (+0) and the x87 control word (+4) when the
+// code is built with SSE (the host). A soft-float build (x86_64-unknown-none, as the guest's
+// programs are) never touches SSE or x87 state, and its kernel need not enable them (ldmxcsr
+// faults without CR4.OSFXSR), so that build leaves the slot alone.
+macro_rules! switch_asm {
+    ($($save:literal),* ; $($load:literal),*) => {
+        core::arch::global_asm!(
+            ".pushsection .text.k42_uthread,\"ax\",@progbits",
+            ".p2align 4",
+            ".global k42_uthread_switch",
+            ".hidden k42_uthread_switch",
+            ".type k42_uthread_switch,@function",
+            "k42_uthread_switch:",
+            "push rbp",
+            "push rbx",
+            "push r12",
+            "push r13",
+            "push r14",
+            "push r15",
+            "sub rsp, 8",
+            $($save,)*
+            "mov qword ptr [rdi], rsp",
+            "mov rsp, rsi",
+            $($load,)*
+            "add rsp, 8",
+            "pop r15",
+            "pop r14",
+            "pop r13",
+            "pop r12",
+            "pop rbx",
+            "pop rbp",
+            "ret",
+            ".size k42_uthread_switch, . - k42_uthread_switch",
+            ".p2align 4",
+            ".global k42_uthread_start",
+            ".hidden k42_uthread_start",
+            ".type k42_uthread_start,@function",
+            "k42_uthread_start:",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "and rsp, -16",
+            "call r13",
+            "ud2",
+            ".size k42_uthread_start, . - k42_uthread_start",
+            ".popsection",
+        );
+    };
+}
+
+#[cfg(target_feature = "sse")]
+switch_asm!(
+    "stmxcsr dword ptr [rsp]", "fnstcw word ptr [rsp + 4]";
+    "ldmxcsr dword ptr [rsp]", "fldcw word ptr [rsp + 4]"
 );
+#[cfg(not(target_feature = "sse"))]
+switch_asm!(;);
 
 extern "C" {
     fn k42_uthread_switch(save: *mut usize, to: usize);
