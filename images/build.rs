@@ -96,11 +96,11 @@ fn append_entry(archive: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) {
     archive.extend_from_slice(header.as_bytes());
     archive.extend_from_slice(name.as_bytes());
     archive.push(0);
-    while archive.len() % 4 != 0 {
+    while !archive.len().is_multiple_of(4) {
         archive.push(0);
     }
     archive.extend_from_slice(data);
-    while archive.len() % 4 != 0 {
+    while !archive.len().is_multiple_of(4) {
         archive.push(0);
     }
 }

@@ -19,8 +19,6 @@ pub const MAX_PAGES: u64 = 16 * 1024;
 
 /// A memory object.
 pub struct Memobj {
-    /// Its id.
-    pub id: u64,
     /// The creating process.
     pub owner: u64,
     /// Frames, in order.
@@ -55,7 +53,6 @@ pub fn create(owner: &Arc<Process>, pages: u64) -> Result<u64, kabi::Error> {
     }
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let obj = Arc::new(Memobj {
-        id,
         owner: owner.pid,
         frames,
         grants: Mutex::new(Vec::new()),
@@ -91,7 +88,7 @@ pub fn map(caller: &Arc<Process>, id: u64, addr: u64, prot: u64) -> Result<(), k
         return Err(kabi::Error::NotPermitted);
     }
     let len = obj.frames.len() as u64 * FRAME_SIZE;
-    if !kabi::user_range_ok(addr, len) || addr % FRAME_SIZE != 0 || prot & !7 != 0 {
+    if !kabi::user_range_ok(addr, len) || !addr.is_multiple_of(FRAME_SIZE) || prot & !7 != 0 {
         return Err(kabi::Error::Invalid);
     }
     let mut guard = caller.aspace.lock();

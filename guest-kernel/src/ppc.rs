@@ -12,7 +12,6 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
-use k42_guest_lib::frames::FRAME_SIZE;
 use k42_guest_lib::kabi::{self, Message, Prot, Sys};
 use spin::Mutex;
 
@@ -164,7 +163,7 @@ pub fn send(
     };
     {
         let mut state = target.state.lock();
-        if state.messages.len() >= 256 {
+        if state.messages.len() >= proc::MESSAGE_QUEUE_MAX {
             return Err(kabi::Error::Again);
         }
         state.messages.push_back(Message {
@@ -183,6 +182,3 @@ pub fn send(
 pub fn receive(d: &Arc<Dispatcher>) -> Option<Message> {
     d.state.lock().messages.pop_front()
 }
-
-/// Size of a PPC buffer.
-pub const BUFFER_SIZE: u64 = FRAME_SIZE;

@@ -17,14 +17,14 @@ use spin::{Mutex, Once};
 use crate::arch::{gdt, idt::TrapFrame};
 use crate::mm::aspace::{AddressSpace, Backing, Region};
 use crate::mm::bulk::MemBatch;
-use crate::{mm, percpu, platform};
+use crate::{mm, platform};
 
 /// Process id of the first user program; when it exits, the VM shuts down with its status.
 pub const INIT_PID: u64 = 1;
 /// Where static-PIE programs are loaded.
 const PIE_BASE: u64 = 0x0000_5555_5555_0000;
 /// Most pending asynchronous messages per dispatcher.
-const MESSAGE_QUEUE_MAX: usize = 256;
+pub const MESSAGE_QUEUE_MAX: usize = 256;
 /// User RFLAGS on entry: interrupts enabled, reserved bit 1.
 const USER_RFLAGS: u64 = 0x202;
 
@@ -240,11 +240,6 @@ pub fn set_entry_frame(frame: u64) {
 /// The live process `pid`.
 pub fn process(pid: u64) -> Option<Arc<Process>> {
     PROCESSES.lock().get(&pid).cloned()
-}
-
-/// How many processes are alive.
-pub fn live_count() -> usize {
-    PROCESSES.lock().len()
 }
 
 /// Why a program could not be started.
@@ -658,9 +653,4 @@ pub fn wait_for(waiter: &Arc<Dispatcher>, pid: u64) -> Result<Option<i64>, kabi:
     }
     waiters.push(waiter.clone());
     Ok(None)
-}
-
-/// The current CPU's index (re-exported for this module's users).
-pub fn this_cpu() -> usize {
-    percpu::index()
 }

@@ -149,11 +149,6 @@ pub fn entries() -> u64 {
     this().entries.load(Ordering::Relaxed)
 }
 
-/// Dispatcher switches on CPU `cpu` so far.
-pub fn switches(cpu: usize) -> u64 {
-    CPUS[cpu].switches.load(Ordering::Relaxed)
-}
-
 /// The dispatcher running on this CPU.
 pub fn current() -> Option<Arc<Dispatcher>> {
     this().current.lock().clone()

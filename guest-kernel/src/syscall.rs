@@ -7,7 +7,7 @@ use alloc::sync::Arc;
 use k42_guest_lib::frames::FRAME_SIZE;
 use k42_guest_lib::kabi::{self, Error, Info, Message, Prot, SpawnFlags, Sys};
 
-use crate::arch::{self, idt::TrapFrame};
+use crate::arch::idt::TrapFrame;
 use crate::mm::aspace::{Backing, Region};
 use crate::proc::{self, BlockReason, Dispatcher, DispatcherKind};
 use crate::{memobj, platform, ppc, sched};
@@ -177,7 +177,7 @@ fn soft_interrupt(me: &Arc<Dispatcher>, pid: u64, index: u64, bits: u64) -> SysR
 }
 
 fn page_range(addr: u64, len: u64) -> Result<(u64, u64), Error> {
-    if addr % FRAME_SIZE != 0 || len == 0 || !kabi::user_range_ok(addr, len) {
+    if !addr.is_multiple_of(FRAME_SIZE) || len == 0 || !kabi::user_range_ok(addr, len) {
         return Err(Error::Invalid);
     }
     let end = addr + len.div_ceil(FRAME_SIZE) * FRAME_SIZE;
@@ -291,9 +291,4 @@ fn info(me: &Arc<Dispatcher>, what: u64) -> SysResult {
         Info::SpawnArg => me.process.spawn_arg,
         Info::KernelEntries => sched::entries(),
     })
-}
-
-/// Reads the TSC (re-exported for the syscall module's users).
-pub fn now() -> u64 {
-    arch::rdtsc()
 }

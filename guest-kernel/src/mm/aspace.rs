@@ -143,15 +143,11 @@ impl AddressSpace {
         self.pml4
     }
 
-    /// Frames this address space owns (pages and page tables).
-    pub fn owned_frames(&self) -> usize {
-        1 + self.tables.len() + self.owned.len()
-    }
-
     /// Adds a region; it must be page-aligned, inside user space (or, for `Shared` regions the
     /// kernel creates, in the fixed kernel-managed areas), and overlap no other region.
     pub fn add_region(&mut self, region: Region) -> Result<(), AspaceError> {
-        let aligned = region.start % FRAME_SIZE == 0 && region.end % FRAME_SIZE == 0;
+        let aligned =
+            region.start.is_multiple_of(FRAME_SIZE) && region.end.is_multiple_of(FRAME_SIZE);
         let in_user = region.start >= kabi::USER_START
             && region.end <= 0x0000_8000_0000_0000
             && region.start < region.end;
@@ -185,7 +181,7 @@ impl AddressSpace {
         end: u64,
         freed: &mut Vec<u64>,
     ) -> Result<(), AspaceError> {
-        if start % FRAME_SIZE != 0 || end % FRAME_SIZE != 0 || start >= end {
+        if !start.is_multiple_of(FRAME_SIZE) || !end.is_multiple_of(FRAME_SIZE) || start >= end {
             return Err(AspaceError::BadRange);
         }
         let first = self

@@ -54,11 +54,6 @@ impl MemBatch {
         });
     }
 
-    /// Number of (coalesced) operations.
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-
     /// Performs the batch; the addresses must be RAM the caller owns. Returns the hypervisor's
     /// status if it refused an operation.
     pub fn run(self) -> Result<(), i32> {

@@ -79,7 +79,7 @@ pub fn write_phys(frame: u64, bytes: &[u8]) {
 /// The 64-bit word at `offset` in frame `frame`, as an atomic shared with user code that maps
 /// the frame. The caller keeps the frame allocated while it uses the reference.
 pub fn frame_atomic(frame: u64, offset: usize) -> &'static core::sync::atomic::AtomicU64 {
-    assert!(offset % 8 == 0 && (offset as u64) < k42_guest_lib::frames::FRAME_SIZE);
+    assert!(offset.is_multiple_of(8) && (offset as u64) < k42_guest_lib::frames::FRAME_SIZE);
     // SAFETY: an aligned word inside a RAM frame covered by the direct map; AtomicU64 has the
     // layout of u64 and every access to the word (kernel or user) is atomic.
     unsafe { &*((phys_to_virt(frame) + offset as u64) as *const core::sync::atomic::AtomicU64) }

@@ -32,7 +32,7 @@ pub fn dispatcher_from_stack() -> usize {
     let rsp: u64;
     // SAFETY: reading the stack pointer has no effects.
     unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack)) };
-    if rsp >= STACKS_BASE && rsp < STACKS_BASE + 64 * STACK_SIZE {
+    if (STACKS_BASE..STACKS_BASE + 64 * STACK_SIZE).contains(&rsp) {
         ((rsp - STACKS_BASE) / STACK_SIZE) as usize
     } else {
         0

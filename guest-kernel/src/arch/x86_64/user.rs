@@ -65,11 +65,6 @@ pub fn no_execute_enabled() -> bool {
     NX.load(Ordering::Relaxed)
 }
 
-/// Points LSTAR (where `syscall` goes) at `address` on this CPU.
-pub fn set_syscall_target(address: u64) {
-    wrmsr(LSTAR, address);
-}
-
 /// Invalidates the TLB entry of `va` on this CPU.
 #[inline(always)]
 pub fn invlpg(va: u64) {
@@ -84,15 +79,6 @@ pub fn load_cr3(root: u64) {
     // SAFETY: every root the kernel loads maps the kernel half identically (address spaces
     // copy it from the boot tables), so the code and data in use stay mapped.
     unsafe { asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) }
-}
-
-/// The current CR3.
-#[inline(always)]
-pub fn read_cr3() -> u64 {
-    let value: u64;
-    // SAFETY: reading CR3 has no side effects.
-    unsafe { asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) }
-    value
 }
 
 /// The user FS base of this CPU.

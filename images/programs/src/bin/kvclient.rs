@@ -31,10 +31,9 @@ fn work(cpu: u64) {
         let value = key ^ 0x5555_aaaa;
         let put = call([kv::PUT, key, value, 0]);
         let got = call([kv::GET, key, 0, 0]);
-        if put != Some((0, 0)) || got != Some((1, value)) {
-            if ERRORS.fetch_add(1, Ordering::Relaxed) < 5 {
-                println!("kvclient {me} cpu {cpu}: key {key:#x}: put {put:?}, get {got:?}");
-            }
+        let wrong = put != Some((0, 0)) || got != Some((1, value));
+        if wrong && ERRORS.fetch_add(1, Ordering::Relaxed) < 5 {
+            println!("kvclient {me} cpu {cpu}: key {key:#x}: put {put:?}, get {got:?}");
         }
     }
     // Bulk data through the PPC buffer: the server sums the bytes.
