@@ -460,6 +460,47 @@ fn park_tokens_and_unpark_from_outside() {
 }
 
 #[test]
+fn an_unpark_during_a_mutex_wait_is_kept_for_the_next_park() {
+    // One dispatcher, so the order is fixed: the holder locks and yields, the waiter blocks in
+    // the mutex, the third thread unparks the waiter (which wakes, finds the mutex still held
+    // and sleeps again), the holder unlocks. The waiter's internal
+    // futex wait must not eat the unpark token: its next `park` returns at once.
+    let m = Arc::new(Mutex::new(()));
+    let unparked = Arc::new(AtomicBool::new(false));
+    let (_, _) = run("token", 1, |rt| {
+        let (hm, hu) = (m.clone(), unparked.clone());
+        rt.spawn(move || {
+            let guard = hm.lock();
+            while !hu.load(Ordering::Acquire) {
+                uthread::yield_now();
+            }
+            // Let the waiter run (and go back to sleep in the mutex) before unlocking.
+            for _ in 0..3 {
+                uthread::yield_now();
+            }
+            drop(guard);
+        });
+        let wm = m.clone();
+        let waiter = rt.spawn(move || {
+            drop(wm.lock());
+            let deadline = uthread::now_ns() + 5_000_000_000;
+            uthread::park_until(deadline);
+            assert!(
+                uthread::now_ns() < deadline,
+                "the unpark given during the mutex wait was lost"
+            );
+        });
+        let target = waiter.thread().clone();
+        let u = unparked.clone();
+        rt.spawn(move || {
+            target.unpark();
+            u.store(true, Ordering::Release);
+        });
+    });
+    assert!(unparked.load(Ordering::Acquire));
+}
+
+#[test]
 fn join_from_outside_detach_and_spawn_after_start() {
     let done = watchdog("join");
     let rt = Runtime::new(Host::new(2));

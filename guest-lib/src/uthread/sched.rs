@@ -163,8 +163,11 @@ pub(crate) struct Tcb {
     share: AtomicU32,
     /// Stride-scheduling pass, meaningful within its dispatcher's priority level.
     pass: AtomicU64,
-    /// Park/unpark state.
+    /// The runtime's own blocking (futex waits, sleeps): a token and a parked state.
     park: ParkWord,
+    /// The token of the public [`park`]/[`Thread::unpark`], a futex word of its own so the
+    /// runtime's internal waits never consume it.
+    user_token: AtomicU32,
     action: AtomicU8,
     action_arg: AtomicU64,
     /// Guards against running one thread on two dispatchers (a scheduler bug).
@@ -189,7 +192,7 @@ impl Drop for Tcb {
 }
 
 impl Tcb {
-    /// Gives the thread an unpark token, or wakes it if it is parked.
+    /// Ends the thread's internal park (or leaves a token for its next one).
     pub(crate) fn unpark(self: &Arc<Self>) {
         if self.park.unpark() {
             // We own the parked thread now; it parked on (and stays homed at) `home`, whose
@@ -682,6 +685,7 @@ impl Builder {
             share: AtomicU32::new(self.share),
             pass: AtomicU64::new(0),
             park: ParkWord::new(),
+            user_token: AtomicU32::new(0),
             action: AtomicU8::new(A_YIELD),
             action_arg: AtomicU64::new(0),
             running: AtomicBool::new(false),
@@ -747,7 +751,11 @@ impl Thread {
 
     /// Wakes the thread from [`park`], or makes its next `park` return at once.
     pub fn unpark(&self) {
-        self.tcb.unpark();
+        // Only the setter of the token wakes: a token already there means the thread has yet
+        // to consume it, so it cannot be sleeping on it.
+        if self.tcb.user_token.swap(1, AcqRel) == 0 {
+            futex::wake(&self.tcb.user_token, 1);
+        }
     }
 
     /// The dispatcher the thread runs on, or is queued or parked on.
@@ -895,14 +903,33 @@ pub fn yield_now() {
 /// Blocks the calling thread until [`Thread::unpark`] (returns at once if a token is pending).
 /// May return spuriously. Outside a user-level thread it is a spin-loop hint.
 pub fn park() {
-    park_inner(None);
+    user_park(None);
 }
 
 /// Like [`park`], but returns no later than about `deadline_ns` on the platform clock.
 pub fn park_until(deadline_ns: u64) {
-    park_inner(Some(deadline_ns));
+    user_park(Some(deadline_ns));
 }
 
+fn user_park(deadline_ns: Option<u64>) {
+    let Some(Current::Thread(cur)) = context::current() else {
+        core::hint::spin_loop();
+        return;
+    };
+    let token = &cur.get().user_token;
+    if token.swap(0, AcqRel) == 0 {
+        match deadline_ns {
+            None => futex::wait(token, 0),
+            Some(deadline) => {
+                futex::wait_until(token, 0, deadline);
+            }
+        }
+        token.swap(0, AcqRel);
+    }
+}
+
+/// The runtime's internal park: blocks the calling thread until [`Tcb::unpark`] or the
+/// deadline (or spuriously). Callers loop on their own condition.
 pub(crate) fn park_inner(deadline_ns: Option<u64>) {
     let Some(Current::Thread(cur)) = context::current() else {
         core::hint::spin_loop();
