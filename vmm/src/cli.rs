@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use k42_devices::virtio::block::BlockConfig;
+use k42_devices::virtio::net::NetConfig;
 
 /// Default guest memory.
 pub const DEFAULT_MEMORY: u64 = 256 << 20;
@@ -32,7 +34,8 @@ pub enum Command {
 }
 
 const EXIT_HELP: &str = "Exit status: the guest's exit code (0-255; larger codes become 255), or \
-2 for a usage or setup error (bad flag, no /dev/kvm, bad kernel image, too little memory), \
+2 for a usage or setup error (bad flag, no /dev/kvm, bad kernel image, too little memory, a disk \
+image or TAP device that cannot be opened), \
 124 when --timeout stopped the guest, 125 when the VM failed (triple fault, KVM internal error, \
 missing in-kernel test reports). The guest kernel itself uses 101 for a panic, 102 for an \
 exception and 103 for failed in-kernel tests.";
@@ -68,6 +71,27 @@ pub struct RunArgs {
     /// Print the boot timeline (milliseconds since k42vm started) to stderr at exit.
     #[arg(long)]
     pub timeline: bool,
+
+    /// Add a virtio-blk disk backed by a raw image file (repeatable); `readonly` makes the guest
+    /// unable to write it, `id=NAME` (at most 20 characters) is the name the guest reads.
+    #[arg(long = "disk", value_name = "PATH[,readonly][,id=NAME]")]
+    pub disks: Vec<BlockConfig>,
+
+    /// Add a virtio-net card on a host TAP device (repeatable). k42vm creates the TAP (this
+    /// needs CAP_NET_ADMIN) or attaches to an existing one made for your user
+    /// (`ip tuntap add NAME mode tap user $USER`).
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    pub nets: Vec<NetConfig>,
+
+    /// Add a virtio-rng entropy device fed by the host's getrandom.
+    #[arg(long)]
+    pub rng: bool,
+
+    /// Add a virtio-console as a second console: its output goes to stdout, or to FILE with
+    /// `--virtio-console=FILE` (created or truncated). Terminal input stays with the serial
+    /// console.
+    #[arg(long = "virtio-console", value_name = "FILE", num_args = 0..=1, require_equals = true)]
+    pub virtio_console: Option<Option<PathBuf>>,
 }
 
 /// Parses a memory size such as `256M`, `4G`, `65536K` or `512` (MiB).
@@ -157,6 +181,47 @@ mod tests {
             (args.cpus, args.memory, args.kernel, args.timeout),
             (1, DEFAULT_MEMORY, None, None)
         );
+    }
+
+    #[test]
+    fn device_flags() {
+        let args = |extra: &[&str]| {
+            let mut all = vec!["k42vm", "run"];
+            all.extend_from_slice(extra);
+            Cli::try_parse_from(all).map(|cli| {
+                let Command::Run(args) = cli.command;
+                args
+            })
+        };
+        let a = args(&[]).unwrap();
+        assert!(a.disks.is_empty() && a.nets.is_empty() && !a.rng && a.virtio_console.is_none());
+        let a = args(&[
+            "--disk",
+            "a.img",
+            "--disk",
+            "b.img,readonly,id=data",
+            "--net",
+            "tap=k42t0,mac=52:54:00:12:34:56",
+            "--rng",
+            "--virtio-console",
+        ])
+        .unwrap();
+        assert_eq!(a.disks.len(), 2);
+        assert_eq!(a.disks[0].path, PathBuf::from("a.img"));
+        assert!(a.disks[1].readonly && a.disks[1].id.as_deref() == Some("data"));
+        assert_eq!(a.nets[0].tap, "k42t0");
+        assert!(a.rng);
+        assert_eq!(a.virtio_console, Some(None));
+        let a = args(&["--virtio-console=out.txt", "--rng"]).unwrap();
+        assert_eq!(a.virtio_console, Some(Some(PathBuf::from("out.txt"))));
+        // The optional value needs '=': a following word is not taken as the file.
+        assert!(args(&["--virtio-console", "out.txt"]).is_err());
+        let err = args(&["--disk", "a.img,rw"]).unwrap_err().to_string();
+        assert!(err.contains("unknown --disk option `rw`"), "{err}");
+        assert!(args(&["--disk", ",readonly"]).is_err());
+        let err = args(&["--net", "tap=t0,mac=zz"]).unwrap_err().to_string();
+        assert!(err.contains("is not a MAC address"), "{err}");
+        assert!(args(&["--net", "mac=52:54:00:12:34:56"]).is_err());
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub enum VmmError {
     /// An invalid combination of options.
     #[error("{0}")]
     Config(String),
+    /// A device's backend (disk image, TAP device, console file) could not be set up.
+    #[error("{0}")]
+    Device(String),
     /// Guest memory could not be created.
     #[error("cannot allocate guest memory: {0}")]
     Memory(String),

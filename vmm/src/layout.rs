@@ -10,7 +10,7 @@
 //! 0x000e_0000  ACPI: RSDP, XSDT, MADT
 //! 0x0010_0000  kernel (PVH ELF, loaded at its physical addresses)
 //! top of low RAM: initrd
-//! 3 GiB - 4 GiB: MMIO hole (LAPIC, IOAPIC, later virtio-mmio)
+//! 3 GiB - 4 GiB: MMIO hole: virtio-mmio windows from 0xd000_0000 (4 KiB each), IOAPIC, LAPIC
 //! 4 GiB -      : the rest of RAM
 //! ```
 
@@ -61,6 +61,32 @@ pub const KERNEL_MIN_ADDR: u64 = 0x10_0000;
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// Guest-physical address of the local APIC.
 pub const LAPIC_ADDR: u32 = 0xfee0_0000;
+/// First virtio-mmio window (devices get consecutive 4 KiB windows from here).
+pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// End of the area for virtio-mmio windows (well below the IOAPIC).
+pub const VIRTIO_MMIO_END: u64 = 0xe000_0000;
+/// First IOAPIC pin (GSI) for virtio devices: after COM1's 4.
+pub const VIRTIO_IRQ_FIRST: u32 = 5;
+/// Last IOAPIC pin (GSI) for virtio devices: KVM's in-kernel IOAPIC has 24 pins.
+pub const VIRTIO_IRQ_LAST: u32 = 23;
+
+// The virtio area lies in the MMIO hole, below the IOAPIC, in whole pages; its lines come after
+// COM1's GSI 4.
+const _: () = {
+    assert!(VIRTIO_MMIO_START >= MMIO_HOLE_START && VIRTIO_MMIO_END <= IOAPIC_ADDR as u64);
+    assert!(VIRTIO_MMIO_START & 0xfff == 0 && VIRTIO_MMIO_END & 0xfff == 0);
+    assert!(VIRTIO_IRQ_FIRST > 4 && VIRTIO_IRQ_LAST < 24);
+};
+
+/// The command line the guest gets: the user's, then one `virtio_mmio.device=` word per device.
+pub fn guest_cmdline(user: &str, announcements: &[String]) -> String {
+    let mut words: Vec<&str> = Vec::new();
+    if !user.trim().is_empty() {
+        words.push(user.trim());
+    }
+    words.extend(announcements.iter().map(String::as_str));
+    words.join(" ")
+}
 
 /// The RAM regions for `size` bytes of guest memory, skipping the MMIO hole.
 pub fn ram_regions(size: u64) -> Vec<(GuestAddress, usize)> {
@@ -410,6 +436,36 @@ mod tests {
             .unwrap();
         assert_eq!(&cmd, b"k42.ktest\0");
         assert!(write_start_info(&mem, size, &"x".repeat(5000), None).is_err());
+    }
+
+    #[test]
+    fn guest_cmdline_appends_device_announcements() {
+        let devices = vec![
+            "virtio_mmio.device=4K@0xd0000000:5".to_string(),
+            "virtio_mmio.device=4K@0xd0001000:6".to_string(),
+        ];
+        assert_eq!(guest_cmdline("", &[]), "");
+        assert_eq!(guest_cmdline("k42.ktest", &[]), "k42.ktest");
+        assert_eq!(
+            guest_cmdline(" k42.quiet k42.exit=3 ", &devices),
+            "k42.quiet k42.exit=3 virtio_mmio.device=4K@0xd0000000:5 \
+             virtio_mmio.device=4K@0xd0001000:6"
+        );
+        assert_eq!(
+            guest_cmdline("", &devices[..1]),
+            "virtio_mmio.device=4K@0xd0000000:5"
+        );
+        // What the guest reads back from memory is that line.
+        let mem = memory(64 << 20);
+        write_start_info(&mem, 64 << 20, &guest_cmdline("k42.quiet", &devices), None).unwrap();
+        let mut cmd = vec![0u8; 200];
+        mem.read_slice(&mut cmd, GuestAddress(CMDLINE_ADDR))
+            .unwrap();
+        let end = cmd.iter().position(|&b| b == 0).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&cmd[..end]).unwrap(),
+            "k42.quiet virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
+        );
     }
 
     #[test]

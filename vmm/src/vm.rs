@@ -24,7 +24,9 @@ use crate::cli::RunArgs;
 use crate::error::{Result, VmmError, EXIT_TIMEOUT, EXIT_VM_FAILURE};
 use crate::hypercall::{self, KtestLog};
 use crate::layout;
+use crate::mmio::MmioBus;
 use crate::timeline::Timeline;
+use crate::virtio::{self, DeviceEvents};
 
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +83,8 @@ pub struct VmShared {
     pub ktests: Mutex<KtestLog>,
     /// Senders that start secondary vCPUs (index = vCPU), taken on first use.
     pub ap_start: Vec<Mutex<Option<Sender<StartRequest>>>>,
+    /// The virtio-mmio devices, by guest-physical address.
+    pub mmio: MmioBus,
     exit: Mutex<Option<VmExit>>,
     exit_event: EventFd,
 }
@@ -130,6 +134,10 @@ pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
         })?),
         None => None,
     };
+    // Device backends are opened before KVM is touched: a wrong path or TAP name is reported
+    // first, and the guest's command line needs the devices' places.
+    let devices = virtio::plan(args)?;
+    let cmdline = layout::guest_cmdline(&args.cmdline, &devices.announcements());
 
     let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
     match kvm.get_api_version() {
@@ -183,6 +191,8 @@ pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
             &kernel_image,
             &kernel_name,
             initrd.as_deref(),
+            &cmdline,
+            devices,
             &timeline,
         );
         let registered = registration.join().unwrap_or_else(|_| {
@@ -199,6 +209,8 @@ pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
         mut vcpus,
         serial_irq,
         exit_event,
+        mmio,
+        device_events,
     } = prepared?;
 
     let mut ap_senders = Vec::new();
@@ -220,6 +232,7 @@ pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
         timeline: timeline.clone(),
         ktests: Mutex::new(KtestLog::default()),
         ap_start: ap_senders,
+        mmio,
         exit: Mutex::new(None),
         exit_event: exit_event
             .try_clone()
@@ -249,7 +262,7 @@ pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
             .map_err(|e| VmmError::Host(format!("cannot start a vCPU thread: {e}")))?;
     }
 
-    let status = event_loop(&shared, exit_event, args.timeout)?;
+    let status = event_loop(&shared, exit_event, device_events, args.timeout)?;
     let _ = std::io::stdout().flush();
     Ok(status)
 }
@@ -260,9 +273,12 @@ struct Prepared {
     vcpus: Vec<VcpuFd>,
     serial_irq: EventFd,
     exit_event: EventFd,
+    mmio: MmioBus,
+    device_events: Vec<DeviceEvents>,
 }
 
-/// Loads kernel, initrd and boot tables into `mem` and creates the vCPUs with their CPUID.
+/// Loads kernel, initrd and boot tables into `mem`, wires the virtio devices to KVM and creates
+/// the vCPUs with their CPUID.
 #[allow(clippy::too_many_arguments)]
 fn prepare_guest(
     args: &RunArgs,
@@ -272,6 +288,8 @@ fn prepare_guest(
     kernel_image: &[u8],
     kernel_name: &str,
     initrd: Option<&[u8]>,
+    cmdline: &str,
+    devices: virtio::Plan,
     timeline: &Timeline,
 ) -> Result<Prepared> {
     let kernel = layout::load_kernel(mem, kernel_image, kernel_name, args.memory)?;
@@ -283,7 +301,7 @@ fn prepare_guest(
         )),
         None => None,
     };
-    layout::write_start_info(mem, args.memory, &args.cmdline, initrd_location)?;
+    layout::write_start_info(mem, args.memory, cmdline, initrd_location)?;
     layout::write_gdts(mem)?;
     layout::write_acpi(mem, args.cpus)?;
     timeline.mark("kernel loaded");
@@ -295,6 +313,11 @@ fn prepare_guest(
             source,
         })?;
     let exit_event = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Host(e.to_string()))?;
+    let mut mmio = MmioBus::new();
+    let device_events = virtio::attach(devices, vm, mem, &mut mmio)?.subscribers;
+    if !mmio.is_empty() {
+        timeline.mark("virtio devices attached");
+    }
 
     let base_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -324,6 +347,8 @@ fn prepare_guest(
         vcpus,
         serial_irq,
         exit_event,
+        mmio,
+        device_events,
     })
 }
 
@@ -539,11 +564,13 @@ fn run_vcpu(vcpu: &mut VcpuFd, index: usize, shared: &VmShared) {
                     data.fill(0xff);
                 }
             }
-            Ok(VcpuExit::MmioRead(_, data)) => data.fill(0xff),
-            Ok(VcpuExit::MmioWrite(..))
-            | Ok(VcpuExit::Hlt)
-            | Ok(VcpuExit::Intr)
-            | Ok(VcpuExit::IrqWindowOpen) => {}
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                shared.mmio.read(index, addr, data);
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                shared.mmio.write(index, addr, data);
+            }
+            Ok(VcpuExit::Hlt) | Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => {}
             Ok(VcpuExit::Shutdown) => {
                 shared.request_exit(VmExit::Failed(format!(
                     "the guest triple-faulted on vCPU {index}; its registers:\n  {}",
@@ -656,6 +683,7 @@ type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 fn event_loop(
     shared: &Arc<VmShared>,
     exit_event: EventFd,
+    devices: Vec<DeviceEvents>,
     timeout: Option<Duration>,
 ) -> Result<i32> {
     let mut manager: EventManager<Subscriber> =
@@ -665,6 +693,10 @@ fn event_loop(
         fired: false,
     }));
     manager.add_subscriber(watcher.clone());
+    // Queue notifications (ioeventfds) and TAP input are handled here, on the main thread.
+    for device in devices {
+        manager.add_subscriber(Arc::new(Mutex::new(device)));
+    }
     if std::io::stdin().is_terminal() {
         manager.add_subscriber(Arc::new(Mutex::new(StdinToSerial {
             shared: shared.clone(),
