@@ -43,7 +43,9 @@
 //! [`wait`] and [`wake`] are a futex kept at user level: waiters are queued in process-wide
 //! buckets hashed by address, each bucket under a spin lock, and the value is checked under that
 //! lock so a wake between the check and the sleep is never lost. A woken thread goes to its own
-//! dispatcher's inbox. [`Mutex`], [`Condvar`] and [`channel`] are built on them, as users would.
+//! dispatcher's inbox. [`Mutex`], [`Condvar`] and [`channel`] are built on them, as users would,
+//! and so are [`park`] and [`Thread::unpark`]: their token is a futex word of its own, so the
+//! runtime's internal blocking never consumes a token meant for the program.
 //!
 //! # The platform
 //!
@@ -52,9 +54,17 @@
 //! the guest these are K42 system calls (block the dispatcher, send it a soft interrupt); host
 //! tests use OS threads.
 //!
-//! Limits: threads are cooperative among themselves; a panic in a thread aborts (there is no
-//! unwinding across a context switch); stacks have no guard page, only a header checked on every
-//! switch.
+//! # Limits
+//!
+//! - Threads are cooperative among themselves: a more urgent thread that becomes runnable waits
+//!   for the running one to yield or block (the kernel still preempts whole dispatchers).
+//! - A panic in a thread aborts (there is no unwinding across a context switch).
+//! - Stacks are a fixed [`STACK_SIZE`] with no guard page, only a header checked on every switch.
+//! - The inbox and futex-bucket locks spin; a dispatcher preempted by the kernel while holding
+//!   one delays the others until it runs again.
+//! - A thread that never finishes (blocked forever) keeps its stack and the runtime alive.
+//! - MXCSR and the x87 control word are per thread only in builds with SSE (the host); the
+//!   guest's soft-float programs have no such state to keep.
 
 mod context;
 mod futex;
