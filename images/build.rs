@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The native programs packed into the initramfs as `bin/<name>`.
-const PROGRAMS: [&str; 7] = [
-    "init", "hello", "fault", "console", "kv", "kvclient", "threads",
+const PROGRAMS: [&str; 8] = [
+    "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench",
 ];
 
 fn main() {

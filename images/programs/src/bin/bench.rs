@@ -1,0 +1,94 @@
+//! User-level benchmarks, run as init (`init=/bin/bench`): an empty K42 system call, a PPC
+//! round trip to a server process, and a user-level thread switch. Prints `metric` lines.
+#![no_std]
+#![no_main]
+
+use k42_guest_lib::uthread::{self, Platform, Runtime};
+use k42_programs::kv;
+use k42_rt::kabi::Info;
+use k42_rt::{println, sys};
+
+k42_rt::entry!(main);
+
+const ROUNDS: u64 = 2000;
+const SWITCH_ROUNDS: u64 = 20_000;
+
+fn ns_since(start: u64) -> u64 {
+    let khz = sys::info(Info::TscKhz).max(1);
+    ((sys::rdtsc() - start) as u128 * 1_000_000 / khz as u128) as u64
+}
+
+struct OneDispatcher;
+
+impl Platform for OneDispatcher {
+    fn now_ns(&self) -> u64 {
+        k42_rt::now_ns()
+    }
+    fn dispatcher_count(&self) -> usize {
+        1
+    }
+    fn idle(&self, _dispatcher: usize, deadline_ns: Option<u64>) {
+        sys::block(deadline_ns.map_or(0, |d| d.max(1)));
+    }
+    fn kick(&self, _dispatcher: usize) {
+        let _ = sys::soft_interrupt(k42_rt::pid(), 0, 1);
+    }
+}
+
+fn main(_arg: u64) -> i64 {
+    // Empty system call.
+    for _ in 0..100 {
+        sys::null();
+    }
+    let entries = sys::info(Info::KernelEntries);
+    let start = sys::rdtsc();
+    for _ in 0..ROUNDS {
+        sys::null();
+    }
+    let ns = ns_since(start) / ROUNDS;
+    let entered = sys::info(Info::KernelEntries) - entries;
+    println!("metric null_syscall_ns {ns}");
+    println!(
+        "metric null_syscall_entries_per_call {}",
+        entered.saturating_sub(1) / ROUNDS
+    );
+
+    // PPC round trip to another process.
+    if let Err(e) = sys::spawn("/bin/kv", 0, 0) {
+        println!("bench: cannot start kv: {e:?}");
+        return 1;
+    }
+    let Ok(server) = k42_rt::lookup_retrying("kv") else {
+        println!("bench: kv never exported itself");
+        return 1;
+    };
+    for _ in 0..100 {
+        let _ = sys::ppc_call(server, [kv::UNKNOWN, 0, 0, 0]);
+    }
+    let start = sys::rdtsc();
+    for _ in 0..ROUNDS {
+        if sys::ppc_call(server, [kv::UNKNOWN, 0, 0, 0]) != Ok((kv::UNKNOWN, 0)) {
+            println!("bench: a PPC call failed");
+            return 1;
+        }
+    }
+    println!("metric ppc_roundtrip_ns {}", ns_since(start) / ROUNDS);
+
+    // User-level thread switch: two threads yielding to each other on one dispatcher.
+    let rt = Runtime::new(OneDispatcher);
+    let worker = || {
+        for _ in 0..SWITCH_ROUNDS {
+            uthread::yield_now();
+        }
+    };
+    rt.spawn(worker);
+    rt.spawn(worker);
+    let before = rt.stats(0).switches;
+    let start = sys::rdtsc();
+    rt.shutdown();
+    rt.run_dispatcher(0);
+    let switches = (rt.stats(0).switches - before).max(1);
+    println!("metric uthread_switch_ns {}", ns_since(start) / switches);
+    println!("metric uthread_switches {switches}");
+    0
+}
