@@ -327,16 +327,11 @@ pub fn timer_tick() {
 /// or used up its turn while others wait; otherwise returns to the same one.
 pub fn return_to_user(frame: &mut TrapFrame) {
     let cpu = this();
-    let running = {
-        let current = cpu.current.lock();
-        current
-            .as_ref()
-            .is_some_and(|d| d.state.lock().run == RunState::Running)
-    };
-    if running && !cpu.need_resched.swap(false, Ordering::AcqRel) {
+    // The fast path: one load. Everything that stops the current dispatcher (blocking, dying,
+    // a wake-up of another one here, a yield, the quantum's end) sets the flag.
+    if !cpu.need_resched.swap(false, Ordering::AcqRel) {
         return;
     }
-    cpu.need_resched.store(false, Ordering::Release);
     let earliest = wake_sleepers();
     let prev = cpu.current.lock().take();
     let mut requeue = false;
