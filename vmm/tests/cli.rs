@@ -23,6 +23,10 @@ fn help_explains_every_flag() {
         "--cmdline",
         "--timeout",
         "--timeline",
+        "--disk",
+        "--net",
+        "--rng",
+        "--virtio-console",
         "Exit status",
     ] {
         assert!(
