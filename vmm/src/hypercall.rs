@@ -156,7 +156,9 @@ fn run_mem_ops(mem: &GuestMemoryMmap, ops_gpa: u64, count: u32) -> (u32, i32) {
         }
         let in_ram = |start: u64| {
             start.checked_add(len).is_some_and(|end| {
-                len == 0 || mem.check_range(GuestAddress(start), len as usize, Permissions::ReadWrite) && end > start
+                len == 0
+                    || mem.check_range(GuestAddress(start), len as usize, Permissions::ReadWrite)
+                        && end > start
             })
         };
         if !in_ram(dst) || (src != pv::MEM_OP_ZERO && !in_ram(src)) {
