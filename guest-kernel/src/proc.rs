@@ -126,6 +126,23 @@ pub struct DispatcherState {
     pub messages: VecDeque<Message>,
 }
 
+impl DispatcherState {
+    /// The state of a new dispatcher that will start with `frame`.
+    fn new(frame: TrapFrame, run: RunState) -> DispatcherState {
+        DispatcherState {
+            frame,
+            fs_base: 0,
+            run,
+            pending_return: None,
+            pass: 0,
+            block_seq: 0,
+            serving: None,
+            waiting: VecDeque::new(),
+            messages: VecDeque::new(),
+        }
+    }
+}
+
 /// A dispatcher: the kernel's unit of scheduling, bound to one CPU.
 pub struct Dispatcher {
     /// Its process.
@@ -312,17 +329,7 @@ fn new_dispatcher(
         class: 1,
         tickets: 100,
         page,
-        state: Mutex::new(DispatcherState {
-            frame,
-            fs_base: 0,
-            run: RunState::Runnable,
-            pending_return: None,
-            pass: 0,
-            block_seq: 0,
-            serving: None,
-            waiting: VecDeque::new(),
-            messages: VecDeque::new(),
-        }),
+        state: Mutex::new(DispatcherState::new(frame, RunState::Runnable)),
     }))
 }
 
@@ -546,17 +553,7 @@ pub fn ppc_dispatcher(process: &Arc<Process>, cpu: usize) -> Result<Arc<Dispatch
         class: 1,
         tickets: 100,
         page: 0,
-        state: Mutex::new(DispatcherState {
-            frame: TrapFrame::default(),
-            fs_base: 0,
-            run: RunState::Idle,
-            pending_return: None,
-            pass: 0,
-            block_seq: 0,
-            serving: None,
-            waiting: VecDeque::new(),
-            messages: VecDeque::new(),
-        }),
+        state: Mutex::new(DispatcherState::new(TrapFrame::default(), RunState::Idle)),
     });
     list[cpu] = Some(d.clone());
     Ok(d)

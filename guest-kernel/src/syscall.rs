@@ -187,11 +187,17 @@ fn page_range(addr: u64, len: u64) -> Result<(u64, u64), Error> {
     Ok((addr, end))
 }
 
-fn map(me: &Arc<Dispatcher>, addr: u64, len: u64, prot: u64) -> SysResult {
-    let (start, end) = page_range(addr, len)?;
+/// Checks a [`Prot`] argument.
+fn prot_arg(prot: u64) -> Result<u64, Error> {
     if prot & !(Prot::READ | Prot::WRITE | Prot::EXEC) != 0 {
         return Err(Error::Invalid);
     }
+    Ok(prot)
+}
+
+fn map(me: &Arc<Dispatcher>, addr: u64, len: u64, prot: u64) -> SysResult {
+    let (start, end) = page_range(addr, len)?;
+    let prot = prot_arg(prot)?;
     me.process
         .aspace
         .lock()
@@ -228,9 +234,7 @@ fn unmap(me: &Arc<Dispatcher>, addr: u64, len: u64) -> SysResult {
 
 fn protect(me: &Arc<Dispatcher>, addr: u64, len: u64, prot: u64) -> SysResult {
     let (start, end) = page_range(addr, len)?;
-    if prot & !(Prot::READ | Prot::WRITE | Prot::EXEC) != 0 {
-        return Err(Error::Invalid);
-    }
+    let prot = prot_arg(prot)?;
     me.process
         .aspace
         .lock()

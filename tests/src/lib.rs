@@ -35,6 +35,45 @@ pub fn kernel_elf() -> &'static str {
     k42_images::KERNEL_ELF_PATH
 }
 
+/// Runs our kernel under `qemu-system-x86_64 -accel tcg -M microvm` (real x86 semantics) with
+/// `cpus` CPUs, an optional initrd and command line `append` (at most 120 s). A guest exit
+/// code `c` makes QEMU exit with `(c << 1) | 1` (isa-debug-exit).
+pub fn qemu_tcg_microvm(cpus: u32, initrd: Option<&str>, append: &str) -> Run {
+    let qemu = Path::new("/usr/bin/qemu-system-x86_64");
+    assert!(
+        qemu.exists(),
+        "qemu-system-x86_64 is missing; install Debian's qemu-system-x86 (scripts/setup does)"
+    );
+    let smp = cpus.to_string();
+    let mut args = vec![
+        "-accel",
+        "tcg",
+        "-M",
+        "microvm",
+        "-cpu",
+        "max",
+        "-m",
+        "128",
+        "-smp",
+        &smp,
+        "-nographic",
+        "-nodefaults",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+        "-kernel",
+        kernel_elf(),
+        "-append",
+        append,
+    ];
+    if let Some(initrd) = initrd {
+        args.extend_from_slice(&["-initrd", initrd]);
+    }
+    run_with_limit(qemu, &args, Duration::from_secs(120))
+}
+
 /// What a finished run printed and returned.
 #[derive(Debug)]
 pub struct Run {

@@ -1,42 +1,10 @@
 //! The same kernel ELF under QEMU TCG (`-M microvm`): real x86 semantics, INIT/SIPI start-up,
 //! the UART and isa-debug-exit instead of k42vm's paravirtual interface.
 
-use std::path::Path;
-use std::time::Duration;
-
 use k42_tests::*;
 
 fn qemu_ktests(cpus: u32) {
-    let qemu = Path::new("/usr/bin/qemu-system-x86_64");
-    assert!(
-        qemu.exists(),
-        "qemu-system-x86_64 is missing; install Debian's qemu-system-x86 (scripts/setup does)"
-    );
-    let smp = cpus.to_string();
-    let args = [
-        "-accel",
-        "tcg",
-        "-M",
-        "microvm",
-        "-cpu",
-        "max",
-        "-m",
-        "128",
-        "-smp",
-        &smp,
-        "-nographic",
-        "-nodefaults",
-        "-no-reboot",
-        "-serial",
-        "stdio",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=4",
-        "-kernel",
-        kernel_elf(),
-        "-append",
-        "k42.ktest",
-    ];
-    let run = run_with_limit(qemu, &args, Duration::from_secs(120));
+    let run = qemu_tcg_microvm(cpus, None, "k42.ktest");
     let context = run.all();
     // isa-debug-exit: QEMU exits with (code << 1) | 1, so a guest exit code of 0 is status 1.
     assert_eq!(

@@ -2,9 +2,6 @@
 //! with dispatchers on every CPU, call servers by PPC, and fail safely. Under k42vm (where
 //! user code enters the kernel by `int3`) and under QEMU TCG (real x86: `syscall`).
 
-use std::path::Path;
-use std::time::Duration;
-
 use k42_tests::*;
 
 fn initrd() -> &'static str {
@@ -129,38 +126,7 @@ fn missing_or_bad_init_is_a_clear_error() {
 }
 
 fn qemu_user(cpus: u32) {
-    let qemu = Path::new("/usr/bin/qemu-system-x86_64");
-    assert!(
-        qemu.exists(),
-        "qemu-system-x86_64 is missing; install Debian's qemu-system-x86 (scripts/setup does)"
-    );
-    let smp = cpus.to_string();
-    let args = [
-        "-accel",
-        "tcg",
-        "-M",
-        "microvm",
-        "-cpu",
-        "max",
-        "-m",
-        "128",
-        "-smp",
-        &smp,
-        "-nographic",
-        "-nodefaults",
-        "-no-reboot",
-        "-serial",
-        "stdio",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=4",
-        "-kernel",
-        kernel_elf(),
-        "-initrd",
-        initrd(),
-        "-append",
-        "init=/bin/init k42.arg=50",
-    ];
-    let run = run_with_limit(qemu, &args, Duration::from_secs(120));
+    let run = qemu_tcg_microvm(cpus, Some(initrd()), "init=/bin/init k42.arg=50");
     let context = run.all();
     assert_eq!(
         run.status,
