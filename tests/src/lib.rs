@@ -35,6 +35,21 @@ pub fn kernel_elf() -> &'static str {
     k42_images::KERNEL_ELF_PATH
 }
 
+/// Asserts k42vm refused to start with its usage/setup status (2), said `needle` on stderr, and
+/// did not panic.
+pub fn assert_usage_error(run: &Run, needle: &str) {
+    let context = run.all();
+    assert_eq!(run.status, Some(2), "expected exit status 2\n{context}");
+    assert!(
+        run.stderr.contains(needle),
+        "stderr lacks '{needle}'\n{context}"
+    );
+    assert!(
+        !run.stderr.contains("panicked"),
+        "k42vm panicked\n{context}"
+    );
+}
+
 /// Runs our kernel under `qemu-system-x86_64 -accel tcg -M microvm` (real x86 semantics) with
 /// `cpus` CPUs, an optional initrd and command line `append` (at most 120 s). A guest exit
 /// code `c` makes QEMU exit with `(c << 1) | 1` (isa-debug-exit).

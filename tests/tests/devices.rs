@@ -32,19 +32,6 @@ impl Drop for Scratch {
     }
 }
 
-fn assert_usage_error(run: &Run, needle: &str) {
-    let context = run.all();
-    assert_eq!(run.status, Some(2), "expected exit status 2\n{context}");
-    assert!(
-        run.stderr.contains(needle),
-        "stderr lacks '{needle}'\n{context}"
-    );
-    assert!(
-        !run.stderr.contains("panicked"),
-        "k42vm panicked\n{context}"
-    );
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }

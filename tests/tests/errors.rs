@@ -5,19 +5,6 @@ use std::time::Duration;
 
 use k42_tests::*;
 
-fn assert_usage_error(run: &Run, needle: &str) {
-    let context = run.all();
-    assert_eq!(run.status, Some(2), "expected exit status 2\n{context}");
-    assert!(
-        run.stderr.contains(needle),
-        "stderr lacks '{needle}'\n{context}"
-    );
-    assert!(
-        !run.stderr.contains("panicked"),
-        "k42vm panicked\n{context}"
-    );
-}
-
 #[test]
 fn missing_kernel_file() {
     assert_usage_error(

@@ -161,10 +161,6 @@ impl VirtioDevice for Console {
         }
     }
 
-    fn activate(&mut self, _features: u64) -> Result<(), DeviceError> {
-        Ok(())
-    }
-
     fn process_queue(
         &mut self,
         queue: usize,

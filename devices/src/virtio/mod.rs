@@ -174,8 +174,11 @@ pub trait VirtioDevice: Send {
     /// Writes device configuration space; the default ignores writes.
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
-    /// Called when the driver sets DRIVER_OK, with the negotiated features.
-    fn activate(&mut self, features: u64) -> Result<(), DeviceError>;
+    /// Called when the driver sets DRIVER_OK, with the negotiated features (nothing to do
+    /// unless a device's behaviour depends on them).
+    fn activate(&mut self, _features: u64) -> Result<(), DeviceError> {
+        Ok(())
+    }
 
     /// Processes the buffers the driver made available on queue `queue`.
     fn process_queue(

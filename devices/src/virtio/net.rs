@@ -334,10 +334,6 @@ impl VirtioDevice for Net {
         copy_config(&self.config, offset, data);
     }
 
-    fn activate(&mut self, _features: u64) -> Result<(), DeviceError> {
-        Ok(())
-    }
-
     fn process_queue(
         &mut self,
         queue: usize,

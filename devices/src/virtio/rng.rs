@@ -41,10 +41,6 @@ impl VirtioDevice for Rng {
         data.fill(0);
     }
 
-    fn activate(&mut self, _features: u64) -> Result<(), DeviceError> {
-        Ok(())
-    }
-
     fn process_queue(
         &mut self,
         queue: usize,
