@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The native programs packed into the initramfs as `bin/<name>`.
-const PROGRAMS: [&str; 8] = [
-    "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench",
+const PROGRAMS: [&str; 9] = [
+    "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench", "fpu",
 ];
 
 fn main() {

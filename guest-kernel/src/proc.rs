@@ -14,7 +14,7 @@ use k42_guest_lib::kabi::{self, DispatcherPage, Message, Prot};
 use k42_linux_abi::elf;
 use spin::{Mutex, Once};
 
-use crate::arch::{gdt, idt::TrapFrame};
+use crate::arch::{gdt, idt::TrapFrame, user};
 use crate::mm::aspace::{AddressSpace, Backing, Region};
 use crate::mm::bulk::MemBatch;
 use crate::{mm, platform};
@@ -110,6 +110,8 @@ pub struct DispatcherState {
     pub frame: TrapFrame,
     /// Saved FS base.
     pub fs_base: u64,
+    /// Saved x87/SSE registers.
+    pub fpu: alloc::boxed::Box<user::FpuState>,
     /// Where it is.
     pub run: RunState,
     /// A value for `rax` (and `rdx`) to return with when it next runs.
@@ -132,6 +134,7 @@ impl DispatcherState {
         DispatcherState {
             frame,
             fs_base: 0,
+            fpu: alloc::boxed::Box::new(user::FpuState::initial()),
             run,
             pending_return: None,
             pass: 0,

@@ -249,10 +249,12 @@ pub fn hand_off(frame: &mut TrapFrame, next: Arc<Dispatcher>) {
     drop(prev);
 }
 
+/// Saves the user state of the dispatcher leaving this CPU: registers, FS base, x87/SSE.
 fn save(d: &Arc<Dispatcher>, frame: &TrapFrame) {
     let mut state = d.state.lock();
     state.frame = *frame;
     state.fs_base = user::fs_base();
+    state.fpu.save();
 }
 
 fn load(next: &Arc<Dispatcher>, frame: &mut TrapFrame, prev: Option<&Arc<Dispatcher>>) {
@@ -264,6 +266,7 @@ fn load(next: &Arc<Dispatcher>, frame: &mut TrapFrame, prev: Option<&Arc<Dispatc
             frame.rdx = rdx;
         }
     }
+    state.fpu.restore();
     let fs = state.fs_base;
     drop(state);
     user::set_fs_base(fs);
@@ -336,19 +339,15 @@ pub fn return_to_user(frame: &mut TrapFrame) {
     let prev = cpu.current.lock().take();
     let mut requeue = false;
     if let Some(prev) = &prev {
-        let mut state = prev.state.lock();
-        state.frame = *frame;
-        state.fs_base = user::fs_base();
-        if state.run == RunState::Running {
-            if with_queue(percpu::index(), |q| q.len()) == 0 {
-                // Nothing else wants this CPU: keep running.
-                drop(state);
-                *cpu.current.lock() = Some(prev.clone());
-                arm_timer(earliest, false);
-                return;
-            }
-            requeue = true;
+        let running = prev.state.lock().run == RunState::Running;
+        if running && with_queue(percpu::index(), |q| q.len()) == 0 {
+            // Nothing else wants this CPU: keep running.
+            *cpu.current.lock() = Some(prev.clone());
+            arm_timer(earliest, false);
+            return;
         }
+        save(prev, frame);
+        requeue = running;
     }
     if requeue {
         if let Some(prev) = &prev {

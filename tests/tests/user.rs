@@ -18,6 +18,12 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         output.contains("process 4 (/bin/fault): page fault at 0x10 (read)"),
         "the faulting program was not reported and ended\n{context}"
     );
+    for seed in [1, 2] {
+        assert!(
+            output.contains(&format!("fpu {seed}: registers intact over 200 turns")),
+            "x87/SSE registers of process {seed} survive dispatcher switches\n{context}"
+        );
+    }
     assert!(
         output.contains(&format!("threads: {cpus} dispatchers,"))
             && output.contains("threads: all checks passed"),

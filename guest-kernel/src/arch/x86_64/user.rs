@@ -40,8 +40,8 @@ pub fn init_cpu() {
 }
 
 /// Lets user code use SSE (the kernel itself is built without it): CR0.EM off, CR0.MP on,
-/// CR4.OSFXSR and CR4.OSXMMEXCPT on. Register state is not yet switched between dispatchers
-/// (native programs use no SSE registers; the Linux personality will need FXSAVE/FXRSTOR).
+/// CR4.OSFXSR and CR4.OSXMMEXCPT on. Each dispatcher keeps its own register state
+/// ([`FpuState`]), switched with the dispatchers.
 fn enable_sse_for_user() {
     // SAFETY: these bits only enable SSE instructions and their exceptions; the kernel never
     // executes SSE code, so nothing it relies on changes.
@@ -57,6 +57,38 @@ fn enable_sse_for_user() {
             tmp = out(reg) _,
             options(nostack)
         )
+    }
+}
+
+/// A dispatcher's x87 and SSE registers in the FXSAVE layout (512 bytes, 16-byte aligned).
+#[repr(C, align(16))]
+#[derive(Clone)]
+pub struct FpuState([u8; 512]);
+
+impl FpuState {
+    /// The state a new dispatcher starts with: x87 control word 0x37f and MXCSR 0x1f80 (all
+    /// exceptions masked, round to nearest; the SysV defaults), every register zero.
+    pub fn initial() -> FpuState {
+        let mut bytes = [0u8; 512];
+        bytes[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        bytes[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        FpuState(bytes)
+    }
+
+    /// Stores this CPU's x87/SSE registers here.
+    #[inline(always)]
+    pub fn save(&mut self) {
+        // SAFETY: FXSAVE writes exactly 512 bytes at a 16-byte-aligned address, which `self`
+        // is (repr align 16, size 512); CR4.OSFXSR is set on every CPU before user code runs.
+        unsafe { asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack, preserves_flags)) }
+    }
+
+    /// Loads this CPU's x87/SSE registers from here.
+    #[inline(always)]
+    pub fn restore(&self) {
+        // SAFETY: FXRSTOR reads 512 aligned bytes that FXSAVE wrote or `initial` built (MXCSR
+        // without reserved bits, so it cannot fault); the kernel itself uses no x87/SSE state.
+        unsafe { asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags)) }
     }
 }
 

@@ -32,6 +32,17 @@ fn main(arg: u64) -> i64 {
     ok &= run("/bin/hello", 0, 0, 0);
     // A faulting program is ended with SIGSEGV's status; everything else carries on.
     ok &= run("/bin/fault", 0, 0, 128 + 11);
+    // Two processes sharing a CPU keep their own x87/SSE registers.
+    let fpu: [_; 2] = [1, 2].map(|seed| sys::spawn("/bin/fpu", seed, 0));
+    for child in fpu {
+        match child.and_then(sys::wait) {
+            Ok(0) => {}
+            other => {
+                println!("init: fpu: {other:?}");
+                ok = false;
+            }
+        }
+    }
     // User-level threads on a dispatcher per CPU.
     ok &= run("/bin/threads", 0, 0, 0);
     match sys::spawn("/bin/kv", 0, 0) {
