@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The native programs packed into the initramfs as `bin/<name>`.
-const PROGRAMS: [&str; 9] = [
-    "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench", "fpu",
+const PROGRAMS: [&str; 10] = [
+    "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench", "fpu", "upcall",
 ];
 
 fn main() {

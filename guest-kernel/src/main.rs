@@ -23,6 +23,7 @@ mod sched;
 mod smp;
 mod syscall;
 mod timer;
+mod upcall;
 
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, Ordering};

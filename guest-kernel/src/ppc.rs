@@ -3,7 +3,8 @@
 //! queue in between. Arguments and results travel in registers; bulk data in the caller's
 //! PPC buffer page, which the kernel maps into the server's window for the call. A server has
 //! one PPC dispatcher per CPU, so clients on every CPU are served at once; callers that find
-//! it busy (its current call was preempted) wait their turn and then re-issue the call.
+//! it busy (its current call was preempted) wait their turn and then re-issue the call, or,
+//! if they take upcalls, run other threads until told to retry.
 //!
 //! Asynchronous messages go to a dispatcher's queue, set a soft-interrupt bit and never block.
 
@@ -63,23 +64,29 @@ pub fn call(frame: &mut TrapFrame, client: Arc<Dispatcher>) -> Result<(), kabi::
     let server_pid = frame.rdi;
     let server = proc::process(server_pid).ok_or(kabi::Error::NotFound)?;
     let entry = server.ppc_entry.load(Ordering::Acquire);
-    if entry == 0 {
+    if entry == 0 || server.exiting.load(Ordering::Acquire) {
         return Err(kabi::Error::NotFound);
     }
     let cpu = client.cpu;
-    let buffer = proc::ppc_buffer(&client.process, cpu)?;
+    let buffer = proc::ppc_buffer(&client.process, client.index)?;
     let target = proc::ppc_dispatcher(&server, cpu)?;
     let mut state = target.state.lock();
     match state.run {
         RunState::Idle => {}
         RunState::Dead => return Err(kabi::Error::NotFound),
         _ => {
-            // Busy: queue the client; it re-issues the call when its turn comes.
-            drop(state);
-            sched::block_current(BlockReason::PpcQueue);
+            // Busy. The call is to be re-issued from the start of the entry stub. A client
+            // that takes upcalls runs another of its threads meanwhile and is told when to
+            // retry; any other is queued (blocked) and re-issues the call when its turn comes.
             frame.rip = restart_address();
             frame.rax = Sys::PpcCall as u64;
-            target.state.lock().waiting.push_back(client);
+            if crate::upcall::blocked(&client, frame) {
+                state.retry.push(client);
+            } else {
+                drop(state);
+                sched::block_current(BlockReason::PpcQueue);
+                target.state.lock().waiting.push_back(client);
+            }
             return Ok(());
         }
     }
@@ -112,14 +119,21 @@ pub fn call(frame: &mut TrapFrame, client: Arc<Dispatcher>) -> Result<(), kabi::
 /// `ppc_return(r0, r1)` from a PPC dispatcher (`server_side`, current): the client resumes
 /// with the results; the next waiting client, if any, is let in.
 pub fn ret(frame: &mut TrapFrame, server_side: Arc<Dispatcher>) -> Result<(), kabi::Error> {
-    let (client, next) = {
+    let (client, next, retry) = {
         let mut state = server_side.state.lock();
         let Some(client) = state.serving.take() else {
             return Err(kabi::Error::Invalid);
         };
         state.run = RunState::Idle;
-        (client, state.waiting.pop_front())
+        (
+            client,
+            state.waiting.pop_front(),
+            core::mem::take(&mut state.retry),
+        )
     };
+    for d in &retry {
+        crate::upcall::retry(d);
+    }
     if let Some(space) = server_side.process.aspace.lock().as_mut() {
         space.unmap_page(kabi::ppc_window(server_side.cpu));
     }
@@ -171,10 +185,7 @@ pub fn send(
             words,
         });
     }
-    let pending = target.post_soft_interrupt(kabi::SOFT_INTERRUPT_MESSAGE);
-    if sched::wake(&target, BlockReason::SoftInterrupt, pending, None) {
-        target.take_soft_interrupts();
-    }
+    sched::post_soft_interrupt(&target, kabi::SOFT_INTERRUPT_MESSAGE);
     Ok(())
 }
 

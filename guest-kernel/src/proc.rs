@@ -122,8 +122,10 @@ pub struct DispatcherState {
     pub block_seq: u64,
     /// PPC dispatchers: the client whose call is being served.
     pub serving: Option<Arc<Dispatcher>>,
-    /// PPC dispatchers: clients waiting for this one.
+    /// PPC dispatchers: clients waiting (blocked) for this one.
     pub waiting: VecDeque<Arc<Dispatcher>>,
+    /// PPC dispatchers: clients that took a blocked upcall, to be told when to retry.
+    pub retry: Vec<Arc<Dispatcher>>,
     /// Pending asynchronous messages.
     pub messages: VecDeque<Message>,
 }
@@ -141,6 +143,7 @@ impl DispatcherState {
             block_seq: 0,
             serving: None,
             waiting: VecDeque::new(),
+            retry: Vec::new(),
             messages: VecDeque::new(),
         }
     }
@@ -219,7 +222,7 @@ pub struct Process {
     pub ppc_dispatchers: Mutex<Vec<Option<Arc<Dispatcher>>>>,
     /// PPC entry point, once it exported itself as a server.
     pub ppc_entry: AtomicU64,
-    /// Its PPC buffer frames, by CPU (allocated on first call from that CPU).
+    /// Its PPC buffer frames, by dispatcher index.
     pub ppc_buffers: Mutex<Vec<u64>>,
     /// Memory objects it maps (kept alive while mapped).
     pub memobjs: Mutex<Vec<Arc<crate::memobj::Memobj>>>,
@@ -431,7 +434,7 @@ pub fn spawn(
         }
     };
     *process.aspace.lock() = Some(space);
-    if ppc_buffer(&process, cpu).is_err() {
+    if ppc_buffer(&process, 0).is_err() {
         return Err(SpawnError::NoMemory);
     }
     process.dispatchers.lock().push(dispatcher.clone());
@@ -514,7 +517,7 @@ pub fn create_dispatcher(
     let frame = user_frame(rip, rsp, arg, kabi::dispatcher_page(index));
     let d = new_dispatcher(process, space, index, cpu, frame).map_err(kabi::Error::from)?;
     drop(space_guard);
-    ppc_buffer(process, cpu)?;
+    ppc_buffer(process, index)?;
     dispatchers.push(d.clone());
     drop(dispatchers);
     crate::sched::make_runnable(d);
@@ -562,17 +565,18 @@ pub fn ppc_dispatcher(process: &Arc<Process>, cpu: usize) -> Result<Arc<Dispatch
     Ok(d)
 }
 
-/// The PPC buffer frame of `process` for calls from `cpu`, allocated and mapped on first use.
-pub fn ppc_buffer(process: &Arc<Process>, cpu: usize) -> Result<u64, kabi::Error> {
+/// The PPC buffer frame of `process`'s dispatcher `dispatcher` (the page its calls carry),
+/// allocated and mapped on first use.
+pub fn ppc_buffer(process: &Arc<Process>, dispatcher: usize) -> Result<u64, kabi::Error> {
     let mut buffers = process.ppc_buffers.lock();
-    if buffers.len() <= cpu {
-        buffers.resize(cpu + 1, 0);
+    if buffers.len() <= dispatcher {
+        buffers.resize(dispatcher + 1, 0);
     }
-    if buffers[cpu] != 0 {
-        return Ok(buffers[cpu]);
+    if buffers[dispatcher] != 0 {
+        return Ok(buffers[dispatcher]);
     }
     let frame = mm::alloc_frame().ok_or(kabi::Error::NoMemory)?;
-    let va = kabi::ppc_buffer(cpu);
+    let va = kabi::ppc_buffer(dispatcher);
     let mut guard = process.aspace.lock();
     let space = guard.as_mut().ok_or(kabi::Error::NotFound)?;
     let prot = Prot::READ | Prot::WRITE;
@@ -588,7 +592,7 @@ pub fn ppc_buffer(process: &Arc<Process>, cpu: usize) -> Result<u64, kabi::Error
         mm::free_zeroed(&[frame]);
         return Err(e.into());
     }
-    buffers[cpu] = frame;
+    buffers[dispatcher] = frame;
     Ok(frame)
 }
 

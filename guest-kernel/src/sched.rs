@@ -222,16 +222,54 @@ pub fn wake(d: &Arc<Dispatcher>, reason: BlockReason, rax: u64, rdx: Option<u64>
     true
 }
 
+/// Sets soft-interrupt `bits` for `d` and makes sure it notices: blocked for soft interrupts,
+/// it wakes with all pending bits; running, its CPU is told, so it takes an interrupt upcall
+/// (if it takes upcalls) when it next returns to user mode; queued, it does so when it runs.
+pub fn post_soft_interrupt(d: &Arc<Dispatcher>, bits: u64) {
+    let mut state = d.state.lock();
+    d.post_soft_interrupt(bits);
+    match state.run {
+        RunState::Blocked(BlockReason::SoftInterrupt) => {
+            // Under the dispatcher's lock: a second poster finds it runnable and leaves its
+            // bits pending, so none is lost.
+            state.pending_return = Some((d.take_soft_interrupts(), None));
+            drop(state);
+            make_runnable(d.clone());
+        }
+        RunState::Running => {
+            drop(state);
+            kick(d.cpu);
+        }
+        _ => {}
+    }
+}
+
 /// Kills `d`: it never runs again; if it runs on another CPU, that CPU is told to switch.
 pub fn kill(d: &Arc<Dispatcher>) {
-    let was = core::mem::replace(&mut d.state.lock().run, RunState::Dead);
-    {
+    let (was, serving, waiting, retry) = {
         let mut state = d.state.lock();
-        state.serving = None;
-        state.waiting.clear();
-    }
+        (
+            core::mem::replace(&mut state.run, RunState::Dead),
+            state.serving.take(),
+            core::mem::take(&mut state.waiting),
+            core::mem::take(&mut state.retry),
+        )
+    };
     if was == RunState::Running {
         kick(d.cpu);
+    }
+    // A dying server's clients carry on: the one being served gets an error, the queued ones
+    // re-issue their calls (and get the same error).
+    if let Some(client) = serving {
+        let error = k42_guest_lib::kabi::Error::NotFound as i64 as u64;
+        wake(&client, BlockReason::PpcReply, error, None);
+    }
+    for client in waiting {
+        let call = k42_guest_lib::kabi::Sys::PpcCall as u64;
+        wake(&client, BlockReason::PpcQueue, call, None);
+    }
+    for client in &retry {
+        crate::upcall::retry(client);
     }
 }
 
@@ -269,6 +307,7 @@ fn load(next: &Arc<Dispatcher>, frame: &mut TrapFrame, prev: Option<&Arc<Dispatc
     state.fpu.restore();
     let fs = state.fs_base;
     drop(state);
+    crate::upcall::deliver_pending(next, frame);
     user::set_fs_base(fs);
     let same_space = prev.is_some_and(|p| Arc::ptr_eq(&p.process, &next.process));
     if !same_space {
@@ -296,10 +335,12 @@ fn wake_sleepers() -> Option<u64> {
         sleepers.iter().map(|s| s.0).min()
     };
     for (_, seq, d) in due {
-        let current_seq = d.state.lock().block_seq;
-        if current_seq == seq {
-            d.take_soft_interrupts();
-            wake(&d, BlockReason::SoftInterrupt, 0, None);
+        let mut state = d.state.lock();
+        if state.block_seq == seq && state.run == RunState::Blocked(BlockReason::SoftInterrupt) {
+            // The deadline passed: `block` returns whatever bits are pending (usually 0).
+            state.pending_return = Some((d.take_soft_interrupts(), None));
+            drop(state);
+            make_runnable(d);
         }
     }
     earliest
@@ -341,7 +382,9 @@ pub fn return_to_user(frame: &mut TrapFrame) {
     if let Some(prev) = &prev {
         let running = prev.state.lock().run == RunState::Running;
         if running && with_queue(percpu::index(), |q| q.len()) == 0 {
-            // Nothing else wants this CPU: keep running.
+            // Nothing else wants this CPU: keep running (taking any soft interrupts posted
+            // to it meanwhile).
+            crate::upcall::deliver_pending(prev, frame);
             *cpu.current.lock() = Some(prev.clone());
             arm_timer(earliest, false);
             return;

@@ -169,10 +169,7 @@ fn soft_interrupt(me: &Arc<Dispatcher>, pid: u64, index: u64, bits: u64) -> SysR
     if bits == 0 {
         return Err(Error::Invalid);
     }
-    let pending = target.post_soft_interrupt(bits);
-    if sched::wake(&target, BlockReason::SoftInterrupt, pending, None) {
-        target.take_soft_interrupts();
-    }
+    sched::post_soft_interrupt(&target, bits);
     Ok(0)
 }
 

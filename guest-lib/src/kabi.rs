@@ -21,7 +21,8 @@ pub const DISPATCHER_AREA: u64 = 0x0000_7fff_ffe0_0000;
 /// A server's PPC window on CPU `c` is at `PPC_WINDOW_AREA + c * PAGE_SIZE`: the caller's PPC
 /// buffer page, mapped there for the duration of a call.
 pub const PPC_WINDOW_AREA: u64 = 0x0000_7fff_ffc0_0000;
-/// A process's own PPC buffer for calls made from CPU `c`: `PPC_BUFFER_AREA + c * PAGE_SIZE`.
+/// The PPC buffer of a process's dispatcher `d` (the page its calls carry to the server):
+/// `PPC_BUFFER_AREA + d * PAGE_SIZE`.
 pub const PPC_BUFFER_AREA: u64 = 0x0000_7fff_ffa0_0000;
 /// The stacks a server's PPC handler runs on: CPU `c`'s is the [`PPC_STACK_SIZE`] below
 /// `PPC_STACK_AREA + (c + 1) * PPC_STACK_SIZE` (demand-zero).
@@ -249,8 +250,95 @@ pub const SOFT_INTERRUPT_MESSAGE: u64 = 1 << 63;
 /// `cpu` is in `rax`.
 pub const PPC_ENTRY_ARGS: usize = 4;
 
-/// The start of a dispatcher's shared page (the rest is reserved). The kernel sets the
-/// soft-interrupt bits; user code takes them with an atomic swap (or through `block`).
+/// Soft-interrupt bit the kernel sets when a call that found a server busy may be re-issued
+/// (see [`UPCALL_BLOCKED`]); [`DispatcherPage::retry_count`] is bumped just before.
+pub const SOFT_INTERRUPT_RETRY: u64 = 1 << 62;
+
+/// Upcall reason (in `rsi`): soft interrupts are pending; the interrupted context is in the
+/// save area and resumes unchanged.
+pub const UPCALL_INTERRUPT: u64 = 1;
+/// Upcall reason (in `rsi`): the thread in the save area made a call that would block the
+/// dispatcher in the kernel (a PPC call to a busy server). Resuming the save area re-issues the
+/// call; it is worth doing once [`DispatcherPage::retry_count`] differs from the value in `rdx`.
+pub const UPCALL_BLOCKED: u64 = 2;
+
+/// The user registers of an interrupted or blocked context, as the kernel saved them when it
+/// upcalled the dispatcher.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaveArea {
+    /// General registers, in this order.
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    /// Where it resumes.
+    pub rip: u64,
+    /// Its stack pointer.
+    pub rsp: u64,
+    /// Its flags.
+    pub rflags: u64,
+}
+
+impl SaveArea {
+    /// Number of 8-byte words.
+    pub const WORDS: usize = 18;
+    /// Byte offsets of `rip`, `rsp` and `rflags`.
+    pub const RIP: usize = 15 * 8;
+    /// Byte offset of `rsp`.
+    pub const RSP: usize = 16 * 8;
+    /// Byte offset of `rflags`.
+    pub const RFLAGS: usize = 17 * 8;
+
+    /// The words in memory order.
+    pub fn to_words(&self) -> [u64; Self::WORDS] {
+        [
+            self.rax,
+            self.rbx,
+            self.rcx,
+            self.rdx,
+            self.rsi,
+            self.rdi,
+            self.rbp,
+            self.r8,
+            self.r9,
+            self.r10,
+            self.r11,
+            self.r12,
+            self.r13,
+            self.r14,
+            self.r15,
+            self.rip,
+            self.rsp,
+            self.rflags,
+        ]
+    }
+}
+
+/// A dispatcher's page shared between the kernel and user level (K42's dispatcher structure):
+/// identity, pending soft interrupts, the disabled flag, the upcall entry point and the save
+/// area. The kernel sets soft-interrupt bits; user code takes them with an atomic swap (or
+/// through `block`).
+///
+/// Upcalls: while `upcall_entry` is 0 the kernel never upcalls (a call that must wait blocks
+/// the dispatcher). Once set, whenever the kernel resumes the dispatcher with soft interrupts
+/// pending and `disabled` clear, or a call of it would block in the kernel, it stores the
+/// registers it would have resumed in `save_area`, sets `disabled`, and enters `upcall_entry`
+/// with `rsp` = `upcall_stack` (16-byte aligned), `rdi` = this page's address, `rsi` = the
+/// reason ([`UPCALL_INTERRUPT`], [`UPCALL_BLOCKED`]) and `rdx` = `retry_count`. User level
+/// clears `disabled` once the save area has been consumed, and must look at the
+/// soft-interrupt word after clearing it (bits that arrive while disabled wait for it).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct DispatcherPage {
@@ -268,7 +356,25 @@ pub struct DispatcherPage {
     pub tsc_khz: u64,
     /// The argument the process was spawned with.
     pub spawn_arg: u64,
+    /// Non-zero: the dispatcher runs disabled and the kernel makes no upcalls.
+    pub disabled: core::sync::atomic::AtomicU64,
+    /// Where upcalls enter (0: no upcalls).
+    pub upcall_entry: core::sync::atomic::AtomicU64,
+    /// Top of the stack upcalls start on.
+    pub upcall_stack: core::sync::atomic::AtomicU64,
+    /// Bumped by the kernel before it sets [`SOFT_INTERRUPT_RETRY`] (a futex word for threads
+    /// waiting to re-issue a blocked call).
+    pub retry_count: core::sync::atomic::AtomicU32,
+    /// Reserved (zero).
+    pub reserved: u32,
+    /// The context the last upcall interrupted or blocked.
+    pub save_area: SaveArea,
 }
+
+/// Byte offset of [`DispatcherPage::disabled`].
+pub const DISABLED_OFFSET: usize = core::mem::offset_of!(DispatcherPage, disabled);
+/// Byte offset of [`DispatcherPage::save_area`].
+pub const SAVE_AREA_OFFSET: usize = core::mem::offset_of!(DispatcherPage, save_area);
 
 /// Address of dispatcher `index`'s shared page.
 pub const fn dispatcher_page(index: usize) -> u64 {
@@ -280,9 +386,9 @@ pub const fn ppc_window(cpu: usize) -> u64 {
     PPC_WINDOW_AREA + cpu as u64 * PAGE_SIZE
 }
 
-/// Address of a process's own PPC buffer for calls from `cpu`.
-pub const fn ppc_buffer(cpu: usize) -> u64 {
-    PPC_BUFFER_AREA + cpu as u64 * PAGE_SIZE
+/// Address of the PPC buffer of a process's dispatcher `dispatcher`.
+pub const fn ppc_buffer(dispatcher: usize) -> u64 {
+    PPC_BUFFER_AREA + dispatcher as u64 * PAGE_SIZE
 }
 
 /// Top of a server's PPC stack on `cpu`.
@@ -310,6 +416,33 @@ mod tests {
         assert_eq!(Error::from_return(5), None);
         assert_eq!(Info::from_number(6), Some(Info::KernelEntries));
         assert_eq!(Info::from_number(7), None);
+    }
+
+    #[test]
+    fn dispatcher_page_layout_is_the_contract() {
+        // The kernel writes these offsets and the upcall trampoline reads them.
+        assert_eq!(core::mem::offset_of!(DispatcherPage, spawn_arg), 48);
+        assert_eq!(DISABLED_OFFSET, 56);
+        assert_eq!(core::mem::offset_of!(DispatcherPage, upcall_entry), 64);
+        assert_eq!(core::mem::offset_of!(DispatcherPage, upcall_stack), 72);
+        assert_eq!(core::mem::offset_of!(DispatcherPage, retry_count), 80);
+        assert_eq!(SAVE_AREA_OFFSET, 88);
+        assert_eq!(core::mem::size_of::<SaveArea>(), SaveArea::WORDS * 8);
+        assert!(core::mem::size_of::<DispatcherPage>() <= PAGE_SIZE as usize);
+        let area = SaveArea {
+            rax: 1,
+            r15: 15,
+            rip: 16,
+            rsp: 17,
+            rflags: 18,
+            ..SaveArea::default()
+        };
+        let words = area.to_words();
+        assert_eq!((words[0], words[14], words[SaveArea::RIP / 8]), (1, 15, 16));
+        assert_eq!(
+            (words[SaveArea::RSP / 8], words[SaveArea::RFLAGS / 8]),
+            (17, 18)
+        );
     }
 
     // The fixed areas do not overlap and lie above what user mappings may use (for 64 CPUs).

@@ -258,9 +258,10 @@ pub fn memobj_grant(id: u64, pid: u64) -> SysResult<()> {
     check(raw(Sys::MemobjGrant, id, pid, 0, 0).0).map(|_| ())
 }
 
-/// This process's PPC buffer for calls made from `cpu` (mapped on the first call from it).
-pub fn ppc_buffer(cpu: usize) -> *mut u8 {
-    kabi::ppc_buffer(cpu) as *mut u8
+/// The PPC buffer of this process's dispatcher `dispatcher` (mapped when the dispatcher is
+/// created): the page a call from that dispatcher shows the server.
+pub fn ppc_buffer(dispatcher: usize) -> *mut u8 {
+    kabi::ppc_buffer(dispatcher) as *mut u8
 }
 
 /// The TSC.
@@ -332,4 +333,162 @@ extern "C" {
 
 fn k42_ppc_entry_address() -> u64 {
     k42_ppc_entry as *const () as u64
+}
+
+/// The shared page of dispatcher `index` of this process.
+pub fn dispatcher_page(index: usize) -> &'static kabi::DispatcherPage {
+    // SAFETY: in a guest process the kernel maps each dispatcher's page (read-write, never
+    // unmapped while the process lives) before the dispatcher runs; its layout is
+    // `DispatcherPage`'s and every field user code or the kernel changes is atomic.
+    unsafe { &*(kabi::dispatcher_page(index) as *const kabi::DispatcherPage) }
+}
+
+/// Nanoseconds of TSC time (the time base of [`block`] deadlines).
+pub fn now_ns() -> u64 {
+    let khz = dispatcher_page(0).tsc_khz.max(1);
+    (u128::from(rdtsc()) * 1_000_000 / u128::from(khz)) as u64
+}
+
+/// A copy of the PPC buffer of dispatcher `dispatcher` (see [`ppc_buffer`]).
+pub fn ppc_buffer_save(dispatcher: usize) -> [u8; kabi::PAGE_SIZE as usize] {
+    let mut copy = [0u8; kabi::PAGE_SIZE as usize];
+    // SAFETY: the kernel maps each dispatcher's PPC buffer (one page, read-write) when it
+    // creates the dispatcher, and never unmaps it.
+    unsafe {
+        core::ptr::copy_nonoverlapping(ppc_buffer(dispatcher), copy.as_mut_ptr(), copy.len())
+    };
+    copy
+}
+
+/// Puts back a copy taken by [`ppc_buffer_save`].
+pub fn ppc_buffer_restore(dispatcher: usize, copy: &[u8; kabi::PAGE_SIZE as usize]) {
+    // SAFETY: as in `ppc_buffer_save`; the dispatcher runs one thread at a time.
+    unsafe { core::ptr::copy_nonoverlapping(copy.as_ptr(), ppc_buffer(dispatcher), copy.len()) };
+}
+
+/// Why the kernel upcalled a dispatcher (see [`kabi::DispatcherPage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upcall {
+    /// Soft interrupts are pending; the interrupted code resumes when the handler returns.
+    Interrupt,
+    /// The interrupted code made a call that would have blocked the dispatcher; it is re-issued
+    /// when the handler returns, which is worth doing once the page's `retry_count` is no
+    /// longer `retry_count`.
+    Blocked {
+        /// The page's retry count when the kernel upcalled.
+        retry_count: u32,
+    },
+}
+
+/// An upcall handler. It runs on the stack of the code the upcall interrupted, below that
+/// code's red zone, with the dispatcher enabled again: it may block its thread (a blocked
+/// call's thread, typically, until told to retry), and further upcalls may nest in it.
+pub type UpcallHandler = fn(&'static kabi::DispatcherPage, Upcall);
+
+static UPCALL_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes the kernel upcall dispatcher `index` (the caller's own) into `handler`, starting on
+/// the stack whose top is `stack_top` (a few hundred bytes are enough: the trampoline moves to
+/// the interrupted stack at once). One handler serves all dispatchers of a process: the first
+/// one registered stays.
+pub fn enable_upcalls(index: usize, stack_top: u64, handler: UpcallHandler) {
+    let _ =
+        UPCALL_HANDLER.compare_exchange(0, handler as usize, Ordering::AcqRel, Ordering::Acquire);
+    let page = dispatcher_page(index);
+    page.upcall_stack.store(stack_top, Ordering::Release);
+    page.upcall_entry
+        .store(k42_upcall_entry as *const () as u64, Ordering::Release);
+}
+
+extern "C" fn k42_upcall_dispatch(page: u64, reason: u64, retry_count: u64) {
+    let upcall = match reason {
+        kabi::UPCALL_INTERRUPT => Upcall::Interrupt,
+        kabi::UPCALL_BLOCKED => Upcall::Blocked {
+            retry_count: retry_count as u32,
+        },
+        _ => return,
+    };
+    let index = (page.wrapping_sub(kabi::DISPATCHER_AREA) / kabi::PAGE_SIZE) as usize;
+    let handler = UPCALL_HANDLER.load(Ordering::Acquire);
+    if handler != 0 {
+        // SAFETY: the only non-zero value stored is an `UpcallHandler` (in `enable_upcalls`).
+        let handler = unsafe { core::mem::transmute::<usize, UpcallHandler>(handler) };
+        handler(dispatcher_page(index), upcall);
+    }
+}
+
+/// Bytes the upcall trampoline leaves untouched below the interrupted stack pointer: the
+/// SysV red zone (128) and the 8-byte slot at -136 that holds the resume address.
+const UPCALL_STACK_GAP: u64 = 256;
+/// Where the interrupted resume address is parked, below the interrupted stack pointer.
+const UPCALL_RESUME_SLOT: u64 = 136;
+/// Offset of the FXSAVE image in the trampoline's frame (after the 18 saved words).
+const UPCALL_FXSAVE: u64 = 192;
+/// Size of the trampoline's frame: the saved words and the 512-byte FXSAVE image.
+const UPCALL_FRAME: u64 = UPCALL_FXSAVE + 512;
+
+// The upcall trampoline. Entered by the kernel disabled, on the upcall stack, with rdi = the
+// dispatcher page, rsi = reason, rdx = retry count. It copies the save area and the x87/SSE
+// registers into a frame below the interrupted stack (below its red zone), moves there,
+// enables the dispatcher (the save area is free again) and calls the handler; then it restores
+// everything and jumps back. An upcall that nests anywhere in here saves a context whose rsp
+// is inside or above this frame, and builds its own frame lower: this one, and the resume
+// address parked at -136 of the interrupted stack, are never overwritten.
+core::arch::global_asm!(
+    r#"
+    .global k42_upcall_entry
+k42_upcall_entry:
+    mov rax, [rdi + {save} + {rsp_off}]
+    sub rax, {gap} + {frame}
+    and rax, -64
+    xor ecx, ecx
+2:
+    mov r8, [rdi + {save} + rcx * 8]
+    mov [rax + rcx * 8], r8
+    inc ecx
+    cmp ecx, {words}
+    jb 2b
+    fxsave64 [rax + {fx}]
+    mov rsp, rax
+    mov qword ptr [rdi + {disabled}], 0
+    call {dispatch}
+    fxrstor64 [rsp + {fx}]
+    mov rax, [rsp + {rsp_off}]
+    mov rcx, [rsp + {rip_off}]
+    mov [rax - {slot}], rcx
+    mov rbx, [rsp + 8]
+    mov rcx, [rsp + 16]
+    mov rdx, [rsp + 24]
+    mov rsi, [rsp + 32]
+    mov rdi, [rsp + 40]
+    mov rbp, [rsp + 48]
+    mov r8, [rsp + 56]
+    mov r9, [rsp + 64]
+    mov r10, [rsp + 72]
+    mov r11, [rsp + 80]
+    mov r12, [rsp + 88]
+    mov r13, [rsp + 96]
+    mov r14, [rsp + 104]
+    mov r15, [rsp + 112]
+    mov rax, [rsp]
+    push qword ptr [rsp + {rflags_off}]
+    popfq
+    mov rsp, [rsp + {rsp_off}]
+    jmp qword ptr [rsp - {slot}]
+    "#,
+    save = const kabi::SAVE_AREA_OFFSET,
+    disabled = const kabi::DISABLED_OFFSET,
+    rsp_off = const kabi::SaveArea::RSP,
+    rip_off = const kabi::SaveArea::RIP,
+    rflags_off = const kabi::SaveArea::RFLAGS,
+    words = const kabi::SaveArea::WORDS,
+    gap = const UPCALL_STACK_GAP,
+    frame = const UPCALL_FRAME,
+    fx = const UPCALL_FXSAVE,
+    slot = const UPCALL_RESUME_SLOT,
+    dispatch = sym k42_upcall_dispatch,
+);
+
+extern "C" {
+    fn k42_upcall_entry();
 }

@@ -25,6 +25,11 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         );
     }
     assert!(
+        output.contains("upcall: all checks passed"),
+        "a PPC call that found the server busy was parked by upcall while its dispatcher ran \
+         other threads\n{context}"
+    );
+    assert!(
         output.contains(&format!("threads: {cpus} dispatchers,"))
             && output.contains("threads: all checks passed"),
         "user-level threads failed\n{context}"

@@ -84,3 +84,11 @@ pub fn frame_atomic(frame: u64, offset: usize) -> &'static core::sync::atomic::A
     // layout of u64 and every access to the word (kernel or user) is atomic.
     unsafe { &*((phys_to_virt(frame) + offset as u64) as *const core::sync::atomic::AtomicU64) }
 }
+
+/// The 32-bit word at `offset` in frame `frame`, as an atomic shared with user code (see
+/// [`frame_atomic`]).
+pub fn frame_atomic32(frame: u64, offset: usize) -> &'static core::sync::atomic::AtomicU32 {
+    assert!(offset.is_multiple_of(4) && (offset as u64) < k42_guest_lib::frames::FRAME_SIZE);
+    // SAFETY: as for `frame_atomic`, for an aligned 32-bit word.
+    unsafe { &*((phys_to_virt(frame) + offset as u64) as *const core::sync::atomic::AtomicU32) }
+}

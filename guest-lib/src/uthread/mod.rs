@@ -51,8 +51,8 @@
 //!
 //! The runtime asks little of the system below it ([`Platform`]): a clock, the number of
 //! dispatchers, "idle this dispatcher until kicked or a deadline", and "kick that dispatcher". In
-//! the guest these are K42 system calls (block the dispatcher, send it a soft interrupt); host
-//! tests use OS threads.
+//! the guest these are K42 system calls (block the dispatcher, send it a soft interrupt; see
+//! [`k42`], which also takes K42's upcalls); host tests use OS threads.
 //!
 //! # Limits
 //!
@@ -68,6 +68,7 @@
 
 mod context;
 mod futex;
+pub mod k42;
 mod protocol;
 mod sched;
 mod sync;
@@ -100,4 +101,9 @@ pub trait Platform: Send + Sync + 'static {
     /// Wakes `dispatcher` out of [`Platform::idle`] (or makes its next idle return at once).
     /// The runtime calls it only when the dispatcher flagged itself idle.
     fn kick(&self, dispatcher: usize);
+
+    /// Called by `dispatcher`'s scheduler at the start of each pass, on its own stack with no
+    /// lock held: where a platform handles events it recorded asynchronously. Does nothing by
+    /// default.
+    fn poll(&self, _dispatcher: usize) {}
 }

@@ -463,6 +463,7 @@ fn schedule(shared: &Sh, index: usize) {
     let me = &shared.dispatchers[index];
     let mut mail = Vec::new();
     loop {
+        shared.platform.poll(index);
         core::mem::swap(&mut *me.inbox.lock(), &mut mail);
         for tcb in mail.drain(..) {
             local.arrive(tcb);

@@ -80,7 +80,9 @@ impl FpuState {
     pub fn save(&mut self) {
         // SAFETY: FXSAVE writes exactly 512 bytes at a 16-byte-aligned address, which `self`
         // is (repr align 16, size 512); CR4.OSFXSR is set on every CPU before user code runs.
-        unsafe { asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack, preserves_flags)) }
+        unsafe {
+            asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack, preserves_flags))
+        }
     }
 
     /// Loads this CPU's x87/SSE registers from here.
@@ -88,7 +90,9 @@ impl FpuState {
     pub fn restore(&self) {
         // SAFETY: FXRSTOR reads 512 aligned bytes that FXSAVE wrote or `initial` built (MXCSR
         // without reserved bits, so it cannot fault); the kernel itself uses no x87/SSE state.
-        unsafe { asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags)) }
+        unsafe {
+            asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags))
+        }
     }
 }
 

@@ -64,12 +64,7 @@ pub fn current_dispatcher() -> usize {
     f()
 }
 
-/// The shared page of dispatcher `index` of this process.
-pub fn dispatcher_page(index: usize) -> &'static kabi::DispatcherPage {
-    // SAFETY: the kernel maps each dispatcher's page (read-write, never unmapped while the
-    // process lives) before the dispatcher runs; the layout is `DispatcherPage`'s.
-    unsafe { &*(kabi::dispatcher_page(index) as *const kabi::DispatcherPage) }
-}
+pub use sys::{dispatcher_page, now_ns};
 
 /// The CPU the caller runs on (from its dispatcher's page, no system call).
 pub fn current_cpu() -> usize {
@@ -79,12 +74,6 @@ pub fn current_cpu() -> usize {
 /// This process's id.
 pub fn pid() -> u64 {
     dispatcher_page(0).pid
-}
-
-/// Nanoseconds of TSC time (what `sys::block` deadlines use).
-pub fn now_ns() -> u64 {
-    let khz = dispatcher_page(0).tsc_khz.max(1);
-    (u128::from(sys::rdtsc()) * 1_000_000 / u128::from(khz)) as u64
 }
 
 /// 0: not known yet; 1: may write the console directly; 2: must use the console server.
@@ -111,12 +100,12 @@ pub fn write(bytes: &[u8]) -> Result<(), Error> {
         server = lookup_retrying("console")?;
         CONSOLE_SERVER.store(server, Ordering::Relaxed);
     }
-    let cpu = current_cpu();
+    let dispatcher = current_dispatcher();
     for chunk in bytes.chunks(kabi::PAGE_SIZE as usize) {
-        let buffer = sys::ppc_buffer(cpu);
-        // SAFETY: the kernel maps the PPC buffer of every CPU a dispatcher of this process
-        // runs on, writable, when it creates the dispatcher; a
-        // dispatcher's threads do not run concurrently, so nothing else writes it now.
+        let buffer = sys::ppc_buffer(dispatcher);
+        // SAFETY: the kernel maps each dispatcher's PPC buffer, writable, when it creates the
+        // dispatcher; a dispatcher's threads do not run concurrently, and one whose call is
+        // parked by an upcall keeps a copy of the buffer, so nothing else changes it now.
         unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), buffer, chunk.len()) };
         sys::ppc_call(server, [CONSOLE_OP_WRITE, chunk.len() as u64, 0, 0])?;
     }

@@ -3,7 +3,8 @@
 #![no_std]
 #![no_main]
 
-use k42_guest_lib::uthread::{self, Platform, Runtime};
+use k42_guest_lib::uthread::k42::K42Platform;
+use k42_guest_lib::uthread::{self, Runtime};
 use k42_programs::kv;
 use k42_rt::kabi::Info;
 use k42_rt::{println, sys};
@@ -16,23 +17,6 @@ const SWITCH_ROUNDS: u64 = 20_000;
 fn ns_since(start: u64) -> u64 {
     let khz = sys::info(Info::TscKhz).max(1);
     ((sys::rdtsc() - start) as u128 * 1_000_000 / khz as u128) as u64
-}
-
-struct OneDispatcher;
-
-impl Platform for OneDispatcher {
-    fn now_ns(&self) -> u64 {
-        k42_rt::now_ns()
-    }
-    fn dispatcher_count(&self) -> usize {
-        1
-    }
-    fn idle(&self, _dispatcher: usize, deadline_ns: Option<u64>) {
-        sys::block(deadline_ns.map_or(0, |d| d.max(1)));
-    }
-    fn kick(&self, _dispatcher: usize) {
-        let _ = sys::soft_interrupt(k42_rt::pid(), 0, 1);
-    }
 }
 
 fn main(_arg: u64) -> i64 {
@@ -75,7 +59,7 @@ fn main(_arg: u64) -> i64 {
     println!("metric ppc_roundtrip_ns {}", ns_since(start) / ROUNDS);
 
     // User-level thread switch: two threads yielding to each other on one dispatcher.
-    let rt = Runtime::new(OneDispatcher);
+    let rt = Runtime::new(K42Platform::new(1));
     let worker = || {
         for _ in 0..SWITCH_ROUNDS {
             uthread::yield_now();

@@ -39,7 +39,9 @@ fn main(seed: u64) -> i64 {
             bad += 1;
             // Put ours back, to count every turn that lost them.
             // SAFETY: as above.
-            unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) want.0.as_ptr(), options(nostack)) };
+            unsafe {
+                core::arch::asm!("fxrstor64 [{}]", in(reg) want.0.as_ptr(), options(nostack))
+            };
         }
     }
     if bad == 0 {

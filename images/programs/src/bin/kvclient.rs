@@ -37,9 +37,9 @@ fn work(cpu: u64) {
         }
     }
     // Bulk data through the PPC buffer: the server sums the bytes.
-    let buffer = sys::ppc_buffer(k42_rt::current_cpu());
+    let buffer = sys::ppc_buffer(k42_rt::current_dispatcher());
     for n in [0usize, 1, 100, 4096] {
-        // SAFETY: this CPU's PPC buffer is mapped writable; only this dispatcher uses it.
+        // SAFETY: this dispatcher's PPC buffer is mapped writable; only this dispatcher uses it.
         let bytes = unsafe { core::slice::from_raw_parts_mut(buffer, 4096) };
         for (i, b) in bytes.iter_mut().enumerate() {
             *b = (i as u64 + cpu) as u8;

@@ -10,35 +10,15 @@ extern crate alloc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use k42_guest_lib::uthread::{self, Builder, Platform, Runtime};
+use k42_guest_lib::uthread::k42::K42Platform;
+use k42_guest_lib::uthread::{self, Builder, Runtime};
 use k42_rt::kabi::{Info, Prot};
 use k42_rt::{println, sys};
 use spin::Once;
 
 k42_rt::entry!(main);
 
-/// The K42 platform of the thread library: idle = block the dispatcher, kick = soft interrupt.
-struct K42 {
-    dispatchers: usize,
-    pid: u64,
-}
-
-impl Platform for K42 {
-    fn now_ns(&self) -> u64 {
-        k42_rt::now_ns()
-    }
-    fn dispatcher_count(&self) -> usize {
-        self.dispatchers
-    }
-    fn idle(&self, _dispatcher: usize, deadline_ns: Option<u64>) {
-        sys::block(deadline_ns.map_or(0, |d| d.max(1)));
-    }
-    fn kick(&self, dispatcher: usize) {
-        let _ = sys::soft_interrupt(self.pid, dispatcher, 1);
-    }
-}
-
-static RUNTIME: Once<Runtime<K42>> = Once::new();
+static RUNTIME: Once<Runtime<K42Platform>> = Once::new();
 static FAILURES: AtomicU64 = AtomicU64::new(0);
 const ENTRY_STACKS: u64 = 0x0000_2000_0000_0000;
 const ENTRY_STACK_SIZE: u64 = 64 * 1024;
@@ -176,13 +156,7 @@ fn ping_pong(n: usize) {
 
 fn main(_arg: u64) -> i64 {
     let n = sys::info(Info::Cpus) as usize;
-    let pid = k42_rt::pid();
-    let rt = RUNTIME.call_once(|| {
-        Runtime::new(K42 {
-            dispatchers: n,
-            pid,
-        })
-    });
+    let rt = RUNTIME.call_once(|| Runtime::new(K42Platform::new(n)));
     k42_rt::set_dispatcher_lookup(|| uthread::current_dispatcher().unwrap_or(0));
     for index in 1..n {
         let base = ENTRY_STACKS + index as u64 * ENTRY_STACK_SIZE;
