@@ -11,6 +11,10 @@ use std::process::Command;
 const PROGRAMS: [&str; 10] = [
     "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench", "fpu", "upcall",
 ];
+/// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
+const LINUX_PERSONALITY: &str = "linux";
+/// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.
+const LINUX_C_PROGRAMS: [&str; 1] = ["linux-hello"];
 
 fn main() {
     let manifest_dir =
@@ -53,6 +57,7 @@ fn main() {
         "rt/Cargo.toml",
         "Cargo.toml",
         "Cargo.lock",
+        "build.rs",
         ".cargo/config.toml",
     ] {
         println!(
@@ -79,10 +84,44 @@ fn main() {
             .unwrap_or_else(|e| panic!("read the built program {name}: {e}"));
         append_entry(&mut archive, &format!("bin/{name}"), 0o100755, &bytes);
     }
+    append_entry(&mut archive, "lib", 0o040755, &[]);
+    append_entry(&mut archive, "lib/k42", 0o040755, &[]);
+    let personality =
+        std::fs::read(bin_dir.join(LINUX_PERSONALITY)).expect("read the built Linux personality");
+    append_entry(&mut archive, "lib/k42/linux", 0o100755, &personality);
+    for (name, bytes) in build_linux_programs(&manifest_dir.join("linux"), &out_dir) {
+        append_entry(&mut archive, &format!("bin/{name}"), 0o100755, &bytes);
+    }
     append_entry(&mut archive, "TRAILER!!!", 0, &[]);
     let initrd = out_dir.join("test-initramfs.cpio");
     std::fs::write(&initrd, &archive).expect("write the test initramfs");
     println!("cargo:rustc-env=K42_TEST_INITRD={}", initrd.display());
+}
+
+/// The Linux test programs in C (`images/linux/*.c`), built static with musl-gcc (Debian's
+/// musl-tools, installed by scripts/setup); returns (name, ELF bytes) pairs.
+fn build_linux_programs(
+    dir: &std::path::Path,
+    out_dir: &std::path::Path,
+) -> Vec<(String, Vec<u8>)> {
+    let mut programs = Vec::new();
+    for name in LINUX_C_PROGRAMS {
+        let source = dir.join(format!("{name}.c"));
+        println!("cargo:rerun-if-changed={}", source.display());
+        let out = out_dir.join(name);
+        let status = Command::new("musl-gcc")
+            .args(["-static", "-O2", "-Wall", "-Werror", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("cannot run musl-gcc ({e}); run scripts/setup (it installs musl-tools)")
+            });
+        assert!(status.success(), "musl-gcc failed on {}", source.display());
+        let bytes = std::fs::read(&out).expect("read the built Linux program");
+        programs.push((name.to_string(), bytes));
+    }
+    programs
 }
 
 /// Appends one cpio newc entry (header, name, data, each padded to 4 bytes).

@@ -3,12 +3,13 @@
 //! and jumps to LSTAR, so there user code uses `int3` through a DPL-3 gate instead. Every
 //! process maps the same read-only entry page, whose stub uses the instruction that works.
 
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use k42_guest_lib::kabi::{self, Prot};
 
 use crate::arch::{self, idt, idt::TrapFrame, user};
 use crate::mm::aspace::{AddressSpace, Backing, Region};
+use crate::percpu::MAX_CPUS;
 use crate::{mm, proc};
 
 /// The instruction user code enters the kernel with.
@@ -32,6 +33,8 @@ const PROBE_CODE: u64 = 0x10000;
 const PROBE_BYTES: [u8; 5] = [0x0f, 0x05, 0xcc, 0xeb, 0xfe];
 /// Entry stub with `syscall`: `syscall; ret`.
 const STUB_SYSCALL: [u8; 3] = [0x0f, 0x05, 0xc3];
+/// Where `syscall` returns to in the `syscall` entry stub.
+const STUB_SYSCALL_LEN: u64 = 2;
 /// Entry stub with `int3`: `int3; ret`.
 const STUB_INT3: [u8; 2] = [0xcc, 0xc3];
 
@@ -47,10 +50,41 @@ pub fn kind() -> EntryKind {
 /// Whether a trap is a system call made through the entry page.
 pub fn is_syscall(frame: &TrapFrame) -> bool {
     match kind() {
-        EntryKind::Syscall => frame.vector == idt::SYSCALL_VECTOR,
+        EntryKind::Syscall => {
+            frame.vector == idt::SYSCALL_VECTOR && frame.rip == kabi::ENTRY_PAGE + STUB_SYSCALL_LEN
+        }
         EntryKind::Int3 => frame.vector == 3 && frame.rip == kabi::ENTRY_PAGE + 1,
         EntryKind::Unknown => false,
     }
+}
+
+/// LSTAR of each CPU while it points at a Linux personality (0: the kernel's own entry).
+static LINUX_LSTAR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Makes this CPU's `syscall` instructions reach the Linux personality entry `entry` of the
+/// process about to run. On a platform where `syscall` stays in ring 3 (and jumps to LSTAR) the
+/// personality's entry must be LSTAR itself; the MSR is written only when it changes. On real
+/// x86 LSTAR stays the kernel's, which reflects Linux `syscall`s (see [`linux_reflect`]).
+pub fn route_linux_syscalls(entry: u64) {
+    if kind() != EntryKind::Int3 || entry == 0 {
+        return;
+    }
+    let cached = &LINUX_LSTAR[crate::percpu::index()];
+    if cached.load(Ordering::Relaxed) != entry {
+        user::set_lstar(entry);
+        cached.store(entry, Ordering::Relaxed);
+    }
+}
+
+/// A `syscall` trap that did not come from the entry page (real x86): a Linux process's
+/// system call goes on, unchanged, to its personality's entry in ring 3 (`rcx` and `r11` hold
+/// the return address and flags, as the instruction left them); anyone else's is refused.
+pub fn linux_reflect(frame: &mut TrapFrame, linux_entry: u64) {
+    if linux_entry == 0 {
+        frame.rax = kabi::Error::NoSys as i64 as u64;
+        return;
+    }
+    frame.rip = linux_entry;
 }
 
 /// Runs the probe on the boot CPU (interrupts disabled) and writes the entry page; returns

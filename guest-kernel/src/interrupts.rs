@@ -59,6 +59,13 @@ pub fn trap(frame: &mut TrapFrame) {
     sched::count_entry();
     if entry::is_syscall(frame) {
         syscall::handle(frame);
+    } else if frame.vector == idt::SYSCALL_VECTOR {
+        let linux_entry = sched::current().map_or(0, |d| {
+            d.process
+                .linux_entry
+                .load(core::sync::atomic::Ordering::Acquire)
+        });
+        entry::linux_reflect(frame, linux_entry);
     } else if frame.vector < 32 {
         user_exception(frame);
     } else {

@@ -10,8 +10,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use k42_guest_lib::cpio;
 use k42_guest_lib::frames::FRAME_SIZE;
-use k42_guest_lib::kabi::{self, DispatcherPage, Message, Prot};
-use k42_linux_abi::elf;
+use k42_guest_lib::kabi::{self, DispatcherPage, Message, Prot, SpawnFlags};
+use k42_linux_abi::{auxv, elf};
 use spin::{Mutex, Once};
 
 use crate::arch::{gdt, idt::TrapFrame, user};
@@ -222,6 +222,8 @@ pub struct Process {
     pub ppc_dispatchers: Mutex<Vec<Option<Arc<Dispatcher>>>>,
     /// PPC entry point, once it exported itself as a server.
     pub ppc_entry: AtomicU64,
+    /// Linux processes: where their `syscall`s go (the personality's entry), once registered.
+    pub linux_entry: AtomicU64,
     /// Its PPC buffer frames, by dispatcher index.
     pub ppc_buffers: Mutex<Vec<u64>>,
     /// Memory objects it maps (kept alive while mapped).
@@ -274,6 +276,8 @@ pub enum SpawnError {
     NotExecutable(elf::ElfError),
     /// Out of memory.
     NoMemory,
+    /// A Linux program, but no Linux personality in the initramfs.
+    NoPersonality,
 }
 
 impl From<SpawnError> for kabi::Error {
@@ -282,6 +286,7 @@ impl From<SpawnError> for kabi::Error {
             SpawnError::NotFound => kabi::Error::NotFound,
             SpawnError::NotExecutable(_) => kabi::Error::NotExecutable,
             SpawnError::NoMemory => kabi::Error::NoMemory,
+            SpawnError::NoPersonality => kabi::Error::NotFound,
         }
     }
 }
@@ -402,6 +407,17 @@ pub fn spawn(
         space.destroy();
         return Err(SpawnError::NoMemory);
     }
+    // As at a function's entry: the stack is 16-byte aligned minus a return address.
+    let mut start = (image.entry + bias, kabi::MAIN_STACK_TOP - 8);
+    if flags & SpawnFlags::LINUX != 0 {
+        match load_linux(&mut space, &image, bias, path) {
+            Ok(linux_start) => start = linux_start,
+            Err(e) => {
+                space.destroy();
+                return Err(e);
+            }
+        }
+    }
     let pid = NEXT_PID.fetch_add(1, Ordering::AcqRel);
     let process = Arc::new(Process {
         pid,
@@ -413,19 +429,14 @@ pub fn spawn(
         dispatchers: Mutex::new(Vec::new()),
         ppc_dispatchers: Mutex::new(Vec::new()),
         ppc_entry: AtomicU64::new(0),
+        linux_entry: AtomicU64::new(0),
         ppc_buffers: Mutex::new(Vec::new()),
         memobjs: Mutex::new(Vec::new()),
         deferred_frames: Mutex::new(Vec::new()),
         exiting: AtomicBool::new(false),
         waiters: Mutex::new(Vec::new()),
     });
-    // As at a function's entry: the stack is 16-byte aligned minus a return address.
-    let frame = user_frame(
-        image.entry + bias,
-        kabi::MAIN_STACK_TOP - 8,
-        arg,
-        kabi::dispatcher_page(0),
-    );
+    let frame = user_frame(start.0, start.1, arg, kabi::dispatcher_page(0));
     let dispatcher = match new_dispatcher(&process, &mut space, 0, cpu, frame) {
         Ok(d) => d,
         Err(e) => {
@@ -441,6 +452,66 @@ pub fn spawn(
     PROCESSES.lock().insert(pid, process.clone());
     crate::sched::make_runnable(dispatcher);
     Ok(process)
+}
+
+/// Bytes of the initial stack a Linux program may get (arguments, environment, auxv).
+const LINUX_STACK_MAX: usize = 64 * 1024;
+/// The environment a Linux program starts with.
+const LINUX_ENV: [&[u8]; 3] = [b"PATH=/bin", b"HOME=/", b"TERM=vt100"];
+
+/// For a Linux program (`image`, loaded with `bias`): loads the Linux personality beside it and
+/// writes the initial stack Linux gives (argv = the path, a small environment, auxv). Returns
+/// where the process starts: the personality's entry, which sets itself up and jumps to the
+/// program's entry (`AT_ENTRY`) with that stack, like an ELF interpreter.
+fn load_linux(
+    space: &mut AddressSpace,
+    image: &elf::ElfImage,
+    bias: u64,
+    path: &str,
+) -> Result<(u64, u64), SpawnError> {
+    let file = initrd_file(kabi::LINUX_PERSONALITY).ok_or(SpawnError::NoPersonality)?;
+    let bytes: &'static [u8] = mm::phys_slice(file.phys, file.len as usize);
+    let personality = elf::parse(bytes).map_err(SpawnError::NotExecutable)?;
+    let (lo, hi) = personality.span();
+    let area = kabi::LINUX_PERSONALITY_AREA;
+    if personality.kind != elf::Kind::Static || lo < area.start || hi > area.end {
+        return Err(SpawnError::NotExecutable(elf::ElfError::BadLayout));
+    }
+    load_segments(space, &personality, file, 0)?;
+    let info = auxv::ProgramInfo {
+        phdr: image.phdr_vaddr + bias,
+        phent: u64::from(image.phent),
+        phnum: u64::from(image.phnum),
+        entry: image.entry + bias,
+        hwcap: u64::from(crate::arch::cpuid(1, 0).edx),
+        random: startup_random(),
+    };
+    let argv0 = alloc::format!("/{}", path.trim_start_matches('/'));
+    let stack = auxv::build_initial_stack(
+        kabi::MAIN_STACK_TOP,
+        LINUX_STACK_MAX,
+        &[argv0.as_bytes()],
+        &LINUX_ENV,
+        &info,
+    )
+    .map_err(|_| SpawnError::NoMemory)?;
+    space.write_user(stack.sp, &stack.bytes)?;
+    Ok((personality.entry, stack.sp))
+}
+
+/// 16 bytes for `AT_RANDOM` (seeds the program's stack protector and hash keys): the TSC
+/// stirred by splitmix64. Not a cryptographic source; virtio-rng will feed a real one.
+fn startup_random() -> [u8; 16] {
+    let mut state = crate::arch::rdtsc();
+    let mut out = [0u8; 16];
+    for chunk in out.chunks_exact_mut(8) {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out
 }
 
 /// Maps every loadable segment: pages holding file bytes get frames now (filled by one bulk

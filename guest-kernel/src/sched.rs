@@ -308,6 +308,7 @@ fn load(next: &Arc<Dispatcher>, frame: &mut TrapFrame, prev: Option<&Arc<Dispatc
     let fs = state.fs_base;
     drop(state);
     crate::upcall::deliver_pending(next, frame);
+    crate::entry::route_linux_syscalls(next.process.linux_entry.load(Ordering::Acquire));
     user::set_fs_base(fs);
     let same_space = prev.is_some_and(|p| Arc::ptr_eq(&p.process, &next.process));
     if !same_space {

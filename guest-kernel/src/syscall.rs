@@ -98,6 +98,7 @@ fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Opt
         Sys::MemobjMap => memobj::map(&me.process, a0, a1, a2).map(|_| 0),
         Sys::MemobjGrant => memobj::grant(&me.process, a0, a1).map(|_| 0),
         Sys::Info => info(&me, a0),
+        Sys::LinuxEntry => linux_entry(&me, a0),
     };
     value.map(Some)
 }
@@ -243,7 +244,7 @@ fn protect(me: &Arc<Dispatcher>, addr: u64, len: u64, prot: u64) -> SysResult {
 
 fn spawn(me: &Arc<Dispatcher>, path_ptr: u64, path_len: u64, arg: u64, flags: u64) -> SysResult {
     let path = user_string(me, path_ptr, path_len)?;
-    if flags & !SpawnFlags::CONSOLE != 0 {
+    if flags & !SpawnFlags::ALL != 0 {
         return Err(Error::Invalid);
     }
     if flags & SpawnFlags::CONSOLE != 0 && me.process.flags & SpawnFlags::CONSOLE == 0 {
@@ -251,6 +252,20 @@ fn spawn(me: &Arc<Dispatcher>, path_ptr: u64, path_len: u64, arg: u64, flags: u6
     }
     let child = proc::spawn(&path, arg, flags, me.process.pid, me.cpu)?;
     Ok(child.pid)
+}
+
+fn linux_entry(me: &Arc<Dispatcher>, entry: u64) -> SysResult {
+    if me.process.flags & SpawnFlags::LINUX == 0 {
+        return Err(Error::NotPermitted);
+    }
+    if !kabi::LINUX_PERSONALITY_AREA.contains(&entry) {
+        return Err(Error::Invalid);
+    }
+    me.process
+        .linux_entry
+        .store(entry, core::sync::atomic::Ordering::Release);
+    crate::entry::route_linux_syscalls(entry);
+    Ok(0)
 }
 
 fn receive(me: &Arc<Dispatcher>, ptr: u64) -> SysResult {

@@ -94,10 +94,14 @@ pub enum Sys {
     Receive = 20,
     /// `null()`: returns 0 at once (measures kernel entry and exit).
     Null = 21,
+    /// `linux_entry(addr)`: where this Linux process's `syscall` instructions go (its Linux
+    /// personality's entry, inside [`LINUX_PERSONALITY_AREA`]). Only for processes spawned
+    /// with [`SpawnFlags::LINUX`].
+    LinuxEntry = 22,
 }
 
 /// How many system calls there are.
-pub const SYS_COUNT: u64 = 22;
+pub const SYS_COUNT: u64 = 23;
 
 impl Sys {
     /// The call numbered `nr`, if any.
@@ -125,6 +129,7 @@ impl Sys {
             Sys::Info,
             Sys::Receive,
             Sys::Null,
+            Sys::LinuxEntry,
         ];
         ALL.get(usize::try_from(nr).ok()?).copied()
     }
@@ -193,7 +198,21 @@ pub struct SpawnFlags;
 impl SpawnFlags {
     /// The child may write to the console directly (the console server, and `init`).
     pub const CONSOLE: u64 = 1;
+    /// The child is a Linux program: it starts in the Linux personality
+    /// ([`LINUX_PERSONALITY`]) with the initial stack Linux gives (argv, envp, auxv), and its
+    /// `syscall` instructions reach the personality, not the kernel.
+    pub const LINUX: u64 = 2;
+    /// Every flag.
+    pub const ALL: u64 = Self::CONSOLE | Self::LINUX;
 }
+
+/// Path, in the initramfs, of the Linux personality: a static ELF linked inside
+/// [`LINUX_PERSONALITY_AREA`] that the kernel loads into every Linux process.
+pub const LINUX_PERSONALITY: &str = "lib/k42/linux";
+/// Where the Linux personality lives in a Linux process: below 2 GiB (its code is built for the
+/// small code model), above where static programs and their break go; the personality refuses
+/// the program's own mappings there.
+pub const LINUX_PERSONALITY_AREA: core::ops::Range<u64> = 0x7000_0000..0x8000_0000;
 
 /// What `info` reports.
 #[repr(u64)]
@@ -453,6 +472,8 @@ mod tests {
         assert!(ppc_window(63) + PAGE_SIZE <= DISPATCHER_AREA);
         assert!(dispatcher_page(MAX_DISPATCHERS - 1) + PAGE_SIZE <= ENTRY_PAGE);
         assert!(USER_END <= MAIN_STACK_TOP - MAIN_STACK_SIZE);
+        assert!(USER_START <= LINUX_PERSONALITY_AREA.start);
+        assert!(LINUX_PERSONALITY_AREA.end <= 1 << 31);
     };
 
     #[test]

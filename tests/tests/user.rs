@@ -25,6 +25,15 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         );
     }
     assert!(
+        output.contains("hello from a static musl program: argv[0]=/bin/linux-hello")
+            && output.contains("linux-hello: all checks passed"),
+        "a static musl C program runs through the Linux personality\n{context}"
+    );
+    assert!(
+        output.contains("linux: unimplemented system call unknown (400) returns ENOSYS"),
+        "unimplemented Linux calls are logged by name (or number)\n{context}"
+    );
+    assert!(
         output.contains("upcall: all checks passed"),
         "a PPC call that found the server busy was parked by upcall while its dispatcher ran \
          other threads\n{context}"

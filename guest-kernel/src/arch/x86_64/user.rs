@@ -37,6 +37,27 @@ pub fn init_cpu() {
     wrmsr(SFMASK, 0x4_7700);
     wrmsr(KERNEL_GS_BASE, 0);
     enable_sse_for_user();
+    enable_fsgsbase_for_user();
+}
+
+/// Lets user code set its own FS base with `wrfsbase` (the Linux personality's
+/// `arch_prctl(ARCH_SET_FS)`, no kernel entry) where the CPU offers FSGSBASE. An emulating KVM
+/// that hides the feature from CPUID runs ring 3 natively, where it works regardless.
+fn enable_fsgsbase_for_user() {
+    if cpuid(7, 0).ebx & 1 == 0 {
+        return;
+    }
+    // SAFETY: CR4.FSGSBASE only enables the RD/WR FS/GS base instructions; the kernel finds
+    // its own GS base by `swapgs` decided from the saved CS, never from the user's GS value.
+    unsafe {
+        asm!(
+            "mov {tmp}, cr4",
+            "or {tmp}, 0x10000",
+            "mov cr4, {tmp}",
+            tmp = out(reg) _,
+            options(nostack)
+        )
+    }
 }
 
 /// Lets user code use SSE (the kernel itself is built without it): CR0.EM off, CR0.MP on,
@@ -94,6 +115,11 @@ impl FpuState {
             asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags))
         }
     }
+}
+
+/// Points this CPU's LSTAR (where `syscall` goes) at `entry`.
+pub fn set_lstar(entry: u64) {
+    wrmsr(LSTAR, entry);
 }
 
 /// Whether page-table entries may carry the no-execute bit.

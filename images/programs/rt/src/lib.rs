@@ -36,13 +36,20 @@ macro_rules! entry {
 
 /// Sets up the heap, runs `main`, exits with its status.
 pub fn start(arg: u64, main: fn(u64) -> i64) -> ! {
+    init_heap();
+    sys::exit(main(arg))
+}
+
+/// Maps and initialises the heap (for programs with their own start-up code); exits if it
+/// cannot be mapped.
+pub fn init_heap() {
     if sys::map(HEAP_START, HEAP_SIZE, Prot::READ | Prot::WRITE).is_err() {
         let _ = sys::console_write(b"k42-rt: cannot map the heap\n");
         sys::exit(PANIC_STATUS);
     }
-    // SAFETY: the range was just mapped (demand-zero, read-write) for this heap alone.
+    // SAFETY: the range was just mapped (demand-zero, read-write) for this heap alone, and
+    // this runs once, before anything allocates.
     unsafe { HEAP.lock().init(HEAP_START as *mut u8, HEAP_SIZE as usize) };
-    sys::exit(main(arg))
 }
 
 static CURRENT_DISPATCHER: AtomicUsize = AtomicUsize::new(0);

@@ -45,6 +45,8 @@ fn main(arg: u64) -> i64 {
     }
     // A thread whose call finds a server busy is parked by upcall; its dispatcher runs on.
     ok &= run("/bin/upcall", 0, 0, 0);
+    // A static musl program through the Linux personality.
+    ok &= run("/bin/linux-hello", 0, k42_rt::kabi::SpawnFlags::LINUX, 0);
     // User-level threads on a dispatcher per CPU.
     ok &= run("/bin/threads", 0, 0, 0);
     match sys::spawn("/bin/kv", 0, 0) {

@@ -1,0 +1,561 @@
+//! The Linux personality: the Linux emulation the kernel loads into every Linux process (K42 ran
+//! Linux binaries through such a layer in each process's own library). It starts first, like an
+//! ELF interpreter: it sets itself up, tells the kernel where the process's `syscall`
+//! instructions must go, and jumps to the program with the initial stack Linux gives. Each
+//! system call then runs here, in ring 3, asking the kernel (through the K42 entry page) only
+//! for what needs it.
+//!
+//! On an emulating KVM `syscall` stays in ring 3 and jumps to LSTAR, which the kernel points
+//! at [`k42_linux_syscall`]; on real x86 it enters the kernel, which reflects it here unchanged.
+//! Either way `rcx` holds the return address and the caller's stack is in `rsp`.
+//!
+//! Covered so far: what static musl programs need to start, print, allocate and exit (write,
+//! writev, read of an empty stdin, brk, anonymous mmap/munmap/mprotect, arch_prctl, ids, uname,
+//! clock_gettime, nanosleep, getrandom, poll of the standard descriptors, the terminal size).
+//! Signals are accepted but never delivered; files, processes and threads come next. Anything
+//! else returns `-ENOSYS`, and the first use of each is logged by name.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use k42_linux_abi::{auxv, errno, file, mm, process, syscall as nr, time, tty};
+use k42_rt::kabi::{self, Prot, Sys};
+use k42_rt::sys;
+use zerocopy::{FromBytes, IntoBytes};
+
+/// The lowest address a program's pointer may use, and the end of what it may reach (its
+/// initial stack is the highest thing it owns).
+const USER_POINTERS: core::ops::Range<u64> = kabi::USER_START..kabi::MAIN_STACK_TOP;
+/// Anonymous mappings are placed downwards from here (below the kernel's fixed areas).
+const MMAP_TOP: u64 = 0x0000_7f00_0000_0000;
+/// The break may grow this far above its start (staying below the personality).
+const BRK_MAX: u64 = 1 << 30;
+/// Where this code and its data are: no mapping of the program may touch it.
+const PERSONALITY: core::ops::Range<u64> = kabi::LINUX_PERSONALITY_AREA;
+const PAGE: u64 = kabi::PAGE_SIZE;
+
+static BRK_START: AtomicU64 = AtomicU64::new(0);
+static BRK: AtomicU64 = AtomicU64::new(0);
+static MMAP_NEXT: AtomicU64 = AtomicU64::new(MMAP_TOP);
+/// Unimplemented system calls already logged (one bit per number below 512).
+static LOGGED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+static RANDOM_STATE: AtomicU64 = AtomicU64::new(0);
+
+// Process start: rsp is the Linux initial stack (argc, argv, envp, auxv).
+core::arch::global_asm!(
+    r#"
+    .global _start
+_start:
+    mov rdi, rsp
+    and rsp, -16
+    call {start}
+    ud2
+    "#,
+    start = sym linux_start,
+);
+
+// A Linux `syscall`: rax = number, rdi, rsi, rdx, r10, r8, r9 = arguments, rcx = where to
+// return. Runs on the caller's stack below its red zone; preserves every register Linux does
+// (all but rax, rcx and r11), flags included.
+core::arch::global_asm!(
+    r#"
+    .global k42_linux_syscall
+k42_linux_syscall:
+    lea rsp, [rsp - 128]
+    push rcx
+    pushfq
+    push rdi
+    push rsi
+    push rdx
+    push r10
+    push r8
+    push r9
+    push rbp
+    mov rbp, rsp
+    and rsp, -16
+    sub rsp, 8
+    push r9
+    mov r9, r8
+    mov r8, r10
+    mov rcx, rdx
+    mov rdx, rsi
+    mov rsi, rdi
+    mov rdi, rax
+    cld
+    call {dispatch}
+    mov rsp, rbp
+    pop rbp
+    pop r9
+    pop r8
+    pop r10
+    pop rdx
+    pop rsi
+    pop rdi
+    popfq
+    pop rcx
+    lea rsp, [rsp + 128]
+    jmp rcx
+    "#,
+    dispatch = sym linux_syscall,
+);
+
+extern "C" {
+    fn k42_linux_syscall();
+}
+
+/// What the personality needs from the auxiliary vector.
+struct Auxv {
+    phdr: u64,
+    phent: u64,
+    phnum: u64,
+    entry: u64,
+}
+
+/// Reads the auxiliary vector from the initial stack at `sp`.
+fn read_auxv(sp: u64) -> Auxv {
+    let word = |at: u64| -> u64 {
+        // SAFETY: the kernel wrote the initial stack (argc, argv, NULL, envp, NULL, auxv pairs
+        // ending in AT_NULL) at `sp`; every address read here lies inside it.
+        unsafe { core::ptr::read(at as *const u64) }
+    };
+    let argc = word(sp);
+    let mut at = sp + 8 * (argc + 2);
+    while word(at) != 0 {
+        at += 8;
+    }
+    at += 8;
+    let mut aux = Auxv {
+        phdr: 0,
+        phent: 0,
+        phnum: 0,
+        entry: 0,
+    };
+    loop {
+        let (key, value) = (word(at), word(at + 8));
+        match key {
+            auxv::AT_NULL => break,
+            auxv::AT_PHDR => aux.phdr = value,
+            auxv::AT_PHENT => aux.phent = value,
+            auxv::AT_PHNUM => aux.phnum = value,
+            auxv::AT_ENTRY => aux.entry = value,
+            _ => {}
+        }
+        at += 16;
+    }
+    aux
+}
+
+/// The end of the program's highest loadable segment, page-aligned: where its break starts.
+fn program_end(aux: &Auxv) -> u64 {
+    const PT_LOAD: u32 = 1;
+    const PT_PHDR: u32 = 6;
+    let header = |i: u64| -> (u32, u64, u64) {
+        let at = aux.phdr + i * aux.phent;
+        // SAFETY: AT_PHDR/AT_PHNUM/AT_PHENT describe the program headers, which the kernel
+        // loaded with the program (they lie in a loaded segment).
+        unsafe {
+            (
+                core::ptr::read(at as *const u32),
+                core::ptr::read((at + 16) as *const u64),
+                core::ptr::read((at + 40) as *const u64),
+            )
+        }
+    };
+    let headers = (0..aux.phnum).map(header);
+    // A static-PIE program is loaded at a bias: PT_PHDR's address versus AT_PHDR says which.
+    let bias = headers
+        .clone()
+        .find(|h| h.0 == PT_PHDR)
+        .map_or(0, |h| aux.phdr.wrapping_sub(h.1));
+    headers
+        .filter(|h| h.0 == PT_LOAD)
+        .map(|h| bias.wrapping_add(h.1).wrapping_add(h.2))
+        .max()
+        .unwrap_or(0)
+        .next_multiple_of(PAGE)
+}
+
+extern "C" fn linux_start(sp: u64) -> ! {
+    k42_rt::init_heap();
+    let aux = read_auxv(sp);
+    let end = program_end(&aux);
+    BRK_START.store(end, Ordering::Relaxed);
+    BRK.store(end, Ordering::Relaxed);
+    RANDOM_STATE.store(sys::rdtsc() | 1, Ordering::Relaxed);
+    let entry = k42_linux_syscall as *const () as u64;
+    let registered = sys::check_raw(sys::raw(Sys::LinuxEntry, entry, 0, 0, 0).0);
+    if registered.is_err() || aux.entry == 0 {
+        k42_rt::println!("linux: cannot start the program: {registered:?}");
+        sys::exit(127);
+    }
+    // SAFETY: enters the program as Linux does: rsp = its initial stack, rdx = 0 (no exit
+    // handler), at its entry point; nothing of ours is needed afterwards.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {sp}",
+            "xor ebp, ebp",
+            "jmp {entry}",
+            sp = in(reg) sp,
+            entry = in(reg) aux.entry,
+            in("rdx") 0,
+            options(noreturn)
+        )
+    }
+}
+
+/// A Linux return value: the result, or `-errno`.
+type Ret = i64;
+
+fn err(e: i32) -> Ret {
+    -i64::from(e)
+}
+
+/// The program's memory at `ptr..ptr + len`, if the range is one a program may own.
+fn user_range(ptr: u64, len: u64) -> Result<(), Ret> {
+    let end = ptr.checked_add(len).ok_or(err(errno::EFAULT))?;
+    if len != 0 && (!USER_POINTERS.contains(&ptr) || end > USER_POINTERS.end) {
+        return Err(err(errno::EFAULT));
+    }
+    Ok(())
+}
+
+fn user_bytes<'a>(ptr: u64, len: u64) -> Result<&'a [u8], Ret> {
+    user_range(ptr, len)?;
+    if len == 0 {
+        return Ok(&[]);
+    }
+    // SAFETY: the range lies where the program's own memory is; it is the program's buffer,
+    // read while the program waits in this call. An unmapped address there faults the
+    // process (as a bad pointer would crash it on Linux when touched by the program itself).
+    Ok(unsafe { core::slice::from_raw_parts(ptr as *const u8, len as usize) })
+}
+
+fn user_bytes_mut<'a>(ptr: u64, len: u64) -> Result<&'a mut [u8], Ret> {
+    user_range(ptr, len)?;
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    // SAFETY: as in `user_bytes`, for a buffer the program handed over for writing.
+    Ok(unsafe { core::slice::from_raw_parts_mut(ptr as *mut u8, len as usize) })
+}
+
+fn put<T: IntoBytes + zerocopy::Immutable>(ptr: u64, value: &T) -> Ret {
+    let bytes = value.as_bytes();
+    match user_bytes_mut(ptr, bytes.len() as u64) {
+        Ok(out) => {
+            out.copy_from_slice(bytes);
+            0
+        }
+        Err(e) => e,
+    }
+}
+
+fn get<T: FromBytes>(ptr: u64) -> Result<T, Ret> {
+    let bytes = user_bytes(ptr, core::mem::size_of::<T>() as u64)?;
+    T::read_from_bytes(bytes).map_err(|_| err(errno::EFAULT))
+}
+
+extern "C" fn linux_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> Ret {
+    let _ = (a4, a5);
+    match n {
+        nr::SYS_READ => match a0 {
+            0 => 0,
+            1 | 2 => err(errno::EBADF),
+            _ => err(errno::EBADF),
+        },
+        nr::SYS_WRITE => write(a0, a1, a2),
+        nr::SYS_WRITEV => writev(a0, a1, a2),
+        nr::SYS_IOCTL => ioctl(a0, a1, a2),
+        nr::SYS_POLL => poll(a0, a1),
+        nr::SYS_BRK => brk(a0),
+        nr::SYS_MMAP => mmap(a0, a1, a2, a3, a4),
+        nr::SYS_MUNMAP => match ours(a0, a1) {
+            true => err(errno::EINVAL),
+            false => memory(sys::unmap(a0, a1.next_multiple_of(PAGE))),
+        },
+        nr::SYS_MPROTECT => match ours(a0, a1) {
+            true => err(errno::EINVAL),
+            false => memory(sys::protect(a0, a1.next_multiple_of(PAGE), prot(a2))),
+        },
+        nr::SYS_ARCH_PRCTL => arch_prctl(a0, a1),
+        nr::SYS_SET_TID_ADDRESS | nr::SYS_GETPID | nr::SYS_GETTID => k42_rt::pid() as Ret,
+        nr::SYS_GETPPID => 1,
+        nr::SYS_GETUID | nr::SYS_GETEUID | nr::SYS_GETGID | nr::SYS_GETEGID => 0,
+        nr::SYS_UNAME => put(
+            a0,
+            &process::Utsname::new("Linux", "k42", "6.1.0-k42", "#1 K42", "x86_64", "(none)"),
+        ),
+        nr::SYS_CLOCK_GETTIME => clock_gettime(a1),
+        nr::SYS_NANOSLEEP => nanosleep(a0),
+        nr::SYS_GETRANDOM => getrandom(a0, a1),
+        nr::SYS_SCHED_YIELD => {
+            sys::yield_now();
+            0
+        }
+        nr::SYS_RT_SIGACTION => sigaction(a2),
+        nr::SYS_RT_SIGPROCMASK => sigprocmask(a2),
+        nr::SYS_SIGALTSTACK => 0,
+        nr::SYS_EXIT | nr::SYS_EXIT_GROUP => sys::exit((a0 & 0xff) as i64),
+        _ => unimplemented(n),
+    }
+}
+
+fn unimplemented(n: u64) -> Ret {
+    if n < 512 {
+        let bit = 1u64 << (n % 64);
+        if LOGGED[(n / 64) as usize].fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            k42_rt::println!(
+                "linux: unimplemented system call {} ({n}) returns ENOSYS",
+                nr::name(n).unwrap_or("unknown")
+            );
+        }
+    }
+    err(errno::ENOSYS)
+}
+
+fn write(fd: u64, ptr: u64, len: u64) -> Ret {
+    if fd != 1 && fd != 2 {
+        return err(errno::EBADF);
+    }
+    let bytes = match user_bytes(ptr, len) {
+        Ok(bytes) => bytes,
+        Err(e) => return e,
+    };
+    match k42_rt::write(bytes) {
+        Ok(()) => len as Ret,
+        Err(_) => err(errno::EIO),
+    }
+}
+
+fn writev(fd: u64, iov: u64, count: u64) -> Ret {
+    if count > 1024 {
+        return err(errno::EINVAL);
+    }
+    let mut total: Ret = 0;
+    for i in 0..count {
+        let v: file::Iovec = match get(iov + i * 16) {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        let n = write(fd, v.iov_base, v.iov_len);
+        if n < 0 {
+            return if total > 0 { total } else { n };
+        }
+        total += n;
+    }
+    total
+}
+
+fn ioctl(fd: u64, request: u64, arg: u64) -> Ret {
+    if fd > 2 {
+        return err(errno::EBADF);
+    }
+    match request as u32 {
+        tty::TIOCGWINSZ => put(
+            arg,
+            &tty::Winsize {
+                ws_row: 24,
+                ws_col: 80,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        ),
+        _ => err(errno::ENOTTY),
+    }
+}
+
+fn poll(fds: u64, count: u64) -> Ret {
+    if count > 1024 {
+        return err(errno::EINVAL);
+    }
+    let mut ready = 0;
+    for i in 0..count {
+        let at = fds + i * 8;
+        let mut p: file::Pollfd = match get(at) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        p.revents = match p.fd {
+            fd if fd < 0 => 0,
+            0 => 0,
+            1 | 2 => p.events & file::POLLOUT,
+            _ => file::POLLNVAL,
+        };
+        if p.revents != 0 {
+            ready += 1;
+        }
+        let written = put(at, &p);
+        if written < 0 {
+            return written;
+        }
+    }
+    ready
+}
+
+/// Whether `addr..addr + len` touches the personality's own area.
+fn ours(addr: u64, len: u64) -> bool {
+    addr < PERSONALITY.end && addr.saturating_add(len) > PERSONALITY.start
+}
+
+fn prot(linux: u64) -> u64 {
+    let linux = linux as u32;
+    let mut k42 = 0;
+    if linux & mm::PROT_READ != 0 {
+        k42 |= Prot::READ;
+    }
+    if linux & mm::PROT_WRITE != 0 {
+        k42 |= Prot::WRITE | Prot::READ;
+    }
+    if linux & mm::PROT_EXEC != 0 {
+        k42 |= Prot::EXEC | Prot::READ;
+    }
+    k42
+}
+
+fn memory(result: sys::SysResult<()>) -> Ret {
+    match result {
+        Ok(()) => 0,
+        Err(kabi::Error::NoMemory) => err(errno::ENOMEM),
+        Err(_) => err(errno::EINVAL),
+    }
+}
+
+fn brk(wanted: u64) -> Ret {
+    let current = BRK.load(Ordering::Relaxed);
+    let start = BRK_START.load(Ordering::Relaxed);
+    if wanted < start || wanted > start + BRK_MAX || ours(start, wanted - start) {
+        return current as Ret;
+    }
+    let (mapped_end, wanted_end) = (
+        current.next_multiple_of(PAGE),
+        wanted.next_multiple_of(PAGE),
+    );
+    if wanted_end > mapped_end
+        && sys::map(
+            mapped_end,
+            wanted_end - mapped_end,
+            Prot::READ | Prot::WRITE,
+        )
+        .is_err()
+    {
+        return current as Ret;
+    }
+    if wanted_end < mapped_end {
+        let _ = sys::unmap(wanted_end, mapped_end - wanted_end);
+    }
+    BRK.store(wanted, Ordering::Relaxed);
+    wanted as Ret
+}
+
+fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64) -> Ret {
+    let flags = flags as u32;
+    if len == 0 || !addr.is_multiple_of(PAGE) {
+        return err(errno::EINVAL);
+    }
+    if flags & mm::MAP_ANONYMOUS == 0 {
+        let _ = fd;
+        return err(errno::ENODEV);
+    }
+    let len = len.next_multiple_of(PAGE);
+    let at = if flags & mm::MAP_FIXED != 0 {
+        if ours(addr, len) {
+            return err(errno::EINVAL);
+        }
+        let _ = sys::unmap(addr, len);
+        addr
+    } else {
+        let next = MMAP_NEXT.fetch_sub(len, Ordering::Relaxed);
+        next - len
+    };
+    match sys::map(at, len, prot(prot_bits)) {
+        Ok(()) => at as Ret,
+        Err(kabi::Error::NoMemory) => err(errno::ENOMEM),
+        Err(_) => err(errno::EINVAL),
+    }
+}
+
+fn arch_prctl(code: u64, addr: u64) -> Ret {
+    match code as i32 {
+        process::ARCH_SET_FS => {
+            if addr >= 1 << 47 {
+                return err(errno::EPERM);
+            }
+            // SAFETY: WRFSBASE with a canonical address only changes this thread's FS base, the
+            // program's own thread pointer (this code never uses FS). The kernel keeps it per
+            // dispatcher.
+            unsafe { core::arch::asm!("wrfsbase {}", in(reg) addr, options(nostack)) };
+            0
+        }
+        process::ARCH_GET_FS => {
+            let base: u64;
+            // SAFETY: RDFSBASE only reads the FS base.
+            unsafe { core::arch::asm!("rdfsbase {}", out(reg) base, options(nostack)) };
+            put(addr, &base)
+        }
+        _ => err(errno::EINVAL),
+    }
+}
+
+fn clock_gettime(ptr: u64) -> Ret {
+    // Every clock counts from boot (there is no wall-clock source yet).
+    let ns = sys::now_ns();
+    put(
+        ptr,
+        &time::Timespec {
+            tv_sec: (ns / 1_000_000_000) as i64,
+            tv_nsec: (ns % 1_000_000_000) as i64,
+        },
+    )
+}
+
+fn nanosleep(ptr: u64) -> Ret {
+    let t: time::Timespec = match get(ptr) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
+        return err(errno::EINVAL);
+    }
+    let deadline = sys::now_ns() + t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+    while sys::now_ns() < deadline {
+        sys::block(deadline);
+    }
+    0
+}
+
+fn getrandom(ptr: u64, len: u64) -> Ret {
+    let len = len.min(1 << 20);
+    let out = match user_bytes_mut(ptr, len) {
+        Ok(out) => out,
+        Err(e) => return e,
+    };
+    // xorshift64* over the TSC: not a cryptographic source; virtio-rng will feed a real one.
+    let mut state = RANDOM_STATE.load(Ordering::Relaxed) ^ sys::rdtsc();
+    for chunk in out.chunks_mut(8) {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let word = state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+    RANDOM_STATE.store(state, Ordering::Relaxed);
+    len as Ret
+}
+
+fn sigaction(old: u64) -> Ret {
+    // Handlers are accepted but not delivered yet: report the default action as the old one.
+    if old != 0 {
+        return put(old, &[0u64; 4]);
+    }
+    0
+}
+
+fn sigprocmask(old: u64) -> Ret {
+    if old != 0 {
+        return put(old, &0u64);
+    }
+    0
+}
