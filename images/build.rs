@@ -14,7 +14,7 @@ const PROGRAMS: [&str; 10] = [
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.
-const LINUX_C_PROGRAMS: [&str; 1] = ["linux-hello"];
+const LINUX_C_PROGRAMS: [&str; 2] = ["linux-hello", "linux-getpid"];
 
 fn main() {
     let manifest_dir =
@@ -96,6 +96,7 @@ fn main() {
     let initrd = out_dir.join("test-initramfs.cpio");
     std::fs::write(&initrd, &archive).expect("write the test initramfs");
     println!("cargo:rustc-env=K42_TEST_INITRD={}", initrd.display());
+    println!("cargo:rustc-env=K42_LINUX_PROGRAMS={}", out_dir.display());
 }
 
 /// The Linux test programs in C (`images/linux/*.c`), built static with musl-gcc (Debian's

@@ -1,7 +1,9 @@
 //! User-level bench (issue 4): the guest's `/bin/bench` (run as init) times an empty K42 system
 //! call, a PPC round trip to a server process and a user-level thread switch; the same run
 //! measures host peers: `getpid`, a pipe ping-pong between two processes, and a futex
-//! ping-pong between two pthreads (std's Mutex + Condvar). Prints figures and ratios; on an
+//! ping-pong between two pthreads (std's Mutex + Condvar). It also runs one static musl
+//! program timing Linux `getpid` both in the guest (through the Linux personality) and on the
+//! host. Prints figures and ratios; on an
 //! emulating KVM the guest's kernel paths cost about 0.6-1 µs per ring-0 instruction, so the
 //! guest-side time divided by that gives the instruction count of the path.
 
@@ -106,6 +108,17 @@ fn getpid_ns() -> f64 {
     start.elapsed().as_secs_f64() * 1e9 / f64::from(ROUNDS)
 }
 
+/// The guest's `linux-getpid` program, run natively on the host.
+fn host_linux_getpid_ns() -> Result<f64, String> {
+    let program = std::path::Path::new(k42_images::LINUX_PROGRAMS_DIR).join("linux-getpid");
+    let out = Command::new(&program)
+        .output()
+        .map_err(|e| format!("run {}: {e}", program.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    parse_metric(&stdout, "linux_getpid_ns")
+        .ok_or_else(|| format!("no metric from {} on the host: {stdout}", program.display()))
+}
+
 fn bench() -> Result<(), String> {
     require_kvm()?;
     let k42vm = k42vm_binary()?;
@@ -138,6 +151,8 @@ fn bench() -> Result<(), String> {
     let null = metric("null_syscall_ns")?;
     let ppc = metric("ppc_roundtrip_ns")?;
     let switch = metric("uthread_switch_ns")?;
+    let linux_getpid = metric("linux_getpid_ns")?;
+    let host_linux_getpid = host_linux_getpid_ns()?;
     let host_getpid = getpid_ns();
     let pipe = pipe_ping_pong_ns()?;
     let pthread = pthread_switch_ns();
@@ -157,6 +172,11 @@ fn bench() -> Result<(), String> {
         "user-level thread switch vs pthread futex switch",
         switch,
         pthread,
+    );
+    row(
+        "Linux getpid (same static binary) guest vs host",
+        linux_getpid,
+        host_linux_getpid,
     );
     println!();
     println!(

@@ -10,6 +10,10 @@ pub const KERNEL_ELF_PATH: &str = env!("K42_KERNEL_ELF");
 /// `fault`, `console`, `kv`, `kvclient`) and `/etc/motd` (a file that is not a program).
 pub const TEST_INITRD_PATH: &str = env!("K42_TEST_INITRD");
 
+/// Directory holding the static Linux test programs as built for the initramfs (`linux-hello`,
+/// `linux-getpid`): the same binaries run on the host as the benchmarks' peers.
+pub const LINUX_PROGRAMS_DIR: &str = env!("K42_LINUX_PROGRAMS");
+
 /// The default guest kernel, embedded.
 pub static DEFAULT_KERNEL: &[u8] = include_bytes!(env!("K42_KERNEL_ELF"));
 

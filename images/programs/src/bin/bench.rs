@@ -73,6 +73,12 @@ fn main(_arg: u64) -> i64 {
     rt.run_dispatcher(0);
     let switches = (rt.stats(0).switches - before).max(1);
     println!("metric uthread_switch_ns {}", ns_since(start) / switches);
+
+    // Linux getpid through the personality (the program prints its own metric line).
+    let flags = k42_rt::kabi::SpawnFlags::LINUX | k42_rt::kabi::SpawnFlags::CONSOLE;
+    if let Err(e) = sys::spawn("/bin/linux-getpid", 0, flags).and_then(sys::wait) {
+        println!("bench: linux-getpid: {e:?}");
+    }
     println!("metric uthread_switches {switches}");
     0
 }
