@@ -8,6 +8,8 @@
 //!   drives deferred destruction.
 //! - [`frames`]: the per-CPU allocator front of the page-frame manager.
 //! - [`cpio`]: the initramfs format (cpio newc, optionally gzip-compressed).
+//! - [`fs`]: the RAM file system of the file-system server (inodes, Linux path lookup,
+//!   `getdents64` positions, `stat`), filled from the initramfs.
 //! - [`kabi`]: the K42 system-call interface between the kernel and user level.
 //! - [`sys`]: the user-level system-call wrappers and the PPC server trampoline.
 //! - [`uthread`]: the user-level thread scheduler of a process (K42's two-level scheduling:
@@ -23,6 +25,7 @@ extern crate alloc;
 pub mod cobj;
 pub mod cpio;
 pub mod frames;
+pub mod fs;
 pub mod generation;
 pub mod kabi;
 mod sync;
