@@ -60,11 +60,8 @@ pub fn trap(frame: &mut TrapFrame) {
     if entry::is_syscall(frame) {
         syscall::handle(frame);
     } else if frame.vector == idt::SYSCALL_VECTOR {
-        let linux_entry = sched::current().map_or(0, |d| {
-            d.process
-                .linux_entry
-                .load(core::sync::atomic::Ordering::Acquire)
-        });
+        let linux_entry =
+            sched::current().map_or(0, |d| d.process.linux_entry.load(Ordering::Acquire));
         entry::linux_reflect(frame, linux_entry);
     } else if frame.vector < 32 {
         user_exception(frame);

@@ -184,13 +184,14 @@ impl Dispatcher {
     }
 
     fn soft_word(&self) -> Option<&AtomicU64> {
+        self.page_word(core::mem::offset_of!(DispatcherPage, soft_interrupts))
+    }
+
+    /// The 64-bit word at `offset` of its shared page (`None` for PPC dispatchers, which have
+    /// no page).
+    pub fn page_word(&self, offset: usize) -> Option<&AtomicU64> {
         // The page lives as long as the dispatcher (freed in Drop).
-        (self.page != 0).then(|| {
-            mm::frame_atomic(
-                self.page,
-                core::mem::offset_of!(DispatcherPage, soft_interrupts),
-            )
-        })
+        (self.page != 0).then(|| mm::frame_atomic(self.page, offset))
     }
 }
 

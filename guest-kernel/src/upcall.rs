@@ -20,19 +20,14 @@ use crate::proc::Dispatcher;
 /// User RFLAGS an upcall starts with: interrupts enabled, reserved bit 1.
 const UPCALL_RFLAGS: u64 = 0x202;
 
-fn page_word(d: &Dispatcher, offset: usize) -> Option<&'static core::sync::atomic::AtomicU64> {
-    // The page lives as long as the dispatcher (freed in its Drop); PPC dispatchers have none.
-    (d.page != 0).then(|| mm::frame_atomic(d.page, offset))
-}
-
 /// Redirects `frame` (the context `d` would resume) into `d`'s upcall handler with `reason`,
 /// after saving it in the page. Returns false, changing nothing, when `d` takes no upcalls now
 /// (no page, no entry point, disabled, or an entry point or stack outside user space).
 fn upcall(d: &Dispatcher, frame: &mut TrapFrame, reason: u64) -> bool {
     let (Some(entry), Some(stack), Some(disabled)) = (
-        page_word(d, offset_of!(DispatcherPage, upcall_entry)),
-        page_word(d, offset_of!(DispatcherPage, upcall_stack)),
-        page_word(d, kabi::DISABLED_OFFSET),
+        d.page_word(offset_of!(DispatcherPage, upcall_entry)),
+        d.page_word(offset_of!(DispatcherPage, upcall_stack)),
+        d.page_word(kabi::DISABLED_OFFSET),
     ) else {
         return false;
     };
@@ -82,7 +77,8 @@ fn upcall(d: &Dispatcher, frame: &mut TrapFrame, reason: u64) -> bool {
 /// If `d` (about to resume with `frame`) has soft interrupts pending and takes upcalls, turns
 /// the resumption into an interrupt upcall.
 pub fn deliver_pending(d: &Dispatcher, frame: &mut TrapFrame) {
-    let pending = page_word(d, offset_of!(DispatcherPage, soft_interrupts))
+    let pending = d
+        .page_word(offset_of!(DispatcherPage, soft_interrupts))
         .is_some_and(|w| w.load(Ordering::Acquire) != 0);
     if pending {
         upcall(d, frame, kabi::UPCALL_INTERRUPT);

@@ -258,12 +258,13 @@ fn get<T: FromBytes>(ptr: u64) -> Result<T, Ret> {
     T::read_from_bytes(bytes).map_err(|_| err(errno::EFAULT))
 }
 
-extern "C" fn linux_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> Ret {
-    let _ = (a4, a5);
+/// Handles Linux system call `n` (arguments `a0..a5`, of which no call here needs the last
+/// two yet).
+extern "C" fn linux_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, _a4: u64, _a5: u64) -> Ret {
     match n {
+        // Standard input is empty until the console has an input path.
         nr::SYS_READ => match a0 {
             0 => 0,
-            1 | 2 => err(errno::EBADF),
             _ => err(errno::EBADF),
         },
         nr::SYS_WRITE => write(a0, a1, a2),
@@ -271,7 +272,7 @@ extern "C" fn linux_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64,
         nr::SYS_IOCTL => ioctl(a0, a1, a2),
         nr::SYS_POLL => poll(a0, a1),
         nr::SYS_BRK => brk(a0),
-        nr::SYS_MMAP => mmap(a0, a1, a2, a3, a4),
+        nr::SYS_MMAP => mmap(a0, a1, a2, a3),
         nr::SYS_MUNMAP => match ours(a0, a1) {
             true => err(errno::EINVAL),
             false => memory(sys::unmap(a0, a1.next_multiple_of(PAGE))),
@@ -450,13 +451,13 @@ fn brk(wanted: u64) -> Ret {
     wanted as Ret
 }
 
-fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64) -> Ret {
+/// Anonymous mappings only (file mappings need the file server): `-ENODEV` otherwise.
+fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64) -> Ret {
     let flags = flags as u32;
     if len == 0 || !addr.is_multiple_of(PAGE) {
         return err(errno::EINVAL);
     }
     if flags & mm::MAP_ANONYMOUS == 0 {
-        let _ = fd;
         return err(errno::ENODEV);
     }
     let len = len.next_multiple_of(PAGE);
