@@ -71,6 +71,29 @@ fn find(id: u64) -> Option<Arc<Memobj>> {
     obj
 }
 
+/// Maps the initramfs read-only at `addr` in `caller`: one region, its pages mapped on first
+/// touch (no ring-0 loop over the archive's pages).
+fn map_initrd(caller: &Arc<Process>, addr: u64, prot: u64) -> Result<(), kabi::Error> {
+    let (phys, len) = crate::proc::initrd_range().ok_or(kabi::Error::NotFound)?;
+    if prot & Prot::WRITE != 0 {
+        return Err(kabi::Error::NotPermitted);
+    }
+    let base = phys - phys % FRAME_SIZE;
+    let span = (phys + len).next_multiple_of(FRAME_SIZE) - base;
+    if !kabi::user_range_ok(addr, span) || !addr.is_multiple_of(FRAME_SIZE) || prot & !7 != 0 {
+        return Err(kabi::Error::Invalid);
+    }
+    let mut guard = caller.aspace.lock();
+    let space = guard.as_mut().ok_or(kabi::Error::NotFound)?;
+    space.add_region(Region {
+        start: addr,
+        end: addr + span,
+        prot: prot | Prot::READ,
+        backing: Backing::Physical { base },
+    })?;
+    Ok(())
+}
+
 /// Lets `pid` map object `id` (only its owner may grant).
 pub fn grant(caller: &Arc<Process>, id: u64, pid: u64) -> Result<(), kabi::Error> {
     let obj = find(id).ok_or(kabi::Error::NotFound)?;
@@ -83,6 +106,9 @@ pub fn grant(caller: &Arc<Process>, id: u64, pid: u64) -> Result<(), kabi::Error
 
 /// Maps object `id` at `addr` in `caller` with `prot`.
 pub fn map(caller: &Arc<Process>, id: u64, addr: u64, prot: u64) -> Result<(), kabi::Error> {
+    if id == kabi::INITRD_MEMOBJ {
+        return map_initrd(caller, addr, prot);
+    }
     let obj = find(id).ok_or(kabi::Error::NotFound)?;
     if obj.owner != caller.pid && !obj.grants.lock().contains(&caller.pid) {
         return Err(kabi::Error::NotPermitted);

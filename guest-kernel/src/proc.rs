@@ -40,6 +40,13 @@ pub struct InitrdFile {
 }
 
 static INITRD: Once<Vec<InitrdFile>> = Once::new();
+/// Where the initramfs archive is in physical memory: (address, length).
+static INITRD_RANGE: Once<(u64, u64)> = Once::new();
+
+/// The initramfs archive's physical address and length, if one was indexed.
+pub fn initrd_range() -> Option<(u64, u64)> {
+    INITRD_RANGE.get().copied()
+}
 
 /// Indexes the initramfs (an uncompressed cpio newc archive) at `phys`/`len`. Compressed
 /// archives are refused: decompressing is bulk work that does not belong in ring 0 (a user-level
@@ -58,6 +65,7 @@ pub fn init_initrd(phys: u64, len: u64) -> Result<usize, cpio::CpioError> {
         .collect();
     let count = files.len();
     INITRD.call_once(|| files);
+    INITRD_RANGE.call_once(|| (phys, len));
     Ok(count)
 }
 

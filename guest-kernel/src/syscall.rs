@@ -158,7 +158,14 @@ fn block(me: &Arc<Dispatcher>, deadline_ns: u64) -> SysResult {
 
 fn soft_interrupt(me: &Arc<Dispatcher>, pid: u64, index: u64, bits: u64) -> SysResult {
     let process = proc::process(pid).ok_or(Error::NotFound)?;
-    if process.pid != me.process.pid && process.parent != me.process.pid {
+    // Servers wake the clients they serve (a reader waiting on a pipe, say), whoever
+    // started them.
+    let server = me
+        .process
+        .ppc_entry
+        .load(core::sync::atomic::Ordering::Acquire)
+        != 0;
+    if process.pid != me.process.pid && process.parent != me.process.pid && !server {
         return Err(Error::NotPermitted);
     }
     let target = process
@@ -306,5 +313,7 @@ fn info(me: &Arc<Dispatcher>, what: u64) -> SysResult {
         Info::Dispatcher => me.index as u64,
         Info::SpawnArg => me.process.spawn_arg,
         Info::KernelEntries => sched::entries(),
+        Info::InitrdLen => proc::initrd_range().map_or(0, |(_, len)| len),
+        Info::InitrdOffset => proc::initrd_range().map_or(0, |(phys, _)| phys % FRAME_SIZE),
     })
 }

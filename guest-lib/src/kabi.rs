@@ -54,7 +54,8 @@ pub enum Sys {
     /// interrupt arrives or the deadline (0: none) passes. Returns at once if any are pending.
     Block = 3,
     /// `soft_interrupt(pid, dispatcher, bits)`: sets `bits` in a dispatcher's pending soft
-    /// interrupts and wakes it (own process, or a process this one spawned).
+    /// interrupts and wakes it (own process, a process this one spawned, or any process if
+    /// the caller is a server: servers wake the clients they serve).
     SoftInterrupt = 4,
     /// `map(addr, len, prot)`: reserves demand-zero memory ([`Prot`] bits).
     Map = 5,
@@ -232,6 +233,10 @@ pub enum Info {
     SpawnArg = 5,
     /// Entries into the kernel so far on this CPU (system calls, faults, interrupts).
     KernelEntries = 6,
+    /// Bytes of the initramfs ([`INITRD_MEMOBJ`]); 0 without one.
+    InitrdLen = 7,
+    /// Where the initramfs starts within the first page of [`INITRD_MEMOBJ`]'s mapping.
+    InitrdOffset = 8,
 }
 
 impl Info {
@@ -245,11 +250,20 @@ impl Info {
             Info::Dispatcher,
             Info::SpawnArg,
             Info::KernelEntries,
+            Info::InitrdLen,
+            Info::InitrdOffset,
         ]
         .into_iter()
         .find(|i| *i as u64 == nr)
     }
 }
+
+/// The memory object holding the initramfs as the boot loader placed it: any process may map it
+/// read-only (`memobj_map(INITRD_MEMOBJ, addr, Prot::READ)`; asking for write access is
+/// `NotPermitted`). Its pages are mapped on first touch; the archive's first byte is at
+/// `addr + info(InitrdOffset)` and it is `info(InitrdLen)` bytes long. The file server reads the
+/// archive through it, and clients read files still as the archive holds them without copies.
+pub const INITRD_MEMOBJ: u64 = 0;
 
 /// An asynchronous message as `receive` returns it: the sender's pid and three words.
 #[repr(C)]
@@ -434,7 +448,8 @@ mod tests {
         assert_eq!(Error::from_return(-14), Some(Error::Fault));
         assert_eq!(Error::from_return(5), None);
         assert_eq!(Info::from_number(6), Some(Info::KernelEntries));
-        assert_eq!(Info::from_number(7), None);
+        assert_eq!(Info::from_number(8), Some(Info::InitrdOffset));
+        assert_eq!(Info::from_number(9), None);
     }
 
     #[test]

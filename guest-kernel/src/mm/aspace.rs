@@ -57,6 +57,13 @@ pub enum Backing {
     /// Frames mapped explicitly by the kernel and owned elsewhere (the entry page, dispatcher
     /// pages, memory objects, PPC windows): touching an unmapped page is a fault.
     Shared,
+    /// Read-only frames the kernel keeps for good, starting at physical address `base` (the
+    /// initramfs): page `i` of the region is frame `base + i * 4096`, mapped on first touch,
+    /// never owned, never writable.
+    Physical {
+        /// Frame behind the region's first page.
+        base: u64,
+    },
 }
 
 /// A range of user virtual memory with one protection and backing.
@@ -327,14 +334,22 @@ impl AddressSpace {
         let allowed = (!write || region.prot & Prot::WRITE != 0)
             && (!exec || region.prot & Prot::EXEC != 0)
             && region.prot != 0;
-        if !allowed || region.backing != Backing::Anonymous {
+        let page = va & !(FRAME_SIZE - 1);
+        let physical = match region.backing {
+            Backing::Anonymous => None,
+            Backing::Physical { base } if !write => Some(base + (page - region.start)),
+            _ => return Err(AspaceError::Fault),
+        };
+        if !allowed {
             return Err(AspaceError::Fault);
         }
-        let page = va & !(FRAME_SIZE - 1);
         if self.translate(page).is_some() {
             // Present and allowed: another CPU of this process mapped it first (or a stale TLB
             // entry); retrying the access is enough.
             return Ok(());
+        }
+        if let Some(frame) = physical {
+            return self.map_page(page, frame, region.prot & !Prot::WRITE, false);
         }
         let frame = super::alloc_frame().ok_or(AspaceError::NoMemory)?;
         if let Err(e) = self.map_page(page, frame, region.prot, true) {
