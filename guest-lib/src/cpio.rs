@@ -233,7 +233,7 @@ fn gzip_body(image: &[u8]) -> Result<&[u8], CpioError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     extern crate std;
     use super::*;
     use alloc::vec;

@@ -20,6 +20,9 @@ pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 pub(super) struct FileData {
     size: u64,
     pages: BTreeMap<u64, Box<[u8]>>,
+    /// Where the same bytes lie contiguously in the archive the file came from, while the
+    /// file is unchanged since it was unpacked (any write or truncate forgets it).
+    origin: Option<u64>,
 }
 
 fn split(pos: u64) -> (u64, usize) {
@@ -29,6 +32,16 @@ fn split(pos: u64) -> (u64, usize) {
 impl FileData {
     pub(super) fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The offset of these bytes in the archive they were unpacked from, if unchanged since.
+    pub(super) fn origin(&self) -> Option<u64> {
+        self.origin
+    }
+
+    /// Records that these bytes are also at `offset` in the archive they came from.
+    pub(super) fn set_origin(&mut self, offset: u64) {
+        self.origin = Some(offset);
     }
 
     /// Pages holding data (for `st_blocks`).
@@ -65,6 +78,7 @@ impl FileData {
 
     /// Writes `data` at `offset`, extending the file (the gap reads as zeros).
     pub(super) fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<usize, FsError> {
+        self.origin = None;
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|&end| end <= MAX_FILE_SIZE)
@@ -86,6 +100,7 @@ impl FileData {
 
     /// Sets the size: drops the pages past a shorter end and zeroes the tail of the last one.
     pub(super) fn truncate(&mut self, len: u64) -> Result<(), FsError> {
+        self.origin = None;
         if len > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }

@@ -1,6 +1,7 @@
 //! Filling a [`FileSystem`] from an initramfs image (cpio newc, optionally gzip), as Linux
 //! unpacks one into its rootfs.
 
+use alloc::borrow::Cow;
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -155,6 +156,10 @@ pub fn populate_from_cpio(fs: &mut FileSystem, image: &[u8]) -> Result<usize, Po
         };
         if kind == mode::REGULAR && !entry.data.is_empty() {
             fs.write_at(ino, 0, entry.data, ctx).map_err(fail)?;
+            if matches!(bytes, Cow::Borrowed(_)) {
+                let offset = entry.data.as_ptr() as u64 - image.as_ptr() as u64;
+                fs.set_archive_offset(ino, offset).map_err(fail)?;
+            }
         }
         if let Some(key) = hard_link {
             links.insert(key, ino);

@@ -22,6 +22,7 @@ mod dir;
 mod error;
 mod initramfs;
 mod path;
+pub mod server;
 
 #[cfg(test)]
 mod proptests;
@@ -756,6 +757,29 @@ impl FileSystem {
     pub fn readlink(&self, cwd: Ino, path: &[u8]) -> Result<&[u8], FsError> {
         let ino = self.lookup(cwd, path, false)?;
         self.inode(ino)?.symlink_target().ok_or(FsError::Invalid)
+    }
+
+    /// Where a regular file's bytes lie, contiguously, in the uncompressed archive
+    /// [`populate_from_cpio`] unpacked it from, while it is unchanged since: a client that can
+    /// see the archive may read them there. `None` once written or truncated, for files from
+    /// a compressed archive, and for every other inode.
+    pub fn archive_offset(&self, ino: Ino) -> Option<u64> {
+        match &self.inode(ino).ok()?.node {
+            Node::Regular(f) => f.origin(),
+            _ => None,
+        }
+    }
+
+    /// Records that `ino`'s bytes are at `offset` in the archive (see
+    /// [`archive_offset`](FileSystem::archive_offset)).
+    fn set_archive_offset(&mut self, ino: Ino, offset: u64) -> Result<(), FsError> {
+        match &mut self.inode_mut(ino)?.node {
+            Node::Regular(f) => {
+                f.set_origin(offset);
+                Ok(())
+            }
+            _ => Err(FsError::Invalid),
+        }
     }
 
     /// Reads from a regular file at `offset`; returns the bytes read (0 at the end).
