@@ -30,6 +30,10 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         "a static musl C program runs through the Linux personality\n{context}"
     );
     assert!(
+        output.contains("fsd: ready (") && output.contains("linux-files: ok ("),
+        "files, directories, pipes and devices work through the file server\n{context}"
+    );
+    assert!(
         output.contains("linux: unimplemented system call unknown (400) returns ENOSYS"),
         "unimplemented Linux calls are logged by name (or number)\n{context}"
     );

@@ -9,6 +9,8 @@ use k42_rt::{println, sys};
 
 k42_rt::entry!(main);
 
+use k42_guest_lib::fs::server::SERVER_NAME as FILE_SERVER;
+
 fn run(path: &str, arg: u64, flags: u64, want: i64) -> bool {
     match sys::spawn(path, arg, flags).and_then(sys::wait) {
         Ok(status) if status == want => true,
@@ -23,6 +25,23 @@ fn run(path: &str, arg: u64, flags: u64, want: i64) -> bool {
     }
 }
 
+/// Starts `/bin/fsd` and waits (up to 10 s) until it serves.
+fn start_file_server() -> bool {
+    if let Err(e) = sys::spawn("/bin/fsd", 0, 0) {
+        println!("init: cannot start the file server: {e:?}");
+        return false;
+    }
+    let deadline = sys::now_ns() + 10_000_000_000;
+    while sys::ppc_lookup(FILE_SERVER).is_err() {
+        if sys::now_ns() > deadline {
+            println!("init: the file server did not start serving");
+            return false;
+        }
+        sys::block(sys::now_ns() + 1_000_000);
+    }
+    true
+}
+
 fn main(arg: u64) -> i64 {
     if let Err(e) = sys::spawn("/bin/console", 0, SpawnFlags::CONSOLE) {
         let _ = sys::console_write(b"init: cannot start the console server\n");
@@ -32,6 +51,8 @@ fn main(arg: u64) -> i64 {
     ok &= run("/bin/hello", 0, 0, 0);
     // A faulting program is ended with SIGSEGV's status; everything else carries on.
     ok &= run("/bin/fault", 0, 0, 128 + 11);
+    // The file-system server, which Linux programs' files go to.
+    ok &= start_file_server();
     // Two processes sharing a CPU keep their own x87/SSE registers.
     let fpu: [_; 2] = [1, 2].map(|seed| sys::spawn("/bin/fpu", seed, 0));
     for child in fpu {
@@ -47,6 +68,8 @@ fn main(arg: u64) -> i64 {
     ok &= run("/bin/upcall", 0, 0, 0);
     // A static musl program through the Linux personality.
     ok &= run("/bin/linux-hello", 0, k42_rt::kabi::SpawnFlags::LINUX, 0);
+    // Files, directories, pipes and devices through the personality and the file server.
+    ok &= run("/bin/linux-files", 0, k42_rt::kabi::SpawnFlags::LINUX, 0);
     // User-level threads on a dispatcher per CPU.
     ok &= run("/bin/threads", 0, 0, 0);
     match sys::spawn("/bin/kv", 0, 0) {

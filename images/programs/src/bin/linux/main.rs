@@ -19,9 +19,11 @@
 
 extern crate alloc;
 
+mod files;
+
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use k42_linux_abi::{auxv, errno, file, mm, process, syscall as nr, time, tty};
+use k42_linux_abi::{auxv, errno, mm, process, signal, syscall as nr, time};
 use k42_rt::kabi::{self, Prot, Sys};
 use k42_rt::sys;
 use zerocopy::{FromBytes, IntoBytes};
@@ -180,6 +182,7 @@ fn program_end(aux: &Auxv) -> u64 {
 
 extern "C" fn linux_start(sp: u64) -> ! {
     k42_rt::init_heap();
+    files::init();
     let aux = read_auxv(sp);
     let end = program_end(&aux);
     BRK_START.store(end, Ordering::Relaxed);
@@ -258,19 +261,12 @@ fn get<T: FromBytes>(ptr: u64) -> Result<T, Ret> {
     T::read_from_bytes(bytes).map_err(|_| err(errno::EFAULT))
 }
 
-/// Handles Linux system call `n` (arguments `a0..a5`, of which no call here needs the last
-/// two yet).
-extern "C" fn linux_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, _a4: u64, _a5: u64) -> Ret {
+/// Handles Linux system call `n` with arguments `a0..a5`.
+extern "C" fn linux_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> Ret {
+    if let Some(ret) = files::syscall(n, [a0, a1, a2, a3, a4, a5]) {
+        return ret;
+    }
     match n {
-        // Standard input is empty until the console has an input path.
-        nr::SYS_READ => match a0 {
-            0 => 0,
-            _ => err(errno::EBADF),
-        },
-        nr::SYS_WRITE => write(a0, a1, a2),
-        nr::SYS_WRITEV => writev(a0, a1, a2),
-        nr::SYS_IOCTL => ioctl(a0, a1, a2),
-        nr::SYS_POLL => poll(a0, a1),
         nr::SYS_BRK => brk(a0),
         nr::SYS_MMAP => mmap(a0, a1, a2, a3),
         nr::SYS_MUNMAP => match ours(a0, a1) {
@@ -296,12 +292,18 @@ extern "C" fn linux_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, _a4: u64
             sys::yield_now();
             0
         }
-        nr::SYS_RT_SIGACTION => sigaction(a2),
+        nr::SYS_RT_SIGACTION => sigaction(a0, a1, a2),
         nr::SYS_RT_SIGPROCMASK => sigprocmask(a2),
         nr::SYS_SIGALTSTACK => 0,
-        nr::SYS_EXIT | nr::SYS_EXIT_GROUP => sys::exit((a0 & 0xff) as i64),
+        nr::SYS_EXIT | nr::SYS_EXIT_GROUP => exit((a0 & 0xff) as i64),
         _ => unimplemented(n),
     }
+}
+
+/// Ends the process with `status` once its descriptors are closed.
+fn exit(status: i64) -> ! {
+    files::close_all();
+    sys::exit(status)
 }
 
 fn unimplemented(n: u64) -> Ret {
@@ -315,85 +317,6 @@ fn unimplemented(n: u64) -> Ret {
         }
     }
     err(errno::ENOSYS)
-}
-
-fn write(fd: u64, ptr: u64, len: u64) -> Ret {
-    if fd != 1 && fd != 2 {
-        return err(errno::EBADF);
-    }
-    let bytes = match user_bytes(ptr, len) {
-        Ok(bytes) => bytes,
-        Err(e) => return e,
-    };
-    match k42_rt::write(bytes) {
-        Ok(()) => len as Ret,
-        Err(_) => err(errno::EIO),
-    }
-}
-
-fn writev(fd: u64, iov: u64, count: u64) -> Ret {
-    if count > 1024 {
-        return err(errno::EINVAL);
-    }
-    let mut total: Ret = 0;
-    for i in 0..count {
-        let v: file::Iovec = match get(iov + i * 16) {
-            Ok(v) => v,
-            Err(e) => return e,
-        };
-        let n = write(fd, v.iov_base, v.iov_len);
-        if n < 0 {
-            return if total > 0 { total } else { n };
-        }
-        total += n;
-    }
-    total
-}
-
-fn ioctl(fd: u64, request: u64, arg: u64) -> Ret {
-    if fd > 2 {
-        return err(errno::EBADF);
-    }
-    match request as u32 {
-        tty::TIOCGWINSZ => put(
-            arg,
-            &tty::Winsize {
-                ws_row: 24,
-                ws_col: 80,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            },
-        ),
-        _ => err(errno::ENOTTY),
-    }
-}
-
-fn poll(fds: u64, count: u64) -> Ret {
-    if count > 1024 {
-        return err(errno::EINVAL);
-    }
-    let mut ready = 0;
-    for i in 0..count {
-        let at = fds + i * 8;
-        let mut p: file::Pollfd = match get(at) {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
-        p.revents = match p.fd {
-            fd if fd < 0 => 0,
-            0 => 0,
-            1 | 2 => p.events & file::POLLOUT,
-            _ => file::POLLNVAL,
-        };
-        if p.revents != 0 {
-            ready += 1;
-        }
-        let written = put(at, &p);
-        if written < 0 {
-            return written;
-        }
-    }
-    ready
 }
 
 /// Whether `addr..addr + len` touches the personality's own area.
@@ -546,12 +469,37 @@ fn getrandom(ptr: u64, len: u64) -> Ret {
     len as Ret
 }
 
-fn sigaction(old: u64) -> Ret {
-    // Handlers are accepted but not delivered yet: report the default action as the old one.
+/// Each signal's handler as last set (`SIG_DFL` = 0, `SIG_IGN` = 1, else an address). Handlers
+/// are recorded but not yet delivered; the default and ignore dispositions are honoured where
+/// the personality raises a signal itself (`SIGPIPE`).
+static HANDLERS: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
+
+fn sigaction(sig: u64, new: u64, old: u64) -> Ret {
+    if sig == 0 || sig > 64 || sig == signal::SIGKILL as u64 || sig == signal::SIGSTOP as u64 {
+        return err(errno::EINVAL);
+    }
+    let slot = &HANDLERS[sig as usize];
     if old != 0 {
-        return put(old, &[0u64; 4]);
+        let r = put(old, &[slot.load(Ordering::Relaxed), 0, 0, 0]);
+        if r < 0 {
+            return r;
+        }
+    }
+    if new != 0 {
+        match get::<u64>(new) {
+            Ok(handler) => slot.store(handler, Ordering::Relaxed),
+            Err(e) => return e,
+        }
     }
     0
+}
+
+/// A write to a pipe nobody reads: `SIGPIPE`, whose default action ends the process.
+fn signal_self_pipe() {
+    if HANDLERS[signal::SIGPIPE as usize].load(Ordering::Relaxed) == 0 {
+        files::close_all();
+        sys::exit(128 + signal::SIGPIPE as i64);
+    }
 }
 
 fn sigprocmask(old: u64) -> Ret {

@@ -1,0 +1,104 @@
+//! The file-system server: holds the initramfs as a RAM file system (plus `/dev` and `/tmp`)
+//! and serves it by PPC as `fs` ([`k42_guest_lib::fs::server`] has the protocol and the
+//! logic; this program only maps the archive, fills the file system and moves calls).
+//! Started by init; it prints `fsd: ready (N entries)` once it serves.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use k42_guest_lib::fs::server::{FileServer, BUFFER_SIZE, SERVER_NAME, WAKE_SOFT_INTERRUPT};
+use k42_guest_lib::fs::{populate_from_cpio, Ctx, FileSystem, ROOT_INO};
+use k42_rt::kabi::{self, Info, Prot};
+use k42_rt::sys::{self, PpcReply};
+use spin::{Mutex, Once};
+
+k42_rt::entry!(main);
+
+/// Where this server maps the initramfs archive.
+const ARCHIVE_AT: u64 = 0x0000_3000_0000_0000;
+
+static SERVER: Once<Mutex<FileServer>> = Once::new();
+
+extern "C" fn serve(client: u64, op: u64, a1: u64, a2: u64, a3: u64, cpu: u64) -> PpcReply {
+    let Some(server) = SERVER.get() else {
+        return PpcReply { r0: 0, r1: 5 };
+    };
+    // SAFETY: during a PPC call the caller's buffer page is mapped read-write at this CPU's
+    // window, and only this call uses it.
+    let buf = unsafe {
+        core::slice::from_raw_parts_mut(kabi::ppc_window(cpu as usize) as *mut u8, BUFFER_SIZE)
+    };
+    let (reply, wake) = {
+        let mut server = server.lock();
+        let reply = server.call(client, [op, a1, a2, a3], buf, sys::now_ns() as i64);
+        (reply, server.take_wakeups())
+    };
+    for pid in wake {
+        // A client that has gone meanwhile is no error of ours.
+        let _ = sys::soft_interrupt(pid, 0, WAKE_SOFT_INTERRUPT);
+    }
+    PpcReply {
+        r0: reply.value,
+        r1: reply.errno as u64,
+    }
+}
+
+fn build() -> Result<FileSystem, &'static str> {
+    let len = sys::info(Info::InitrdLen);
+    if len == 0 {
+        return Err("no initramfs");
+    }
+    let offset = sys::info(Info::InitrdOffset);
+    sys::memobj_map(kabi::INITRD_MEMOBJ, ARCHIVE_AT, Prot::READ)
+        .map_err(|_| "cannot map the initramfs")?;
+    // SAFETY: the kernel mapped the archive read-only at ARCHIVE_AT (pages fault in on
+    // touch); it is `len` bytes from `offset` and never changes.
+    let archive =
+        unsafe { core::slice::from_raw_parts((ARCHIVE_AT + offset) as *const u8, len as usize) };
+    let now = sys::now_ns() as i64;
+    let mut fs = FileSystem::new(Ctx::root(now));
+    populate_from_cpio(&mut fs, archive).map_err(|_| "the initramfs does not unpack")?;
+    let ctx = Ctx::root(now);
+    for dir in [&b"/dev"[..], b"/tmp"] {
+        match fs.mkdir(ROOT_INO, dir, 0o755, ctx) {
+            Ok(_) | Err(k42_guest_lib::fs::FsError::Exists) => {}
+            Err(_) => return Err("cannot make /dev or /tmp"),
+        }
+    }
+    let tmp = fs.lookup(ROOT_INO, b"/tmp", true).map_err(|_| "no /tmp")?;
+    fs.chmod(tmp, 0o1777, ctx).map_err(|_| "chmod /tmp")?;
+    for (name, major, minor) in [
+        (&b"/dev/null"[..], 1, 3),
+        (b"/dev/zero", 1, 5),
+        (b"/dev/full", 1, 7),
+        (b"/dev/random", 1, 8),
+        (b"/dev/urandom", 1, 9),
+        (b"/dev/tty", 5, 0),
+        (b"/dev/console", 5, 1),
+    ] {
+        // The archive may bring its own.
+        let _ = fs.mknod_char(ROOT_INO, name, 0o666, major, minor, ctx);
+    }
+    Ok(fs)
+}
+
+fn main(_arg: u64) -> i64 {
+    let fs = match build() {
+        Ok(fs) => fs,
+        Err(why) => {
+            k42_rt::println!("fsd: {why}");
+            return 1;
+        }
+    };
+    let entries = fs.inode_count();
+    SERVER.call_once(|| Mutex::new(FileServer::new(fs, sys::rdtsc())));
+    if let Err(e) = sys::ppc_serve(SERVER_NAME, serve) {
+        k42_rt::println!("fsd: cannot export {SERVER_NAME}: {e:?}");
+        return 1;
+    }
+    k42_rt::println!("fsd: ready ({entries} entries)");
+    loop {
+        sys::block(0);
+    }
+}

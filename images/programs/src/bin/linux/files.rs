@@ -1,0 +1,825 @@
+//! Files, directories and pipes for the Linux personality: the process's descriptor table, its
+//! working directory and umask, kept here in the process (as K42 kept them in each process's
+//! library), over the file-system server (`fs`, reached by PPC).
+//!
+//! A descriptor refers to an open file: the server's handle (an open-file description with its
+//! offset) plus what the personality keeps to avoid calls. A file the server reports as
+//! unchanged since the initramfs is read straight from the archive, which the kernel maps
+//! read-only into the process: no call per read (its offset is then kept here, per process).
+//! The console is served here too (standard input is empty until the console has an input
+//! path). Paths are made absolute here (working directory, `dirfd`) before they go out.
+
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use k42_guest_lib::fs::server::{self, op, Client, Transport, BUFFER_SIZE, WAKE_SOFT_INTERRUPT};
+use k42_linux_abi::file::{
+    self, Stat, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, FD_CLOEXEC, F_DUPFD,
+    F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_SETFD, F_SETFL, O_ACCMODE, O_CLOEXEC, O_CREAT,
+    O_DIRECTORY, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, PATH_MAX, POLLHUP, POLLIN, POLLNVAL,
+    POLLOUT, SEEK_CUR, SEEK_END, SEEK_SET, S_IFCHR, S_IFDIR, S_IFIFO, S_IFMT,
+};
+use k42_linux_abi::{errno, syscall as nr, tty};
+use k42_rt::kabi::{self, Info, Prot};
+use k42_rt::sys;
+use spin::Mutex;
+
+use crate::{err, get, put, user_bytes, user_bytes_mut, Ret};
+
+/// Where the initramfs archive is mapped in a Linux process (inside the personality's area).
+const ARCHIVE_AT: u64 = 0x7400_0000;
+/// Most descriptors a process may have open.
+const MAX_FDS: usize = 1024;
+
+/// The PPC path to the file server, from this process's dispatcher 0.
+struct Ppc {
+    server: u64,
+}
+
+impl Transport for Ppc {
+    fn buffer(&mut self) -> &mut [u8; BUFFER_SIZE] {
+        // SAFETY: the kernel maps dispatcher 0's PPC buffer page read-write in every process;
+        // only this (single-threaded) personality uses it, and only inside this module.
+        unsafe { &mut *(kabi::ppc_buffer(0) as *mut [u8; BUFFER_SIZE]) }
+    }
+
+    fn call(&mut self, args: [u64; 4]) -> (u64, u64) {
+        match sys::ppc_call(self.server, args) {
+            Ok(reply) => reply,
+            Err(_) => (0, errno::EIO as u64),
+        }
+    }
+
+    fn wait(&mut self) {
+        while sys::block(0) & WAKE_SOFT_INTERRUPT == 0 {}
+    }
+}
+
+static CLIENT: Mutex<Option<Client<Ppc>>> = Mutex::new(None);
+
+/// Runs `f` with the file-server client (`EIO` when there is no server).
+fn with_client<T>(f: impl FnOnce(&mut Client<Ppc>) -> Result<T, i32>) -> Result<T, Ret> {
+    let mut guard = CLIENT.lock();
+    if guard.is_none() {
+        let server = sys::ppc_lookup(server::SERVER_NAME).map_err(|_| err(errno::EIO))?;
+        *guard = Some(Client::new(Ppc { server }));
+    }
+    let client = guard.as_mut().ok_or(err(errno::EIO))?;
+    f(client).map_err(err)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Console,
+    Regular,
+    Directory,
+    Pipe,
+    /// Other character devices (null, zero, urandom...), served by the server.
+    Device,
+}
+
+/// An open file: one reference to a server handle, shared by `dup`ed descriptors.
+struct OpenFile {
+    handle: Option<u64>,
+    kind: Kind,
+    flags: u32,
+    /// The file's bytes in the archive mapping, while read here.
+    archive: Option<&'static [u8]>,
+    /// The offset of archive-read files.
+    offset: AtomicU64,
+    /// The absolute path it was opened by (directories: for `*at` calls and `fchdir`).
+    path: Vec<u8>,
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle {
+            let _ = with_client(|c| c.close(&[h]));
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Fd {
+    file: Arc<OpenFile>,
+    cloexec: bool,
+}
+
+struct State {
+    fds: Vec<Option<Fd>>,
+    cwd: Vec<u8>,
+    umask: u32,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    fds: Vec::new(),
+    cwd: Vec::new(),
+    umask: 0o022,
+});
+
+/// Sets up descriptors 0, 1 and 2 on the console and the working directory `/`.
+pub fn init() {
+    let console = Arc::new(OpenFile {
+        handle: None,
+        kind: Kind::Console,
+        flags: O_RDWR,
+        archive: None,
+        offset: AtomicU64::new(0),
+        path: b"/dev/console".to_vec(),
+    });
+    let mut state = STATE.lock();
+    state.fds = (0..3)
+        .map(|_| {
+            Some(Fd {
+                file: console.clone(),
+                cloexec: false,
+            })
+        })
+        .collect();
+    state.cwd = b"/".to_vec();
+}
+
+/// Closes every descriptor (at exit: pipe ends must reach the server).
+pub fn close_all() {
+    let fds = core::mem::take(&mut STATE.lock().fds);
+    drop(fds);
+}
+
+fn file(fd: u64) -> Result<Arc<OpenFile>, Ret> {
+    let state = STATE.lock();
+    usize::try_from(fd)
+        .ok()
+        .and_then(|i| state.fds.get(i))
+        .and_then(|slot| slot.as_ref())
+        .map(|fd| fd.file.clone())
+        .ok_or(err(errno::EBADF))
+}
+
+/// Puts `file` in the lowest free descriptor at or above `min`.
+fn install(file: Arc<OpenFile>, cloexec: bool, min: usize) -> Ret {
+    let mut state = STATE.lock();
+    let free = (min..MAX_FDS).find(|&i| state.fds.get(i).is_none_or(|s| s.is_none()));
+    let Some(i) = free else {
+        return err(errno::EMFILE);
+    };
+    if state.fds.len() <= i {
+        state.fds.resize(i + 1, None);
+    }
+    state.fds[i] = Some(Fd { file, cloexec });
+    i as Ret
+}
+
+/// The archive, mapped on first use.
+fn archive() -> Option<&'static [u8]> {
+    static MAPPED: AtomicBool = AtomicBool::new(false);
+    let len = sys::info(Info::InitrdLen);
+    let offset = sys::info(Info::InitrdOffset);
+    if len == 0 || offset + len > 0x0c00_0000 {
+        return None;
+    }
+    if !MAPPED.load(Ordering::Acquire) {
+        sys::memobj_map(kabi::INITRD_MEMOBJ, ARCHIVE_AT, Prot::READ).ok()?;
+        MAPPED.store(true, Ordering::Release);
+    }
+    // SAFETY: the kernel maps the archive read-only at ARCHIVE_AT, `len` bytes from
+    // `offset`, for the life of the process; it never changes.
+    Some(unsafe { core::slice::from_raw_parts((ARCHIVE_AT + offset) as *const u8, len as usize) })
+}
+
+/// Reads a NUL-terminated path from the program.
+fn user_path(ptr: u64) -> Result<Vec<u8>, Ret> {
+    let mut out = Vec::new();
+    loop {
+        let byte = user_bytes(ptr + out.len() as u64, 1)?[0];
+        if byte == 0 {
+            return Ok(out);
+        }
+        if out.len() >= PATH_MAX {
+            return Err(err(errno::ENAMETOOLONG));
+        }
+        out.push(byte);
+    }
+}
+
+/// `path` made absolute against `dirfd` (or the working directory).
+fn absolute(dirfd: u64, path: &[u8]) -> Result<Vec<u8>, Ret> {
+    if path.is_empty() {
+        return Err(err(errno::ENOENT));
+    }
+    if path[0] == b'/' {
+        return Ok(path.to_vec());
+    }
+    let mut base = if dirfd as i32 == AT_FDCWD {
+        STATE.lock().cwd.clone()
+    } else {
+        let dir = file(dirfd)?;
+        if dir.kind != Kind::Directory {
+            return Err(err(errno::ENOTDIR));
+        }
+        dir.path.clone()
+    };
+    if base.last() != Some(&b'/') {
+        base.push(b'/');
+    }
+    base.extend_from_slice(path);
+    Ok(base)
+}
+
+/// The path with `.`, `..` and repeated slashes resolved by name (for the working directory).
+fn normalize(path: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in path.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let mut out = Vec::new();
+    for p in parts {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+fn result(r: Result<Ret, Ret>) -> Ret {
+    r.unwrap_or_else(|e| e)
+}
+
+/// Handles the file system calls; `None` for calls that are not about files.
+pub fn syscall(n: u64, a: [u64; 6]) -> Option<Ret> {
+    let at = AT_FDCWD as u64;
+    Some(match n {
+        nr::SYS_READ => result(read(a[0], a[1], a[2], None)),
+        nr::SYS_WRITE => result(write(a[0], a[1], a[2], None)),
+        nr::SYS_PREAD64 => result(read(a[0], a[1], a[2], Some(a[3]))),
+        nr::SYS_PWRITE64 => result(write(a[0], a[1], a[2], Some(a[3]))),
+        nr::SYS_READV => result(vectored(a[0], a[1], a[2], false)),
+        nr::SYS_WRITEV => result(vectored(a[0], a[1], a[2], true)),
+        nr::SYS_OPEN => result(open(at, a[0], a[1] as u32, a[2] as u32)),
+        nr::SYS_OPENAT => result(open(a[0], a[1], a[2] as u32, a[3] as u32)),
+        nr::SYS_CREAT => result(open(
+            at,
+            a[0],
+            O_CREAT | O_WRONLY | file::O_TRUNC,
+            a[1] as u32,
+        )),
+        nr::SYS_CLOSE => result(close(a[0])),
+        nr::SYS_LSEEK => result(lseek(a[0], a[1] as i64, a[2] as i32)),
+        nr::SYS_FSTAT => result(fstat(a[0]).map(|st| put(a[1], &st))),
+        nr::SYS_STAT => result(stat_path(at, a[0], true).map(|st| put(a[1], &st))),
+        nr::SYS_LSTAT => result(stat_path(at, a[0], false).map(|st| put(a[1], &st))),
+        nr::SYS_NEWFSTATAT => result(fstatat(a[0], a[1], a[3] as u32).map(|st| put(a[2], &st))),
+        nr::SYS_GETDENTS64 => result(getdents(a[0], a[1], a[2])),
+        nr::SYS_GETCWD => result(getcwd(a[0], a[1])),
+        nr::SYS_CHDIR => result(chdir(at, a[0])),
+        nr::SYS_FCHDIR => result(fchdir(a[0])),
+        nr::SYS_MKDIR => result(path_op(op::MKDIR, at, a[0], a[1] & 0o7777)),
+        nr::SYS_MKDIRAT => result(path_op(op::MKDIR, a[0], a[1], a[2] & 0o7777)),
+        nr::SYS_UNLINK => result(path_op(op::UNLINK, at, a[0], 0)),
+        nr::SYS_RMDIR => result(path_op(op::RMDIR, at, a[0], 0)),
+        nr::SYS_UNLINKAT => {
+            let which = if a[2] as u32 & AT_REMOVEDIR != 0 {
+                op::RMDIR
+            } else {
+                op::UNLINK
+            };
+            result(path_op(which, a[0], a[1], 0))
+        }
+        nr::SYS_RENAME => result(two_paths(op::RENAME, at, a[0], at, a[1])),
+        nr::SYS_RENAMEAT | nr::SYS_RENAMEAT2 => {
+            result(two_paths(op::RENAME, a[0], a[1], a[2], a[3]))
+        }
+        nr::SYS_LINK => result(two_paths(op::LINK, at, a[0], at, a[1])),
+        nr::SYS_LINKAT => result(two_paths(op::LINK, a[0], a[1], a[2], a[3])),
+        nr::SYS_SYMLINK => result(symlink(a[0], at, a[1])),
+        nr::SYS_SYMLINKAT => result(symlink(a[0], a[1], a[2])),
+        nr::SYS_READLINK => result(readlink(at, a[0], a[1], a[2])),
+        nr::SYS_READLINKAT => result(readlink(a[0], a[1], a[2], a[3])),
+        nr::SYS_ACCESS => result(stat_path(at, a[0], true).map(|_| 0)),
+        nr::SYS_FACCESSAT | nr::SYS_FACCESSAT2 => result(stat_path(a[0], a[1], true).map(|_| 0)),
+        nr::SYS_CHMOD => result(path_op(op::CHMOD, at, a[0], a[1] & 0o7777)),
+        nr::SYS_FCHMODAT => result(path_op(op::CHMOD, a[0], a[1], a[2] & 0o7777)),
+        nr::SYS_FCHMOD => result(fchmod(a[0], a[1])),
+        nr::SYS_FTRUNCATE => result(ftruncate(a[0], a[1])),
+        nr::SYS_TRUNCATE => result(truncate(a[0], a[1])),
+        nr::SYS_UTIMENSAT => result(utimensat(a[0], a[1], a[2], a[3] as u32)),
+        nr::SYS_FSYNC | nr::SYS_FDATASYNC => result(file(a[0]).map(|_| 0)),
+        nr::SYS_UMASK => {
+            let mut state = STATE.lock();
+            let old = state.umask;
+            state.umask = a[0] as u32 & 0o777;
+            Ret::from(old)
+        }
+        nr::SYS_DUP => result(file(a[0]).map(|f| install(f, false, 0))),
+        nr::SYS_DUP2 => result(dup3(a[0], a[1], 0, true)),
+        nr::SYS_DUP3 => result(dup3(a[0], a[1], a[2] as u32, false)),
+        nr::SYS_FCNTL => result(fcntl(a[0], a[1] as i32, a[2])),
+        nr::SYS_PIPE => result(pipe(a[0], 0)),
+        nr::SYS_PIPE2 => result(pipe(a[0], a[1] as u32)),
+        nr::SYS_IOCTL => result(ioctl(a[0], a[1], a[2])),
+        nr::SYS_POLL => result(poll(a[0], a[1], a[2] as i32)),
+        _ => return None,
+    })
+}
+
+fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
+    let path = absolute(dirfd, &user_path(path)?)?;
+    let umask = STATE.lock().umask;
+    let (handle, info) = with_client(|c| c.open(&path, flags, mode & 0o7777 & !umask))?;
+    let kind = match info.kind & S_IFMT {
+        S_IFDIR => Kind::Directory,
+        S_IFCHR if matches!(file::major(info.rdev), 4 | 5) => Kind::Console,
+        S_IFCHR => Kind::Device,
+        S_IFIFO => Kind::Pipe,
+        _ => Kind::Regular,
+    };
+    let archive = match (info.archive_offset, flags & O_ACCMODE) {
+        (Some(at), O_RDONLY) => {
+            archive().and_then(|a| a.get(at as usize..(at + info.size) as usize))
+        }
+        _ => None,
+    };
+    let file = Arc::new(OpenFile {
+        handle: Some(handle),
+        kind,
+        flags,
+        archive,
+        offset: AtomicU64::new(0),
+        path: normalize(&path),
+    });
+    Ok(install(file, flags & O_CLOEXEC != 0, 0))
+}
+
+fn close(fd: u64) -> Result<Ret, Ret> {
+    let old = {
+        let mut state = STATE.lock();
+        let slot = usize::try_from(fd)
+            .ok()
+            .and_then(|i| state.fds.get_mut(i))
+            .ok_or(err(errno::EBADF))?;
+        slot.take().ok_or(err(errno::EBADF))?
+    };
+    drop(old);
+    Ok(0)
+}
+
+fn read(fd: u64, ptr: u64, len: u64, at: Option<u64>) -> Result<Ret, Ret> {
+    let f = file(fd)?;
+    if f.flags & O_ACCMODE == O_WRONLY {
+        return Err(err(errno::EBADF));
+    }
+    let out = user_bytes_mut(ptr, len)?;
+    match f.kind {
+        Kind::Console => return Ok(0),
+        Kind::Directory => return Err(err(errno::EISDIR)),
+        Kind::Pipe if at.is_some() => return Err(err(errno::ESPIPE)),
+        _ => {}
+    }
+    if let Some(bytes) = f.archive {
+        let start = at.unwrap_or_else(|| f.offset.load(Ordering::Relaxed)) as usize;
+        let n = bytes.len().saturating_sub(start).min(out.len());
+        if n > 0 {
+            out[..n].copy_from_slice(&bytes[start..start + n]);
+        }
+        if at.is_none() {
+            f.offset.store((start + n) as u64, Ordering::Relaxed);
+        }
+        return Ok(n as Ret);
+    }
+    let handle = f.handle.ok_or(err(errno::EBADF))?;
+    let mut done = 0usize;
+    while done < out.len() {
+        let end = (done + BUFFER_SIZE).min(out.len());
+        let chunk = &mut out[done..end];
+        let offset = at.map(|o| o + done as u64);
+        let n = match with_client(|c| c.read(handle, chunk, offset)) {
+            Ok(n) => n,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        done += n;
+        // A pipe returns what it has; a file stops at its end.
+        if n < chunk.len() || f.kind == Kind::Pipe {
+            break;
+        }
+    }
+    Ok(done as Ret)
+}
+
+fn write(fd: u64, ptr: u64, len: u64, at: Option<u64>) -> Result<Ret, Ret> {
+    let f = file(fd)?;
+    if f.flags & O_ACCMODE == O_RDONLY && f.kind != Kind::Console {
+        return Err(err(errno::EBADF));
+    }
+    let data = user_bytes(ptr, len)?;
+    match f.kind {
+        Kind::Console => {
+            return k42_rt::write(data)
+                .map(|()| len as Ret)
+                .map_err(|_| err(errno::EIO))
+        }
+        Kind::Directory => return Err(err(errno::EISDIR)),
+        Kind::Pipe if at.is_some() => return Err(err(errno::ESPIPE)),
+        _ => {}
+    }
+    let handle = f.handle.ok_or(err(errno::EBADF))?;
+    let mut done = 0usize;
+    while done < data.len() {
+        let chunk = &data[done..(done + BUFFER_SIZE).min(data.len())];
+        let offset = at.map(|o| o + done as u64);
+        match with_client(|c| c.write(handle, chunk, offset)) {
+            Ok(n) => done += n,
+            Err(e) if done == 0 => {
+                if e == err(errno::EPIPE) {
+                    crate::signal_self_pipe();
+                }
+                return Err(e);
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(done as Ret)
+}
+
+fn vectored(fd: u64, iov: u64, count: u64, writing: bool) -> Result<Ret, Ret> {
+    if count > 1024 {
+        return Err(err(errno::EINVAL));
+    }
+    let mut total: Ret = 0;
+    for i in 0..count {
+        let v: file::Iovec = get(iov + i * 16)?;
+        let n = if writing {
+            write(fd, v.iov_base, v.iov_len, None)
+        } else {
+            read(fd, v.iov_base, v.iov_len, None)
+        };
+        match n {
+            Ok(n) => {
+                total += n;
+                if (n as u64) < v.iov_len {
+                    break;
+                }
+            }
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(total)
+}
+
+fn lseek(fd: u64, offset: i64, whence: i32) -> Result<Ret, Ret> {
+    let f = file(fd)?;
+    match f.kind {
+        Kind::Pipe => return Err(err(errno::ESPIPE)),
+        Kind::Console => return Err(err(errno::ESPIPE)),
+        _ => {}
+    }
+    if let Some(bytes) = f.archive {
+        let base = match whence {
+            SEEK_SET => 0,
+            SEEK_CUR => f.offset.load(Ordering::Relaxed) as i64,
+            SEEK_END => bytes.len() as i64,
+            _ => return Err(err(errno::EINVAL)),
+        };
+        let target = base.checked_add(offset).filter(|&t| t >= 0);
+        let target = target.ok_or(err(errno::EINVAL))?;
+        f.offset.store(target as u64, Ordering::Relaxed);
+        return Ok(target);
+    }
+    let handle = f.handle.ok_or(err(errno::ESPIPE))?;
+    with_client(|c| c.seek(handle, offset, whence)).map(|o| o as Ret)
+}
+
+fn console_stat() -> Stat {
+    Stat {
+        st_mode: S_IFCHR | 0o620,
+        st_rdev: file::makedev(5, 1),
+        st_blksize: 1024,
+        st_nlink: 1,
+        ..Stat::default()
+    }
+}
+
+fn fstat(fd: u64) -> Result<Stat, Ret> {
+    let f = file(fd)?;
+    match f.handle {
+        Some(h) => with_client(|c| c.fstat(h)),
+        None => Ok(console_stat()),
+    }
+}
+
+fn stat_path(dirfd: u64, path: u64, follow: bool) -> Result<Stat, Ret> {
+    let path = absolute(dirfd, &user_path(path)?)?;
+    with_client(|c| c.stat(&path, follow))
+}
+
+fn fstatat(dirfd: u64, path: u64, flags: u32) -> Result<Stat, Ret> {
+    if flags & AT_EMPTY_PATH != 0 && user_path(path)?.is_empty() {
+        return if dirfd as i32 == AT_FDCWD {
+            let cwd = STATE.lock().cwd.clone();
+            with_client(|c| c.stat(&cwd, true))
+        } else {
+            fstat(dirfd)
+        };
+    }
+    stat_path(dirfd, path, flags & AT_SYMLINK_NOFOLLOW == 0)
+}
+
+fn getdents(fd: u64, ptr: u64, len: u64) -> Result<Ret, Ret> {
+    let f = file(fd)?;
+    if f.kind != Kind::Directory {
+        return Err(err(errno::ENOTDIR));
+    }
+    let out = user_bytes_mut(ptr, len.min(BUFFER_SIZE as u64))?;
+    let handle = f.handle.ok_or(err(errno::EBADF))?;
+    with_client(|c| c.getdents(handle, out)).map(|n| n as Ret)
+}
+
+fn getcwd(ptr: u64, size: u64) -> Result<Ret, Ret> {
+    let cwd = STATE.lock().cwd.clone();
+    if (size as usize) < cwd.len() + 1 {
+        return Err(err(errno::ERANGE));
+    }
+    let out = user_bytes_mut(ptr, cwd.len() as u64 + 1)?;
+    out[..cwd.len()].copy_from_slice(&cwd);
+    out[cwd.len()] = 0;
+    Ok(cwd.len() as Ret + 1)
+}
+
+fn set_cwd(path: Vec<u8>) -> Result<Ret, Ret> {
+    let st = with_client(|c| c.stat(&path, true))?;
+    if st.st_mode & S_IFMT != S_IFDIR {
+        return Err(err(errno::ENOTDIR));
+    }
+    STATE.lock().cwd = normalize(&path);
+    Ok(0)
+}
+
+fn chdir(dirfd: u64, path: u64) -> Result<Ret, Ret> {
+    set_cwd(absolute(dirfd, &user_path(path)?)?)
+}
+
+fn fchdir(fd: u64) -> Result<Ret, Ret> {
+    let f = file(fd)?;
+    set_cwd(f.path.clone())
+}
+
+fn path_op(which: u64, dirfd: u64, path: u64, arg: u64) -> Result<Ret, Ret> {
+    let path = absolute(dirfd, &user_path(path)?)?;
+    let arg = if which == op::MKDIR {
+        arg & !u64::from(STATE.lock().umask)
+    } else {
+        arg
+    };
+    with_client(|c| c.path_op(which, &path, arg)).map(|()| 0)
+}
+
+fn two_paths(which: u64, dir1: u64, p1: u64, dir2: u64, p2: u64) -> Result<Ret, Ret> {
+    let first = absolute(dir1, &user_path(p1)?)?;
+    let second = absolute(dir2, &user_path(p2)?)?;
+    with_client(|c| c.two_path_op(which, &first, &second)).map(|()| 0)
+}
+
+fn symlink(target: u64, dirfd: u64, path: u64) -> Result<Ret, Ret> {
+    let target = user_path(target)?;
+    let path = absolute(dirfd, &user_path(path)?)?;
+    with_client(|c| c.two_path_op(op::SYMLINK, &target, &path)).map(|()| 0)
+}
+
+fn readlink(dirfd: u64, path: u64, buf: u64, size: u64) -> Result<Ret, Ret> {
+    let path = absolute(dirfd, &user_path(path)?)?;
+    if size == 0 {
+        return Err(err(errno::EINVAL));
+    }
+    let out = user_bytes_mut(buf, size.min(BUFFER_SIZE as u64))?;
+    with_client(|c| c.readlink(&path, out)).map(|n| n as Ret)
+}
+
+fn fchmod(fd: u64, mode: u64) -> Result<Ret, Ret> {
+    let f = file(fd)?;
+    let path = f.path.clone();
+    with_client(|c| c.path_op(op::CHMOD, &path, mode & 0o7777)).map(|()| 0)
+}
+
+fn ftruncate(fd: u64, len: u64) -> Result<Ret, Ret> {
+    let f = file(fd)?;
+    if f.kind != Kind::Regular || (len as i64) < 0 {
+        return Err(err(errno::EINVAL));
+    }
+    let handle = f.handle.ok_or(err(errno::EINVAL))?;
+    with_client(|c| c.handle_op(op::TRUNCATE, handle, len)).map(|_| 0)
+}
+
+fn truncate(path: u64, len: u64) -> Result<Ret, Ret> {
+    let fd = open(AT_FDCWD as u64, path, O_WRONLY, 0)?;
+    let r = ftruncate(fd as u64, len);
+    close(fd as u64)?;
+    r
+}
+
+fn utimensat(dirfd: u64, path: u64, times: u64, flags: u32) -> Result<Ret, Ret> {
+    const UTIME_NOW: i64 = (1 << 30) - 1;
+    const UTIME_OMIT: i64 = (1 << 30) - 2;
+    let path = if path == 0 {
+        file(dirfd)?.path.clone()
+    } else {
+        absolute(dirfd, &user_path(path)?)?
+    };
+    let (atime, mtime) = if times == 0 {
+        (server::TIME_NOW, server::TIME_NOW)
+    } else {
+        let t: [k42_linux_abi::time::Timespec; 2] = get(times)?;
+        let one = |t: k42_linux_abi::time::Timespec| match t.tv_nsec {
+            UTIME_NOW => server::TIME_NOW,
+            UTIME_OMIT => server::TIME_OMIT,
+            ns => (t.tv_sec as u64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(ns as u64),
+        };
+        (one(t[0]), one(t[1]))
+    };
+    let follow = flags & AT_SYMLINK_NOFOLLOW == 0;
+    with_client(|c| c.utimens(&path, follow, atime, mtime)).map(|()| 0)
+}
+
+fn dup3(old: u64, new: u64, flags: u32, dup2: bool) -> Result<Ret, Ret> {
+    let f = file(old)?;
+    if old == new {
+        return if dup2 {
+            Ok(new as Ret)
+        } else {
+            Err(err(errno::EINVAL))
+        };
+    }
+    let new_index = usize::try_from(new)
+        .ok()
+        .filter(|&i| i < MAX_FDS)
+        .ok_or(err(errno::EBADF))?;
+    let previous = {
+        let mut state = STATE.lock();
+        if state.fds.len() <= new_index {
+            state.fds.resize(new_index + 1, None);
+        }
+        state.fds[new_index].replace(Fd {
+            file: f,
+            cloexec: flags & O_CLOEXEC != 0,
+        })
+    };
+    drop(previous);
+    Ok(new as Ret)
+}
+
+fn fcntl(fd: u64, cmd: i32, arg: u64) -> Result<Ret, Ret> {
+    let f = file(fd)?;
+    match cmd {
+        F_DUPFD | F_DUPFD_CLOEXEC => {
+            let min = usize::try_from(arg)
+                .ok()
+                .filter(|&m| m < MAX_FDS)
+                .ok_or(err(errno::EINVAL))?;
+            Ok(install(f, cmd == F_DUPFD_CLOEXEC, min))
+        }
+        F_GETFD => {
+            let state = STATE.lock();
+            let cloexec = state.fds[fd as usize].as_ref().is_some_and(|d| d.cloexec);
+            Ok(if cloexec { FD_CLOEXEC as Ret } else { 0 })
+        }
+        F_SETFD => {
+            let mut state = STATE.lock();
+            if let Some(d) = state.fds[fd as usize].as_mut() {
+                d.cloexec = arg as i32 & FD_CLOEXEC != 0;
+            }
+            Ok(0)
+        }
+        F_GETFL => match f.handle {
+            Some(h) => with_client(|c| c.handle_op(op::GETFL, h, 0)).map(|v| v as Ret),
+            None => Ok(O_RDWR as Ret),
+        },
+        F_SETFL => match f.handle {
+            Some(h) => with_client(|c| c.handle_op(op::SETFL, h, arg)).map(|_| 0),
+            None => Ok(0),
+        },
+        _ => Err(err(errno::EINVAL)),
+    }
+}
+
+fn pipe(fds: u64, flags: u32) -> Result<Ret, Ret> {
+    if flags & !(O_CLOEXEC | O_NONBLOCK | O_DIRECTORY) != 0 {
+        return Err(err(errno::EINVAL));
+    }
+    user_bytes_mut(fds, 8)?;
+    let (r, w) = with_client(|c| c.pipe(flags & O_NONBLOCK))?;
+    let end = |handle, access| {
+        Arc::new(OpenFile {
+            handle: Some(handle),
+            kind: Kind::Pipe,
+            flags: access,
+            archive: None,
+            offset: AtomicU64::new(0),
+            path: Vec::new(),
+        })
+    };
+    let cloexec = flags & O_CLOEXEC != 0;
+    let rfd = install(end(r, O_RDONLY), cloexec, 0);
+    if rfd < 0 {
+        return Err(rfd);
+    }
+    let wfd = install(end(w, O_WRONLY), cloexec, 0);
+    if wfd < 0 {
+        close(rfd as u64)?;
+        return Err(wfd);
+    }
+    Ok(put(fds, &[rfd as i32, wfd as i32]))
+}
+
+fn ioctl(fd: u64, request: u64, arg: u64) -> Result<Ret, Ret> {
+    let f = file(fd)?;
+    if f.kind != Kind::Console {
+        return Err(err(errno::ENOTTY));
+    }
+    match request as u32 {
+        tty::TIOCGWINSZ => Ok(put(
+            arg,
+            &tty::Winsize {
+                ws_row: 24,
+                ws_col: 80,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )),
+        tty::TCGETS => Ok(put(arg, &tty::Termios::linux_default())),
+        tty::TCSETS | tty::TCSETSW | tty::TCSETSF => Ok(0),
+        _ => Err(err(errno::ENOTTY)),
+    }
+}
+
+/// What `poll` reports for one entry.
+fn revents(p: &file::Pollfd) -> Result<i16, Ret> {
+    if p.fd < 0 {
+        return Ok(0);
+    }
+    let Ok(f) = file(p.fd as u64) else {
+        return Ok(POLLNVAL);
+    };
+    let bits = match (f.kind, f.handle) {
+        // Standard input is empty (never ready) until the console has an input path.
+        (Kind::Console, _) if p.fd == 0 => 0,
+        (Kind::Console, _) => POLLOUT,
+        (Kind::Pipe, Some(h)) => {
+            let bits = with_client(|c| c.poll(h))?;
+            let mut r = 0;
+            if bits & 1 != 0 {
+                r |= POLLIN;
+            }
+            if bits & 2 != 0 {
+                r |= POLLOUT;
+            }
+            if bits & 4 != 0 {
+                r |= POLLHUP;
+            }
+            r
+        }
+        _ => POLLIN | POLLOUT,
+    };
+    Ok(bits & (p.events | POLLHUP | POLLNVAL))
+}
+
+fn poll(fds: u64, count: u64, timeout_ms: i32) -> Result<Ret, Ret> {
+    if count > 1024 {
+        return Err(err(errno::EINVAL));
+    }
+    let deadline = (timeout_ms > 0).then(|| sys::now_ns() + timeout_ms as u64 * 1_000_000);
+    let mut entries: Vec<file::Pollfd> = vec![];
+    for i in 0..count {
+        entries.push(get(fds + i * 8)?);
+    }
+    loop {
+        let mut ready = 0;
+        for p in entries.iter_mut() {
+            p.revents = revents(p)?;
+            if p.revents != 0 {
+                ready += 1;
+            }
+        }
+        let expired = timeout_ms == 0 || deadline.is_some_and(|d| sys::now_ns() >= d);
+        if ready > 0 || expired {
+            for (i, p) in entries.iter().enumerate() {
+                let r = put(fds + i as u64 * 8, p);
+                if r < 0 {
+                    return Err(r);
+                }
+            }
+            return Ok(ready);
+        }
+        sys::block(deadline.unwrap_or(0));
+    }
+}
