@@ -179,9 +179,38 @@ impl AddressSpace {
         self.regions[..at].last().filter(|r| va < r.end)
     }
 
-    /// Removes the regions exactly covering `[start, end)` and unmaps their pages; frames this
-    /// space owned are returned through `freed` (the caller frees them once no CPU can still
-    /// reach them).
+    /// Splits the region containing `va` in two at `va` (nothing to do when `va` is a region
+    /// boundary or in no region), so range operations can work on whole regions.
+    fn split_at(&mut self, va: u64) {
+        let at = self.regions.partition_point(|r| r.start <= va);
+        let Some(index) = at.checked_sub(1) else {
+            return;
+        };
+        let region = self.regions[index];
+        if va <= region.start || va >= region.end {
+            return;
+        }
+        let backing = match region.backing {
+            Backing::Physical { base } => Backing::Physical {
+                base: base + (va - region.start),
+            },
+            other => other,
+        };
+        self.regions[index].end = va;
+        self.regions.insert(
+            index + 1,
+            Region {
+                start: va,
+                end: region.end,
+                prot: region.prot,
+                backing,
+            },
+        );
+    }
+
+    /// Removes whatever regions lie in `[start, end)` (splitting those that straddle its
+    /// ends; holes are fine) and unmaps their pages; frames this space owned are returned
+    /// through `freed` (the caller frees them once no CPU can still reach them).
     pub fn remove_range(
         &mut self,
         start: u64,
@@ -191,46 +220,50 @@ impl AddressSpace {
         if !start.is_multiple_of(FRAME_SIZE) || !end.is_multiple_of(FRAME_SIZE) || start >= end {
             return Err(AspaceError::BadRange);
         }
-        let first = self
-            .regions
-            .iter()
-            .position(|r| r.start == start)
-            .ok_or(AspaceError::BadRange)?;
-        let mut last = first;
-        while self.regions[last].end < end {
-            last += 1;
-            if last >= self.regions.len() || self.regions[last].start != self.regions[last - 1].end
-            {
-                return Err(AspaceError::BadRange);
-            }
-        }
-        if self.regions[last].end != end {
-            return Err(AspaceError::BadRange);
-        }
-        self.regions.drain(first..=last);
-        let mut va = start;
-        while va < end {
-            if let Some(old) = self.unmap_page(va) {
-                if old & OWNED != 0 {
-                    freed.push(old & ADDRESS_MASK);
+        self.split_at(start);
+        self.split_at(end);
+        let first = self.regions.partition_point(|r| r.start < start);
+        let last = self.regions.partition_point(|r| r.start < end);
+        let removed: Vec<Region> = self.regions.drain(first..last).collect();
+        for region in removed {
+            let mut va = region.start;
+            while va < region.end {
+                if let Some(old) = self.unmap_page(va) {
+                    if old & OWNED != 0 {
+                        freed.push(old & ADDRESS_MASK);
+                    }
                 }
+                va += FRAME_SIZE;
             }
-            va += FRAME_SIZE;
         }
         Ok(())
     }
 
-    /// Changes the protection of the regions exactly covering `[start, end)` and of their
-    /// mapped pages.
+    /// Changes the protection of `[start, end)`, which regions must cover without holes
+    /// (splitting those that straddle its ends), and of its mapped pages. A `Physical`
+    /// region never becomes writable.
     pub fn protect(&mut self, start: u64, end: u64, prot: u64) -> Result<(), AspaceError> {
-        let covered = self
-            .regions
-            .iter()
-            .filter(|r| r.start < end && start < r.end)
-            .all(|r| r.start >= start && r.end <= end);
-        if !covered || self.region_at(start).is_none() {
+        if !start.is_multiple_of(FRAME_SIZE) || !end.is_multiple_of(FRAME_SIZE) || start >= end {
             return Err(AspaceError::BadRange);
         }
+        let mut at = start;
+        for r in self
+            .regions
+            .iter()
+            .filter(|r| r.end > start && r.start < end)
+        {
+            if r.start > at
+                || (prot & Prot::WRITE != 0 && matches!(r.backing, Backing::Physical { .. }))
+            {
+                return Err(AspaceError::BadRange);
+            }
+            at = r.end;
+        }
+        if at < end {
+            return Err(AspaceError::BadRange);
+        }
+        self.split_at(start);
+        self.split_at(end);
         for r in self.regions.iter_mut() {
             if r.start >= start && r.end <= end {
                 r.prot = prot;
