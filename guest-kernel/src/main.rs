@@ -164,7 +164,7 @@ fn start_init(path: &str, arg: u64, initrd: Option<(u64, u64)>) -> ! {
             platform::shutdown(exit_code::NO_INIT);
         }
     }
-    if let Err(e) = proc::spawn(path, arg, kabi::SpawnFlags::CONSOLE, 0, 0) {
+    if let Err(e) = proc::spawn(path, arg, kabi::SpawnFlags::CONSOLE, None, 0, 0) {
         kprintln!("init={}: cannot start it: {:?}", path, e);
         platform::shutdown(exit_code::NO_INIT);
     }

@@ -373,6 +373,7 @@ pub fn spawn(
     path: &str,
     arg: u64,
     flags: u64,
+    argv: Option<Vec<u8>>,
     parent: u64,
     cpu: usize,
 ) -> Result<Arc<Process>, SpawnError> {
@@ -419,7 +420,7 @@ pub fn spawn(
     // As at a function's entry: the stack is 16-byte aligned minus a return address.
     let mut start = (image.entry + bias, kabi::MAIN_STACK_TOP - 8);
     if flags & SpawnFlags::LINUX != 0 {
-        match load_linux(&mut space, &image, bias, path) {
+        match load_linux(&mut space, &image, bias, path, argv.as_deref()) {
             Ok(linux_start) => start = linux_start,
             Err(e) => {
                 space.destroy();
@@ -477,6 +478,7 @@ fn load_linux(
     image: &elf::ElfImage,
     bias: u64,
     path: &str,
+    argv: Option<&[u8]>,
 ) -> Result<(u64, u64), SpawnError> {
     let file = initrd_file(kabi::LINUX_PERSONALITY).ok_or(SpawnError::NoPersonality)?;
     let bytes: &'static [u8] = mm::phys_slice(file.phys, file.len as usize);
@@ -496,10 +498,14 @@ fn load_linux(
         random: startup_random(),
     };
     let argv0 = alloc::format!("/{}", path.trim_start_matches('/'));
+    let args: Vec<&[u8]> = match argv.and_then(kabi::split_linux_args) {
+        Some(args) => args,
+        None => alloc::vec![argv0.as_bytes()],
+    };
     let stack = auxv::build_initial_stack(
         kabi::MAIN_STACK_TOP,
         LINUX_STACK_MAX,
-        &[argv0.as_bytes()],
+        &args,
         &LINUX_ENV,
         &info,
     )

@@ -257,8 +257,30 @@ fn spawn(me: &Arc<Dispatcher>, path_ptr: u64, path_len: u64, arg: u64, flags: u6
     if flags & SpawnFlags::CONSOLE != 0 && me.process.flags & SpawnFlags::CONSOLE == 0 {
         return Err(Error::NotPermitted);
     }
-    let child = proc::spawn(&path, arg, flags, me.process.pid, me.cpu)?;
+    let argv = if flags & SpawnFlags::LINUX != 0 && arg != 0 {
+        Some(linux_args(me, arg)?)
+    } else {
+        None
+    };
+    let child = proc::spawn(&path, arg, flags, argv, me.process.pid, me.cpu)?;
     Ok(child.pid)
+}
+
+/// The argv blob a [`kabi::LinuxArgs`] at `at` points to, checked.
+fn linux_args(me: &Arc<Dispatcher>, at: u64) -> Result<alloc::vec::Vec<u8>, Error> {
+    let mut header = [0u8; 16];
+    let mut guard = me.process.aspace.lock();
+    let space = guard.as_mut().ok_or(Error::NotFound)?;
+    space.read_user(at, &mut header)?;
+    let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or([0; 8]));
+    let (ptr, len) = (word(0), word(8));
+    if len == 0 || len > kabi::LINUX_ARGS_MAX {
+        return Err(Error::Invalid);
+    }
+    let mut blob = alloc::vec![0u8; len as usize];
+    space.read_user(ptr, &mut blob)?;
+    kabi::split_linux_args(&blob).ok_or(Error::Invalid)?;
+    Ok(blob)
 }
 
 fn linux_entry(me: &Arc<Dispatcher>, entry: u64) -> SysResult {

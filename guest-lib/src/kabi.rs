@@ -64,6 +64,8 @@ pub enum Sys {
     /// `protect(addr, len, prot)`: changes the protection of mapped memory.
     Protect = 7,
     /// `spawn(path_ptr, path_len, arg, flags) -> pid`: starts a program from the initramfs.
+    /// With [`SpawnFlags::LINUX`], a non-zero `arg` is the address of a [`LinuxArgs`] giving
+    /// the program's argv (else argv is the path alone).
     Spawn = 8,
     /// `wait(pid) -> exit status`: waits for a child to exit.
     Wait = 9,
@@ -205,6 +207,29 @@ impl SpawnFlags {
     pub const LINUX: u64 = 2;
     /// Every flag.
     pub const ALL: u64 = Self::CONSOLE | Self::LINUX;
+}
+
+/// The argv of a Linux program being spawned: `len` bytes at `ptr`, each argument
+/// NUL-terminated, back to back (at most [`LINUX_ARGS_MAX`] bytes, at least one argument).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinuxArgs {
+    /// Address of the strings.
+    pub ptr: u64,
+    /// Their total length, terminators included.
+    pub len: u64,
+}
+
+/// Most bytes of a [`LinuxArgs`] argv.
+pub const LINUX_ARGS_MAX: u64 = 4096;
+
+/// Splits a [`LinuxArgs`] blob into its arguments (`None` if it is empty, too long, or does
+/// not end with a NUL).
+pub fn split_linux_args(blob: &[u8]) -> Option<alloc::vec::Vec<&[u8]>> {
+    if blob.is_empty() || blob.len() as u64 > LINUX_ARGS_MAX || blob.last() != Some(&0) {
+        return None;
+    }
+    Some(blob[..blob.len() - 1].split(|&b| b == 0).collect())
 }
 
 /// Path, in the initramfs, of the Linux personality: a static ELF linked inside
@@ -490,6 +515,21 @@ mod tests {
         assert!(USER_START <= LINUX_PERSONALITY_AREA.start);
         assert!(LINUX_PERSONALITY_AREA.end <= 1 << 31);
     };
+
+    #[test]
+    fn linux_args_split_on_nul() {
+        assert_eq!(
+            split_linux_args(b"busybox\0ls\0-l\0"),
+            Some(alloc::vec![&b"busybox"[..], b"ls", b"-l"])
+        );
+        assert_eq!(
+            split_linux_args(b"x\0\0"),
+            Some(alloc::vec![&b"x"[..], b""])
+        );
+        assert_eq!(split_linux_args(b"unterminated"), None);
+        assert_eq!(split_linux_args(b""), None);
+        assert_eq!(split_linux_args(&[0u8; 4097]), None);
+    }
 
     #[test]
     fn user_ranges_are_checked() {

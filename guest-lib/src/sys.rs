@@ -7,7 +7,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::kabi::{self, Error, Info, Message, Sys};
+use crate::kabi::{self, Error, Info, Message, SpawnFlags, Sys};
 
 /// Result of a system call.
 pub type SysResult<T> = Result<T, Error>;
@@ -126,6 +126,32 @@ pub fn spawn(path: &str, arg: u64, flags: u64) -> SysResult<u64> {
             flags,
         )
         .0,
+    )
+}
+
+/// Starts the initramfs Linux program at `path` with argument list `argv` (through the Linux
+/// personality); returns its pid. `scratch` holds the packed arguments during the call.
+pub fn spawn_linux(
+    path: &str,
+    argv: &[&[u8]],
+    scratch: &mut alloc::vec::Vec<u8>,
+) -> SysResult<u64> {
+    scratch.clear();
+    for a in argv {
+        if a.contains(&0) {
+            return Err(Error::Invalid);
+        }
+        scratch.extend_from_slice(a);
+        scratch.push(0);
+    }
+    let args = kabi::LinuxArgs {
+        ptr: scratch.as_ptr() as u64,
+        len: scratch.len() as u64,
+    };
+    spawn(
+        path,
+        &args as *const kabi::LinuxArgs as u64,
+        SpawnFlags::LINUX,
     )
 }
 
