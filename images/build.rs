@@ -8,14 +8,20 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The native programs packed into the initramfs as `bin/<name>`.
-const PROGRAMS: [&str; 11] = [
+const PROGRAMS: [&str; 12] = [
     "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench", "fpu", "upcall",
-    "fsd",
+    "fsd", "runlist",
 ];
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.
 const LINUX_C_PROGRAMS: [&str; 3] = ["linux-hello", "linux-getpid", "linux-files"];
+
+/// Where Debian's busybox-static installs busybox.
+const BUSYBOX: &str = "/bin/busybox";
+/// Data files of the busybox test commands (`images/linux/data/<name>`, packed as
+/// `data/<name>`).
+const BUSYBOX_DATA: [&str; 3] = ["words", "numbers", "passwd"];
 
 fn main() {
     let manifest_dir =
@@ -93,11 +99,33 @@ fn main() {
     for (name, bytes) in build_linux_programs(&manifest_dir.join("linux"), &out_dir) {
         append_entry(&mut archive, &format!("bin/{name}"), 0o100755, &bytes);
     }
+    // Debian's busybox-static (installed by scripts/setup), the data its test commands read,
+    // and the list of those commands (run by /bin/runlist; tests/tests/busybox.rs runs the
+    // same list on the host).
+    let busybox = std::fs::read(BUSYBOX).unwrap_or_else(|e| {
+        panic!("read {BUSYBOX} (Debian's busybox-static; run scripts/setup): {e}")
+    });
+    append_entry(&mut archive, "bin/busybox", 0o100755, &busybox);
+    println!("cargo:rerun-if-changed={BUSYBOX}");
+    let linux_dir = manifest_dir.join("linux");
+    append_entry(&mut archive, "data", 0o040755, &[]);
+    for name in BUSYBOX_DATA {
+        let path = linux_dir.join("data").join(name);
+        println!("cargo:rerun-if-changed={}", path.display());
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        append_entry(&mut archive, &format!("data/{name}"), 0o100644, &bytes);
+    }
+    append_entry(&mut archive, "etc/k42", 0o040755, &[]);
+    let commands = linux_dir.join("busybox-commands");
+    println!("cargo:rerun-if-changed={}", commands.display());
+    let bytes = std::fs::read(&commands).expect("read images/linux/busybox-commands");
+    append_entry(&mut archive, "etc/k42/commands", 0o100644, &bytes);
     append_entry(&mut archive, "TRAILER!!!", 0, &[]);
     let initrd = out_dir.join("test-initramfs.cpio");
     std::fs::write(&initrd, &archive).expect("write the test initramfs");
     println!("cargo:rustc-env=K42_TEST_INITRD={}", initrd.display());
     println!("cargo:rustc-env=K42_LINUX_PROGRAMS={}", out_dir.display());
+    println!("cargo:rustc-env=K42_LINUX_SOURCES={}", linux_dir.display());
 }
 
 /// The Linux test programs in C (`images/linux/*.c`), built static with musl-gcc (Debian's

@@ -7,6 +7,7 @@
 //! - [`generation`]: quiescence by generations (K42's active-thread counts and token), which
 //!   drives deferred destruction.
 //! - [`frames`]: the per-CPU allocator front of the page-frame manager.
+//! - [`cmdlist`]: the command-list format of the Linux comparison tests.
 //! - [`cpio`]: the initramfs format (cpio newc, optionally gzip-compressed).
 //! - [`fs`]: the RAM file system of the file-system server (inodes, Linux path lookup,
 //!   `getdents64` positions, `stat`), filled from the initramfs.
@@ -22,6 +23,7 @@
 
 extern crate alloc;
 
+pub mod cmdlist;
 pub mod cobj;
 pub mod cpio;
 pub mod frames;

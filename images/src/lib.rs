@@ -6,13 +6,19 @@
 /// Path of the built kernel ELF (a PVH ELF that also boots on QEMU `-kernel`).
 pub const KERNEL_ELF_PATH: &str = env!("K42_KERNEL_ELF");
 
-/// Path of the test initramfs (cpio newc): the native programs under `/bin` (`init`, `hello`,
-/// `fault`, `console`, `kv`, `kvclient`) and `/etc/motd` (a file that is not a program).
+/// Path of the test initramfs (cpio newc): the native programs and the Linux test programs
+/// under `/bin` (with Debian's busybox), the Linux personality at `/lib/k42/linux`, the busybox
+/// test data under `/data` and its command list at `/etc/k42/commands`, and `/etc/motd` (a
+/// file that is not a program).
 pub const TEST_INITRD_PATH: &str = env!("K42_TEST_INITRD");
 
 /// Directory holding the static Linux test programs as built for the initramfs (`linux-hello`,
 /// `linux-getpid`): the same binaries run on the host as the benchmarks' peers.
 pub const LINUX_PROGRAMS_DIR: &str = env!("K42_LINUX_PROGRAMS");
+
+/// Directory of the Linux test sources (`images/linux`): the busybox command list
+/// (`busybox-commands`, packed as `etc/k42/commands`) and its `data/` (packed as `/data`).
+pub const LINUX_SOURCES_DIR: &str = env!("K42_LINUX_SOURCES");
 
 /// The default guest kernel, embedded.
 pub static DEFAULT_KERNEL: &[u8] = include_bytes!(env!("K42_KERNEL_ELF"));

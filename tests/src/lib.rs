@@ -143,11 +143,11 @@ pub fn run_with_limit(program: &Path, args: &[&str], limit: Duration) -> Run {
     }
 }
 
-/// Runs `k42vm run ARGS` (with a 60 s safety limit).
+/// Runs `k42vm run ARGS` (with a 240 s safety limit; loaded CI machines are slow).
 pub fn k42vm_run(args: &[&str]) -> Run {
     let mut full = vec!["run"];
     full.extend_from_slice(args);
-    run_with_limit(&k42vm_binary(), &full, Duration::from_secs(60))
+    run_with_limit(&k42vm_binary(), &full, Duration::from_secs(240))
 }
 
 /// The ktest lines of an output: (plan, passed names, failed names).

@@ -78,7 +78,7 @@ fn k42vm_user(cpus: u32) {
         "--cmdline",
         "init=/bin/init k42.arg=50",
         "--timeout",
-        "50s",
+        "200s",
     ]);
     let context = run.all();
     assert_eq!(run.status, Some(0), "init did not exit with 0\n{context}");

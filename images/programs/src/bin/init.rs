@@ -25,13 +25,14 @@ fn run(path: &str, arg: u64, flags: u64, want: i64) -> bool {
     }
 }
 
-/// Starts `/bin/fsd` and waits (up to 10 s) until it serves.
+/// Starts `/bin/fsd` and waits (up to 120 s: it unpacks the whole initramfs first) until it
+/// serves.
 fn start_file_server() -> bool {
     if let Err(e) = sys::spawn("/bin/fsd", 0, 0) {
         println!("init: cannot start the file server: {e:?}");
         return false;
     }
-    let deadline = sys::now_ns() + 10_000_000_000;
+    let deadline = sys::now_ns() + 120_000_000_000;
     while sys::ppc_lookup(FILE_SERVER).is_err() {
         if sys::now_ns() > deadline {
             println!("init: the file server did not start serving");

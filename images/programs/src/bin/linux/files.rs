@@ -327,6 +327,7 @@ pub fn syscall(n: u64, a: [u64; 6]) -> Option<Ret> {
         nr::SYS_PIPE2 => result(pipe(a[0], a[1] as u32)),
         nr::SYS_IOCTL => result(ioctl(a[0], a[1], a[2])),
         nr::SYS_POLL => result(poll(a[0], a[1], a[2] as i32)),
+        nr::SYS_SENDFILE => result(sendfile(a[0], a[1], a[2], a[3])),
         _ => return None,
     })
 }
@@ -374,10 +375,15 @@ fn close(fd: u64) -> Result<Ret, Ret> {
 
 fn read(fd: u64, ptr: u64, len: u64, at: Option<u64>) -> Result<Ret, Ret> {
     let f = file(fd)?;
+    let out = user_bytes_mut(ptr, len)?;
+    read_into(&f, out, at).map(|n| n as Ret)
+}
+
+/// Reads from `f` into `out` (at `at`, or at and past its offset).
+fn read_into(f: &OpenFile, out: &mut [u8], at: Option<u64>) -> Result<usize, Ret> {
     if f.flags & O_ACCMODE == O_WRONLY {
         return Err(err(errno::EBADF));
     }
-    let out = user_bytes_mut(ptr, len)?;
     match f.kind {
         Kind::Console => return Ok(0),
         Kind::Directory => return Err(err(errno::EISDIR)),
@@ -393,7 +399,7 @@ fn read(fd: u64, ptr: u64, len: u64, at: Option<u64>) -> Result<Ret, Ret> {
         if at.is_none() {
             f.offset.store((start + n) as u64, Ordering::Relaxed);
         }
-        return Ok(n as Ret);
+        return Ok(n);
     }
     let handle = f.handle.ok_or(err(errno::EBADF))?;
     let mut done = 0usize;
@@ -412,19 +418,30 @@ fn read(fd: u64, ptr: u64, len: u64, at: Option<u64>) -> Result<Ret, Ret> {
             break;
         }
     }
-    Ok(done as Ret)
+    Ok(done)
 }
 
 fn write(fd: u64, ptr: u64, len: u64, at: Option<u64>) -> Result<Ret, Ret> {
     let f = file(fd)?;
+    let data = user_bytes(ptr, len)?;
+    write_to(&f, data, at).map(|n| n as Ret)
+}
+
+/// Writes `data` to descriptor `fd` at its offset.
+fn write_from(fd: u64, data: &[u8]) -> Result<usize, Ret> {
+    let f = file(fd)?;
+    write_to(&f, data, None)
+}
+
+/// Writes `data` to `f` (at `at`, or at its offset).
+fn write_to(f: &OpenFile, data: &[u8], at: Option<u64>) -> Result<usize, Ret> {
     if f.flags & O_ACCMODE == O_RDONLY && f.kind != Kind::Console {
         return Err(err(errno::EBADF));
     }
-    let data = user_bytes(ptr, len)?;
     match f.kind {
         Kind::Console => {
             return k42_rt::write(data)
-                .map(|()| len as Ret)
+                .map(|()| data.len())
                 .map_err(|_| err(errno::EIO))
         }
         Kind::Directory => return Err(err(errno::EISDIR)),
@@ -447,7 +464,7 @@ fn write(fd: u64, ptr: u64, len: u64, at: Option<u64>) -> Result<Ret, Ret> {
             Err(_) => break,
         }
     }
-    Ok(done as Ret)
+    Ok(done)
 }
 
 fn vectored(fd: u64, iov: u64, count: u64, writing: bool) -> Result<Ret, Ret> {
@@ -760,6 +777,38 @@ fn ioctl(fd: u64, request: u64, arg: u64) -> Result<Ret, Ret> {
         tty::TCSETS | tty::TCSETSW | tty::TCSETSF => Ok(0),
         _ => Err(err(errno::ENOTTY)),
     }
+}
+
+/// `sendfile`: copies through a buffer here (the data passes the personality once).
+fn sendfile(out_fd: u64, in_fd: u64, offset_ptr: u64, count: u64) -> Result<Ret, Ret> {
+    let mut offset = if offset_ptr != 0 {
+        Some(get::<u64>(offset_ptr)?)
+    } else {
+        None
+    };
+    let input = file(in_fd)?;
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    let mut done = 0u64;
+    while done < count {
+        let want = (count - done).min(BUFFER_SIZE as u64) as usize;
+        let n = read_into(&input, &mut buffer[..want], offset)?;
+        if n == 0 {
+            break;
+        }
+        let written = write_from(out_fd, &buffer[..n])?;
+        done += written as u64;
+        offset = offset.map(|o| o + written as u64);
+        if written < n {
+            break;
+        }
+    }
+    if let Some(o) = offset {
+        let r = put(offset_ptr, &o);
+        if r < 0 {
+            return Err(r);
+        }
+    }
+    Ok(done as Ret)
 }
 
 /// What `poll` reports for one entry.

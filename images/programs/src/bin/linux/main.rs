@@ -295,8 +295,46 @@ extern "C" fn linux_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64,
         nr::SYS_RT_SIGACTION => sigaction(a0, a1, a2),
         nr::SYS_RT_SIGPROCMASK => sigprocmask(a2),
         nr::SYS_SIGALTSTACK => 0,
+        // Robust futex lists matter once threads exist; a kernel without rseq says ENOSYS,
+        // which C libraries expect.
+        nr::SYS_SET_ROBUST_LIST => 0,
+        nr::SYS_RSEQ => err(errno::ENOSYS),
+        nr::SYS_PRLIMIT64 => rlimit(a1, a3),
+        nr::SYS_GETRLIMIT => rlimit(a0, a1),
+        nr::SYS_PRCTL => prctl(a0),
         nr::SYS_EXIT | nr::SYS_EXIT_GROUP => exit((a0 & 0xff) as i64),
         _ => unimplemented(n),
+    }
+}
+
+/// The limits the personality reports (`getrlimit`, `prlimit64`); new limits are accepted and
+/// not enforced.
+fn rlimit(resource: u64, old: u64) -> Ret {
+    const INFINITY: u64 = u64::MAX;
+    let (cur, max) = match resource as i32 {
+        process::RLIMIT_STACK => (8 << 20, INFINITY),
+        process::RLIMIT_NOFILE => (1024, 1024),
+        r if (0..16).contains(&r) => (INFINITY, INFINITY),
+        _ => return err(errno::EINVAL),
+    };
+    if old == 0 {
+        return 0;
+    }
+    put(
+        old,
+        &process::Rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
+        },
+    )
+}
+
+/// `prctl`: naming a thread is accepted (and not kept); anything else is not supported.
+fn prctl(option: u64) -> Ret {
+    const PR_SET_NAME: u64 = 15;
+    match option {
+        PR_SET_NAME => 0,
+        _ => err(errno::EINVAL),
     }
 }
 

@@ -1,0 +1,95 @@
+//! An init (`init=/bin/runlist`) that runs a list of Linux commands one at a time and frames
+//! each one's output, so a test can compare it with the same commands run on the host. It
+//! starts the console and file servers, reads the list from the initramfs
+//! (`etc/k42/commands`), and for each line prints `=== $ <line>`, runs it through the Linux personality, waits, and
+//! prints `=== exit <status>`. Lines are argv words separated by spaces, `'single quotes'`
+//! grouping; empty lines and lines starting with `#` are skipped; the program is
+//! `/bin/<first word>`. Exits 0 once every command ran (whatever their statuses).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use k42_guest_lib::cmdlist;
+use k42_guest_lib::cpio;
+use k42_guest_lib::fs::server::SERVER_NAME;
+use k42_rt::kabi::{self, Info, Prot, SpawnFlags};
+use k42_rt::{println, sys};
+
+k42_rt::entry!(main);
+
+/// The command list's path in the initramfs.
+const COMMANDS: &str = "etc/k42/commands";
+/// Where the archive is mapped to find the list.
+const ARCHIVE_AT: u64 = 0x0000_3000_0000_0000;
+
+fn command_list() -> Result<String, &'static str> {
+    let len = sys::info(Info::InitrdLen);
+    let offset = sys::info(Info::InitrdOffset);
+    sys::memobj_map(kabi::INITRD_MEMOBJ, ARCHIVE_AT, Prot::READ)
+        .map_err(|_| "cannot map the initramfs")?;
+    // SAFETY: the kernel maps the archive read-only at ARCHIVE_AT; it is `len` bytes from
+    // `offset` and never changes.
+    let archive =
+        unsafe { core::slice::from_raw_parts((ARCHIVE_AT + offset) as *const u8, len as usize) };
+    let entries = cpio::parse(archive).map_err(|_| "the initramfs does not parse")?;
+    let entry = entries
+        .iter()
+        .find(|e| e.name == COMMANDS)
+        .ok_or("no etc/k42/commands in the initramfs")?;
+    core::str::from_utf8(entry.data)
+        .map(String::from)
+        .map_err(|_| "etc/k42/commands is not UTF-8")
+}
+
+fn main(_arg: u64) -> i64 {
+    if let Err(e) = sys::spawn("/bin/console", 0, SpawnFlags::CONSOLE) {
+        let _ = sys::console_write(b"runlist: cannot start the console server\n");
+        return e as i64;
+    }
+    if sys::spawn("/bin/fsd", 0, 0).is_err() {
+        println!("runlist: cannot start the file server");
+        return 1;
+    }
+    let deadline = sys::now_ns() + 120_000_000_000;
+    while sys::ppc_lookup(SERVER_NAME).is_err() {
+        if sys::now_ns() > deadline {
+            println!("runlist: the file server did not start serving");
+            return 1;
+        }
+        sys::block(sys::now_ns() + 1_000_000);
+    }
+    let list = match command_list() {
+        Ok(list) => list,
+        Err(why) => {
+            println!("runlist: {why}");
+            return 1;
+        }
+    };
+    let mut scratch = Vec::new();
+    let mut ran = 0;
+    for line in list.lines() {
+        let argv = match cmdlist::words(line) {
+            Ok(Some(argv)) => argv,
+            Ok(None) => continue,
+            Err(why) => {
+                println!("runlist: bad line ({why}): {line}");
+                continue;
+            }
+        };
+        let path = alloc::format!("/bin/{}", argv[0]);
+        let args: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+        println!("=== $ {}", line.trim());
+        let status = sys::spawn_linux(&path, &args, &mut scratch).and_then(sys::wait);
+        match status {
+            Ok(status) => println!("=== exit {status}"),
+            Err(e) => println!("=== exit error {e:?}"),
+        }
+        ran += 1;
+    }
+    println!("runlist: {ran} commands ran");
+    0
+}

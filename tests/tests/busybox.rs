@@ -1,0 +1,142 @@
+//! Debian's busybox-static, unmodified, through the Linux personality: every command of
+//! `images/linux/busybox-commands` runs in the guest (`init=/bin/runlist`, one at a time) and on
+//! the host with the same binary, and each one's output (stdout and stderr together) and exit
+//! status must be identical.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k42_guest_lib::cmdlist;
+use k42_tests::*;
+
+/// One command's result: its output lines and exit status.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    output: String,
+    status: String,
+}
+
+/// The command lines of the list, in order.
+fn commands() -> Vec<(String, Vec<String>)> {
+    let list =
+        std::fs::read_to_string(Path::new(k42_images::LINUX_SOURCES_DIR).join("busybox-commands"))
+            .expect("read images/linux/busybox-commands");
+    list.lines()
+        .filter_map(|line| match cmdlist::words(line) {
+            Ok(Some(words)) => Some((line.trim().to_string(), words)),
+            Ok(None) => None,
+            Err(why) => panic!("bad line in busybox-commands ({why}): {line}"),
+        })
+        .collect()
+}
+
+/// Splits the guest's output into each command's outcome (lines between `=== $ <line>` and
+/// `=== exit <status>`); the personality's notes about unimplemented calls are set aside.
+fn guest_outcomes(stdout: &str) -> (Vec<(String, Outcome)>, Vec<String>) {
+    let mut outcomes = Vec::new();
+    let mut notes = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in stdout.lines() {
+        if let Some(command) = line.strip_prefix("=== $ ") {
+            current = Some((command.to_string(), String::new()));
+        } else if let Some(status) = line.strip_prefix("=== exit ") {
+            if let Some((command, output)) = current.take() {
+                let status = status.to_string();
+                outcomes.push((command, Outcome { output, status }));
+            }
+        } else if line.starts_with("linux: unimplemented system call") {
+            notes.push(line.to_string());
+        } else if let Some((_, output)) = current.as_mut() {
+            output.push_str(line);
+            output.push('\n');
+        }
+    }
+    (outcomes, notes)
+}
+
+/// Runs `words` with the host's busybox in `dir`.
+fn host_outcome(dir: &Path, words: &[String]) -> Outcome {
+    assert_eq!(words[0], "busybox", "every command runs busybox");
+    let output = Command::new("/bin/busybox")
+        .args(["sh", "-c", "exec /bin/busybox \"$@\" 2>&1", "sh"])
+        .args(&words[1..])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the host's busybox (installed by scripts/setup)");
+    Outcome {
+        output: String::from_utf8_lossy(&output.stdout).into_owned(),
+        status: output
+            .status
+            .code()
+            .map_or("signal".into(), |c| c.to_string()),
+    }
+}
+
+/// A host directory laid out like the guest's `/` for the commands: `data/` and an empty
+/// `tmp/`.
+fn host_root() -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("k42-busybox-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    let data = Path::new(k42_images::LINUX_SOURCES_DIR).join("data");
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), root.join("data").join(entry.file_name())).unwrap();
+    }
+    root
+}
+
+#[test]
+fn busybox_commands_match_the_host() {
+    require_kvm();
+    let commands = commands();
+    let run = run_with_limit(
+        &k42vm_binary(),
+        &[
+            "run",
+            "--cpus",
+            "2",
+            "--initrd",
+            k42_images::TEST_INITRD_PATH,
+            "--cmdline",
+            "init=/bin/runlist",
+            "--timeout",
+            "280s",
+        ],
+        Duration::from_secs(300),
+    );
+    let context = run.all();
+    assert_eq!(run.status, Some(0), "runlist did not finish\n{context}");
+    let (guest, notes) = guest_outcomes(&run.stdout);
+    for note in &notes {
+        eprintln!("guest: {note}");
+    }
+    assert_eq!(
+        guest.len(),
+        commands.len(),
+        "every command ran in the guest\n{context}"
+    );
+    let root = host_root();
+    let mut mismatches = Vec::new();
+    for ((line, words), (ran, outcome)) in commands.iter().zip(&guest) {
+        assert_eq!(line, ran, "the guest ran the list in order");
+        let host = host_outcome(&root, words);
+        if &host != outcome {
+            mismatches.push(format!(
+                "$ {line}\n--- host (exit {})\n{}--- guest (exit {})\n{}",
+                host.status, host.output, outcome.status, outcome.output
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} commands differ from the host:\n{}",
+        mismatches.len(),
+        commands.len(),
+        mismatches.join("\n")
+    );
+}
