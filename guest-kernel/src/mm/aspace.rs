@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use k42_guest_lib::frames::FRAME_SIZE;
 use k42_guest_lib::kabi::{self, Prot};
 
-use crate::arch::{self, phys_to_virt, user};
+use crate::arch::{self, phys_to_virt};
 
 use super::bulk::MemBatch;
 
@@ -442,16 +442,16 @@ impl AddressSpace {
 
     /// A copy of this space for a forked child (see [`kabi::Sys::Fork`]): its regions below
     /// [`FORK_END`]; anonymous pages it has mapped shared copy-on-write (read-only here too);
-    /// memory-object pages mapped as they are. The caller runs in this space: its TLB is
-    /// flushed once at the end. One pass over the owned-frame list, caching the last leaf
-    /// table of both spaces, so the ring-0 cost is a few dozen instructions per page.
+    /// memory-object pages mapped as they are. The caller runs in this space, on its only CPU:
+    /// each page made read-only is invalidated there. One pass over the owned-frame list,
+    /// caching the last leaf table of both spaces, so the ring-0 cost is a few dozen
+    /// instructions per page (plus the child's page tables).
     pub fn fork(&mut self) -> Result<(AddressSpace, ForkStats), AspaceError> {
         let mut child = AddressSpace::new()?;
         let mut stats = ForkStats::default();
         let copied = self.copy_into(&mut child, &mut stats);
         // Pages already made read-only stay so even on failure: a later write just makes
         // them writable again (their frames are no longer shared once the child is gone).
-        user::load_cr3(self.pml4);
         match copied {
             Ok(()) => Ok((child, stats)),
             Err(e) => {
@@ -506,6 +506,10 @@ impl AddressSpace {
             }
             if entry != shared {
                 write_entry(cached.1, index, shared);
+                // One invalidation per page made read-only (~1 µs each here), as everywhere
+                // else a live entry changes; reloading CR3 with the same root is not relied
+                // on to drop the translations of a shadowing hypervisor.
+                arch::invlpg(va);
             }
             // The child owns it too (its reference was just counted).
             write_entry(cached.2, index, shared);
