@@ -112,6 +112,9 @@ pub struct Switches {
     pub init: Option<&'static str>,
     /// `k42.arg=N`: the argument the first program is started with.
     pub init_arg: u64,
+    /// `k42.max_processes=N`: fewer live processes than `kabi::MAX_PROCESSES` (tests run a
+    /// small fork bomb against it).
+    pub max_processes: Option<usize>,
 }
 
 impl Switches {
@@ -134,6 +137,7 @@ impl Switches {
                 "k42.quiet" => s.quiet = true,
                 "init" if !value.is_empty() => s.init = Some(value),
                 "k42.arg" => s.init_arg = value.parse().unwrap_or(0),
+                "k42.max_processes" => s.max_processes = value.parse().ok(),
                 _ => {}
             }
         }

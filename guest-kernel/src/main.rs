@@ -136,6 +136,9 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
         }
     }
     if let Some(init) = switches.init {
+        if let Some(limit) = switches.max_processes {
+            proc::set_process_limit(limit);
+        }
         start_init(init, switches.init_arg, info.initrd);
     }
     platform::shutdown(switches.exit_code)

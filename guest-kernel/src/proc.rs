@@ -2,11 +2,11 @@
 //! dispatchers, one per CPU it runs on; the kernel schedules dispatchers (see `sched`), a
 //! library in the process schedules its threads. Programs come from the initramfs.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use k42_guest_lib::cpio;
 use k42_guest_lib::frames::FRAME_SIZE;
@@ -241,8 +241,21 @@ pub struct Process {
     pub deferred_frames: Mutex<Vec<u64>>,
     /// Set once it has begun to exit.
     pub exiting: AtomicBool,
-    /// Dispatchers of other processes waiting for this one to exit.
-    pub waiters: Mutex<Vec<Arc<Dispatcher>>>,
+    /// Its children, for `wait`.
+    pub children: Mutex<Children>,
+}
+
+/// A process's children as `wait` sees them (under one lock, which a child's exit also takes,
+/// so no exit is missed between a waiter's check and its sleep).
+#[derive(Default)]
+pub struct Children {
+    /// Pids of children not reaped yet (running, exiting or exited).
+    unreaped: BTreeSet<u64>,
+    /// Children that exited and wait to be reaped: (pid, status), oldest first.
+    exited: VecDeque<(u64, i64)>,
+    /// This process's dispatchers blocked in `wait`: (dispatcher, the pid it waits for or
+    /// [`kabi::WAIT_ANY`]).
+    waiters: Vec<(Arc<Dispatcher>, u64)>,
 }
 
 impl Drop for Process {
@@ -260,9 +273,38 @@ impl Drop for Process {
 }
 
 static PROCESSES: Mutex<BTreeMap<u64, Arc<Process>>> = Mutex::new(BTreeMap::new());
-/// Exit statuses of processes not yet waited for: pid -> (parent, status).
-static EXITED: Mutex<BTreeMap<u64, (u64, i64)>> = Mutex::new(BTreeMap::new());
 static NEXT_PID: AtomicU64 = AtomicU64::new(INIT_PID);
+/// Processes alive (created and not yet exiting), bounded by [`LIMIT`].
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Most live processes: [`kabi::MAX_PROCESSES`] unless lowered at boot.
+static LIMIT: AtomicUsize = AtomicUsize::new(kabi::MAX_PROCESSES);
+
+/// Lowers the process limit to `limit` (`k42.max_processes=`; at least 1, at most
+/// [`kabi::MAX_PROCESSES`]).
+pub fn set_process_limit(limit: usize) {
+    LIMIT.store(limit.clamp(1, kabi::MAX_PROCESSES), Ordering::Release);
+}
+
+/// The process limit in force.
+pub fn process_limit() -> usize {
+    LIMIT.load(Ordering::Acquire)
+}
+
+/// A place for one more live process, or `None` at the limit.
+fn reserve_process() -> Option<()> {
+    let limit = process_limit();
+    LIVE.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+        (n < limit).then_some(n + 1)
+    })
+    .ok()
+    .map(|_| ())
+}
+
+/// Gives back a place taken by [`reserve_process`].
+fn release_process() {
+    LIVE.fetch_sub(1, Ordering::AcqRel);
+}
+
 /// The entry page's frame (one read-only page mapped into every process).
 static ENTRY_FRAME: AtomicU64 = AtomicU64::new(0);
 
@@ -287,6 +329,8 @@ pub enum SpawnError {
     NoMemory,
     /// A Linux program, but no Linux personality in the initramfs.
     NoPersonality,
+    /// [`kabi::MAX_PROCESSES`] processes are alive.
+    TooManyProcesses,
 }
 
 impl From<SpawnError> for kabi::Error {
@@ -296,6 +340,7 @@ impl From<SpawnError> for kabi::Error {
             SpawnError::NotExecutable(_) => kabi::Error::NotExecutable,
             SpawnError::NoMemory => kabi::Error::NoMemory,
             SpawnError::NoPersonality => kabi::Error::NotFound,
+            SpawnError::TooManyProcesses => kabi::Error::Again,
         }
     }
 }
@@ -377,6 +422,71 @@ pub fn spawn(
     parent: u64,
     cpu: usize,
 ) -> Result<Arc<Process>, SpawnError> {
+    reserve_process().ok_or(SpawnError::TooManyProcesses)?;
+    let spawned = spawn_reserved(path, arg, flags, argv, parent, cpu);
+    if spawned.is_err() {
+        release_process();
+    }
+    spawned
+}
+
+/// The process record of a new process (no address space, no dispatchers yet).
+fn new_process(parent: u64, name: &str, flags: u64, spawn_arg: u64) -> Arc<Process> {
+    Arc::new(Process {
+        pid: NEXT_PID.fetch_add(1, Ordering::AcqRel),
+        parent,
+        name: String::from(name),
+        flags,
+        spawn_arg,
+        aspace: Mutex::new(None),
+        dispatchers: Mutex::new(Vec::new()),
+        ppc_dispatchers: Mutex::new(Vec::new()),
+        ppc_entry: AtomicU64::new(0),
+        linux_entry: AtomicU64::new(0),
+        ppc_buffers: Mutex::new(Vec::new()),
+        memobjs: Mutex::new(Vec::new()),
+        deferred_frames: Mutex::new(Vec::new()),
+        exiting: AtomicBool::new(false),
+        children: Mutex::new(Children::default()),
+    })
+}
+
+/// Maps the entry page (read-only, shared by every process) into `space`.
+fn map_entry_page(space: &mut AddressSpace) -> Result<(), mm::aspace::AspaceError> {
+    let entry = Region {
+        start: kabi::ENTRY_PAGE,
+        end: kabi::ENTRY_PAGE + FRAME_SIZE,
+        prot: Prot::READ | Prot::EXEC,
+        backing: Backing::Shared,
+    };
+    space.add_region(entry)?;
+    space.map_page(
+        kabi::ENTRY_PAGE,
+        ENTRY_FRAME.load(Ordering::Acquire),
+        entry.prot,
+        false,
+    )
+}
+
+/// Makes `process` (fully built, with dispatcher 0) live: its parent learns of it, it enters
+/// the process table, and its dispatcher is queued.
+fn start_process(process: &Arc<Process>, dispatcher: Arc<Dispatcher>) {
+    if let Some(parent) = self::process(process.parent) {
+        parent.children.lock().unreaped.insert(process.pid);
+    }
+    process.dispatchers.lock().push(dispatcher.clone());
+    PROCESSES.lock().insert(process.pid, process.clone());
+    crate::sched::make_runnable(dispatcher);
+}
+
+fn spawn_reserved(
+    path: &str,
+    arg: u64,
+    flags: u64,
+    argv: Option<Vec<u8>>,
+    parent: u64,
+    cpu: usize,
+) -> Result<Arc<Process>, SpawnError> {
     let file = initrd_file(path).ok_or(SpawnError::NotFound)?;
     let bytes: &'static [u8] = mm::phys_slice(file.phys, file.len as usize);
     let image = elf::parse(bytes).map_err(SpawnError::NotExecutable)?;
@@ -396,23 +506,9 @@ pub fn spawn(
         prot: Prot::READ | Prot::WRITE,
         backing: Backing::Anonymous,
     };
-    let entry = Region {
-        start: kabi::ENTRY_PAGE,
-        end: kabi::ENTRY_PAGE + FRAME_SIZE,
-        prot: Prot::READ | Prot::EXEC,
-        backing: Backing::Shared,
-    };
     let mapped = space
         .add_region(stack)
-        .and_then(|_| space.add_region(entry))
-        .and_then(|_| {
-            space.map_page(
-                kabi::ENTRY_PAGE,
-                ENTRY_FRAME.load(Ordering::Acquire),
-                entry.prot,
-                false,
-            )
-        });
+        .and_then(|_| map_entry_page(&mut space));
     if mapped.is_err() {
         space.destroy();
         return Err(SpawnError::NoMemory);
@@ -428,24 +524,7 @@ pub fn spawn(
             }
         }
     }
-    let pid = NEXT_PID.fetch_add(1, Ordering::AcqRel);
-    let process = Arc::new(Process {
-        pid,
-        parent,
-        name: String::from(path),
-        flags,
-        spawn_arg: arg,
-        aspace: Mutex::new(None),
-        dispatchers: Mutex::new(Vec::new()),
-        ppc_dispatchers: Mutex::new(Vec::new()),
-        ppc_entry: AtomicU64::new(0),
-        linux_entry: AtomicU64::new(0),
-        ppc_buffers: Mutex::new(Vec::new()),
-        memobjs: Mutex::new(Vec::new()),
-        deferred_frames: Mutex::new(Vec::new()),
-        exiting: AtomicBool::new(false),
-        waiters: Mutex::new(Vec::new()),
-    });
+    let process = new_process(parent, path, flags, arg);
     let frame = user_frame(start.0, start.1, arg, kabi::dispatcher_page(0));
     let dispatcher = match new_dispatcher(&process, &mut space, 0, cpu, frame) {
         Ok(d) => d,
@@ -458,9 +537,66 @@ pub fn spawn(
     if ppc_buffer(&process, 0).is_err() {
         return Err(SpawnError::NoMemory);
     }
-    process.dispatchers.lock().push(dispatcher.clone());
-    PROCESSES.lock().insert(pid, process.clone());
-    crate::sched::make_runnable(dispatcher);
+    start_process(&process, dispatcher);
+    Ok(process)
+}
+
+/// `fork` for the dispatcher `me`, whose user registers are `frame` (see
+/// [`kabi::Sys::Fork`]): a new process, child of `me`'s, with a copy-on-write copy of its
+/// memory and one dispatcher on `me`'s CPU that resumes with `frame` and `rax` = 0.
+pub fn fork(me: &Arc<Dispatcher>, frame: &TrapFrame) -> Result<Arc<Process>, kabi::Error> {
+    let parent = &me.process;
+    // One dispatcher, on this CPU, and no PPC dispatchers: then only this CPU can hold TLB
+    // entries of the pages the fork makes read-only, and one flush here is enough.
+    if me.kind != DispatcherKind::Normal
+        || parent.dispatchers.lock().len() != 1
+        || parent.ppc_dispatchers.lock().iter().any(Option::is_some)
+    {
+        return Err(kabi::Error::Invalid);
+    }
+    reserve_process().ok_or(kabi::Error::Again)?;
+    let forked = fork_reserved(me, frame);
+    if forked.is_err() {
+        release_process();
+    }
+    forked
+}
+
+fn fork_reserved(me: &Arc<Dispatcher>, frame: &TrapFrame) -> Result<Arc<Process>, kabi::Error> {
+    let parent = &me.process;
+    let (mut space, _stats) = {
+        let mut guard = parent.aspace.lock();
+        guard.as_mut().ok_or(kabi::Error::NotFound)?.fork()?
+    };
+    if let Err(e) = map_entry_page(&mut space) {
+        space.destroy();
+        return Err(e.into());
+    }
+    let process = new_process(parent.pid, &parent.name, parent.flags, parent.spawn_arg);
+    process.linux_entry.store(
+        parent.linux_entry.load(Ordering::Acquire),
+        Ordering::Release,
+    );
+    // Memory objects stay mapped in the child, so it holds them too.
+    *process.memobjs.lock() = parent.memobjs.lock().clone();
+    let mut child_frame = *frame;
+    child_frame.rax = 0;
+    let dispatcher = match new_dispatcher(&process, &mut space, 0, me.cpu, child_frame) {
+        Ok(d) => d,
+        Err(e) => {
+            space.destroy();
+            return Err(e.into());
+        }
+    };
+    {
+        // The caller's registers that are not in the trap frame are live on this CPU.
+        let mut state = dispatcher.state.lock();
+        state.fs_base = user::fs_base();
+        state.fpu.save();
+    }
+    *process.aspace.lock() = Some(space);
+    ppc_buffer(&process, 0)?;
+    start_process(&process, dispatcher);
     Ok(process)
 }
 
@@ -602,6 +738,7 @@ pub fn create_dispatcher(
     let space = space_guard.as_mut().ok_or(kabi::Error::NotFound)?;
     let frame = user_frame(rip, rsp, arg, kabi::dispatcher_page(index));
     let d = new_dispatcher(process, space, index, cpu, frame).map_err(kabi::Error::from)?;
+    space.set_multi_cpu();
     drop(space_guard);
     ppc_buffer(process, index)?;
     dispatchers.push(d.clone());
@@ -701,17 +838,28 @@ pub fn exit(process: &Arc<Process>, status: i64) {
     drop(dispatchers);
     drop(ppc);
     PROCESSES.lock().remove(&process.pid);
-    // The status goes to a waiting parent directly, or is kept for a later `wait`; both under
-    // the waiters lock, which `wait_for` also takes (no lost wake-up).
-    let waiters = {
-        let mut waiters = process.waiters.lock();
-        if waiters.is_empty() {
-            EXITED.lock().insert(process.pid, (process.parent, status));
+    release_process();
+    // Its own children's statuses are dropped (nobody can wait for them now), and with them
+    // the references to its waiting dispatchers.
+    drop(core::mem::take(&mut *process.children.lock()));
+    // The status goes to a parent's dispatcher waiting for it, or is kept for a later `wait`;
+    // both under the parent's children lock, which `wait_for` also takes (no lost wake-up). An
+    // orphan's status is dropped.
+    if let Some(parent) = self::process(process.parent) {
+        let mut children = parent.children.lock();
+        let waiter = children
+            .waiters
+            .iter()
+            .position(|&(_, want)| want == process.pid || want == kabi::WAIT_ANY);
+        match waiter {
+            Some(at) => {
+                let (w, _) = children.waiters.swap_remove(at);
+                children.unreaped.remove(&process.pid);
+                drop(children);
+                crate::sched::wake(&w, BlockReason::Child, status as u64, Some(process.pid));
+            }
+            None => children.exited.push_back((process.pid, status)),
         }
-        core::mem::take(&mut *waiters)
-    };
-    for w in waiters {
-        crate::sched::wake(&w, BlockReason::Child, status as u64, None);
     }
     if process.pid == INIT_PID {
         crate::kprintln!("init ({}) exited with status {}", process.name, status);
@@ -719,28 +867,34 @@ pub fn exit(process: &Arc<Process>, status: i64) {
     }
 }
 
-/// `wait(pid)` for `waiter` (a dispatcher of the parent): the status if the child already
-/// exited, or `None` after registering the waiter (the caller then blocks it).
-pub fn wait_for(waiter: &Arc<Dispatcher>, pid: u64) -> Result<Option<i64>, kabi::Error> {
-    let me = waiter.process.pid;
-    let take_exited = || -> Result<Option<i64>, kabi::Error> {
-        let mut exited = EXITED.lock();
-        match exited.get(&pid) {
-            Some(&(parent, _)) if parent != me => Err(kabi::Error::NoChild),
-            Some(_) => Ok(exited.remove(&pid).map(|(_, status)| status)),
-            None => Ok(None),
+/// `wait(pid, flags)` for `waiter` (a dispatcher of the parent; `pid` may be
+/// [`kabi::WAIT_ANY`]): `(pid, status)` of a matching child that already exited (reaped now),
+/// or `None` after registering the waiter (the caller then blocks it). With `no_hang`, `Again`
+/// instead of waiting.
+pub fn wait_for(
+    waiter: &Arc<Dispatcher>,
+    pid: u64,
+    no_hang: bool,
+) -> Result<Option<(u64, i64)>, kabi::Error> {
+    let mut children = waiter.process.children.lock();
+    let matches = |p: u64| pid == kabi::WAIT_ANY || p == pid;
+    if let Some(at) = children.exited.iter().position(|&(p, _)| matches(p)) {
+        if let Some((p, status)) = children.exited.remove(at) {
+            children.unreaped.remove(&p);
+            return Ok(Some((p, status)));
         }
+    }
+    let running = if pid == kabi::WAIT_ANY {
+        !children.unreaped.is_empty()
+    } else {
+        children.unreaped.contains(&pid)
     };
-    let Some(child) = process(pid) else {
-        return take_exited()?.map(Some).ok_or(kabi::Error::NoChild);
-    };
-    if child.parent != me {
+    if !running {
         return Err(kabi::Error::NoChild);
     }
-    let mut waiters = child.waiters.lock();
-    if let Some(status) = take_exited()? {
-        return Ok(Some(status));
+    if no_hang {
+        return Err(kabi::Error::Again);
     }
-    waiters.push(waiter.clone());
+    children.waiters.push((waiter.clone(), pid));
     Ok(None)
 }

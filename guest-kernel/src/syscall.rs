@@ -5,7 +5,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 
 use k42_guest_lib::frames::FRAME_SIZE;
-use k42_guest_lib::kabi::{self, Error, Info, Message, Prot, SpawnFlags, Sys};
+use k42_guest_lib::kabi::{self, Error, Info, Message, Prot, SpawnFlags, Sys, WaitFlags};
 
 use crate::arch::idt::TrapFrame;
 use crate::mm::aspace::{Backing, Region};
@@ -52,11 +52,16 @@ fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Opt
         Sys::Protect => protect(&me, a0, a1, a2),
         Sys::Spawn => spawn(&me, a0, a1, a2, a3),
         Sys::Wait => {
-            let seq = sched::block_current(BlockReason::Child);
-            let _ = seq;
-            match proc::wait_for(&me, a0) {
-                Ok(Some(status)) => {
+            if a1 & !WaitFlags::ALL != 0 {
+                return Err(Error::Invalid);
+            }
+            // Blocked first: a child exiting on another CPU right after `wait_for` registers
+            // this dispatcher then finds it blocked and wakes it.
+            sched::block_current(BlockReason::Child);
+            match proc::wait_for(&me, a0, a1 & WaitFlags::NO_HANG != 0) {
+                Ok(Some((pid, status))) => {
                     sched::unblock_current();
+                    frame.rdx = pid;
                     Ok(status as u64)
                 }
                 Ok(None) => return Ok(None),
@@ -99,6 +104,7 @@ fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Opt
         Sys::MemobjGrant => memobj::grant(&me.process, a0, a1).map(|_| 0),
         Sys::Info => info(&me, a0),
         Sys::LinuxEntry => linux_entry(&me, a0),
+        Sys::Fork => proc::fork(&me, frame).map(|child| child.pid),
     };
     value.map(Some)
 }
@@ -337,5 +343,7 @@ fn info(me: &Arc<Dispatcher>, what: u64) -> SysResult {
         Info::KernelEntries => sched::entries(),
         Info::InitrdLen => proc::initrd_range().map_or(0, |(_, len)| len),
         Info::InitrdOffset => proc::initrd_range().map_or(0, |(phys, _)| phys % FRAME_SIZE),
+        Info::FreeFrames => crate::mm::frames::free_count(),
+        Info::MaxProcesses => proc::process_limit() as u64,
     })
 }

@@ -223,6 +223,80 @@ impl<const N: usize> FrameCache<N> {
     }
 }
 
+/// Reference counts of page frames mapped copy-on-write into several address spaces, as a
+/// compact table indexed by frame number (one `u16` per frame of the range it covers).
+///
+/// Each entry holds the number of *extra* mappings: 0 (what zeroed memory holds, so the table
+/// needs no initialisation, and what every free frame holds) means "mapped by one address space
+/// at most". Why a flat table and not a map of the shared frames only: a fork shares every
+/// anonymous page and a copy-on-write fault looks one up, in ring 0, where every instruction
+/// counts (DESIGN.md); here each is one atomic instruction on a computed address, where a
+/// `BTreeMap` would walk nodes and allocate. It costs 2 bytes per frame (0.05% of RAM), taken
+/// from fresh (zero) frames at boot. Entries are atomic: the sharers of a frame live on
+/// different CPUs and drop their references independently, without a common lock.
+///
+/// `u16` is enough: an anonymous frame is mapped at most once per address space, and there
+/// are at most [`crate::kabi::MAX_PROCESSES`] of those.
+pub struct ShareCounts<'a> {
+    base: u64,
+    counts: &'a [core::sync::atomic::AtomicU16],
+}
+
+const _: () = assert!(crate::kabi::MAX_PROCESSES < u16::MAX as usize);
+
+impl<'a> ShareCounts<'a> {
+    /// A table whose entry `i` counts frame `base + i * FRAME_SIZE`.
+    pub const fn new(base: u64, counts: &'a [core::sync::atomic::AtomicU16]) -> Self {
+        ShareCounts { base, counts }
+    }
+
+    /// Bytes of table needed for the frames of `[start, end)`.
+    pub const fn table_bytes(start: u64, end: u64) -> u64 {
+        (end.saturating_sub(start) / FRAME_SIZE) * 2
+    }
+
+    fn slot(&self, frame: u64) -> Option<&core::sync::atomic::AtomicU16> {
+        let offset = frame.checked_sub(self.base)?;
+        if !offset.is_multiple_of(FRAME_SIZE) {
+            return None;
+        }
+        self.counts.get(usize::try_from(offset / FRAME_SIZE).ok()?)
+    }
+
+    /// Records one more mapping of `frame`. `false` if the table does not cover it or its
+    /// count is at the maximum (nothing changed).
+    pub fn share(&self, frame: u64) -> bool {
+        use core::sync::atomic::Ordering;
+        self.slot(frame).is_some_and(|c| {
+            c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_add(1))
+                .is_ok()
+        })
+    }
+
+    /// Whether `frame` is mapped by more than one address space.
+    pub fn is_shared(&self, frame: u64) -> bool {
+        self.extra(frame) != 0
+    }
+
+    /// Extra mappings of `frame` (0 for frames the table does not cover).
+    pub fn extra(&self, frame: u64) -> u16 {
+        self.slot(frame)
+            .map_or(0, |c| c.load(core::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Drops one mapping of `frame`; `true` if it was the last one, so the caller now owns the
+    /// frame alone and must free it. Frames the table does not cover have a single mapping.
+    pub fn release(&self, frame: u64) -> bool {
+        use core::sync::atomic::Ordering;
+        match self.slot(frame) {
+            Some(c) => c
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_err(),
+            None => true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -325,5 +399,63 @@ mod tests {
             seen.push(f);
         }
         assert_eq!(seen.len() + drained.len(), 9, "no frame lost");
+    }
+
+    #[test]
+    fn share_counts_free_a_frame_once_on_its_last_release() {
+        use core::sync::atomic::AtomicU16;
+        let table: Vec<AtomicU16> = (0..4).map(|_| AtomicU16::new(0)).collect();
+        let counts = ShareCounts::new(0x10_0000, &table);
+        let f = 0x10_2000;
+        // One mapping: not shared, its release is the last.
+        assert!(!counts.is_shared(f));
+        // Forked twice: three mappings, freed by the third release only.
+        assert!(counts.share(f) && counts.share(f));
+        assert_eq!(counts.extra(f), 2);
+        assert!(counts.is_shared(f));
+        assert!(!counts.release(f));
+        assert!(!counts.release(f));
+        assert!(!counts.is_shared(f));
+        assert!(counts.release(f));
+        // The entry is back to zero, as every free frame's.
+        assert_eq!(table[2].load(core::sync::atomic::Ordering::Relaxed), 0);
+        // Frames outside the table, or misaligned, are never shared.
+        assert!(!counts.share(0x10_4000) && !counts.share(0xf_f000) && !counts.share(f + 1));
+        assert!(counts.release(0x10_4000));
+        assert_eq!(ShareCounts::table_bytes(0x10_0000, 0x10_4000), 8);
+    }
+
+    #[test]
+    fn share_counts_saturate_instead_of_wrapping() {
+        use core::sync::atomic::AtomicU16;
+        let table = [AtomicU16::new(u16::MAX - 1)];
+        let counts = ShareCounts::new(0, &table);
+        assert!(counts.share(0));
+        assert!(!counts.share(0));
+        assert_eq!(counts.extra(0), u16::MAX);
+    }
+
+    #[test]
+    fn share_counts_concurrent_releases_free_exactly_once() {
+        use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+        for _ in 0..50 {
+            let table = [AtomicU16::new(0)];
+            let counts = ShareCounts::new(0, &table);
+            let sharers = 8;
+            for _ in 1..sharers {
+                assert!(counts.share(0));
+            }
+            let last = AtomicUsize::new(0);
+            std::thread::scope(|s| {
+                for _ in 0..sharers {
+                    s.spawn(|| {
+                        if counts.release(0) {
+                            last.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                }
+            });
+            assert_eq!(last.load(Ordering::Relaxed), 1);
+        }
     }
 }

@@ -67,7 +67,15 @@ pub enum Sys {
     /// With [`SpawnFlags::LINUX`], a non-zero `arg` is the address of a [`LinuxArgs`] giving
     /// the program's argv (else argv is the path alone).
     Spawn = 8,
-    /// `wait(pid) -> exit status`: waits for a child to exit.
+    /// `wait(pid, flags) -> (exit status, pid in rdx)`: reaps a child that has exited, waiting
+    /// for one if none has. `pid` names one child, or is [`WAIT_ANY`] for any child of the
+    /// caller; `flags` are [`WaitFlags`]. Returns the status in `rax` and the reaped child's pid
+    /// in `rdx` (on success only). Errors: `NoChild` if the caller has no such child (none at
+    /// all, for [`WAIT_ANY`]; a process that is not its child, or one already reaped),
+    /// `Again` with [`WaitFlags::NO_HANG`] when the children exist but none has exited yet,
+    /// `Invalid` for unknown flags. A child's status is kept by its parent until reaped; when
+    /// a parent exits, the statuses of its unreaped children (now or later) are discarded:
+    /// there is no reparenting to init.
     Wait = 9,
     /// `dispatcher_create(cpu, rip, rsp, arg) -> index`: a new dispatcher of this process on
     /// `cpu`, starting at `rip` with `rsp` and `arg` in `rdi`.
@@ -101,10 +109,50 @@ pub enum Sys {
     /// personality's entry, inside [`LINUX_PERSONALITY_AREA`]). Only for processes spawned
     /// with [`SpawnFlags::LINUX`].
     LinuxEntry = 22,
+    /// `fork() -> child pid` (0 in the child): a new process, child of the caller, whose
+    /// memory is a copy-on-write copy of the caller's and whose one dispatcher (index 0, on the
+    /// caller's CPU) resumes from this call with the caller's registers (general registers,
+    /// flags, FS base, x87/SSE state), `rax` = 0.
+    ///
+    /// - Copied (copy on write): every anonymous region below [`PPC_STACK_AREA`], the main
+    ///   stack included. Pages are shared read-only and copied by whichever side writes first.
+    /// - Shared as they are: memory objects the caller maps (the child holds them too).
+    /// - Fresh, not copied: the kernel-managed areas at or above [`PPC_STACK_AREA`] (entry
+    ///   page, dispatcher page, PPC buffer, and no PPC stacks or windows). The child's
+    ///   dispatcher page holds only its identity (pid, index 0, CPU, CPUs, TSC rate, the
+    ///   parent's spawn argument): no pending soft interrupts, no messages, no upcall entry
+    ///   (a child that wants upcalls registers them again), and its PPC buffer is zero.
+    /// - Inherited: spawn flags (the console right, [`SpawnFlags::LINUX`]), the registered
+    ///   Linux entry, the program name and spawn argument. Not inherited: being a PPC server.
+    ///
+    /// Errors: `Again` when [`MAX_PROCESSES`] processes are alive; `Invalid` if the caller has
+    /// more than one dispatcher, has PPC dispatchers (a server that was called), or calls from
+    /// a PPC handler: its other CPUs would keep stale TLB entries for the pages fork makes
+    /// read-only, and there is no TLB shoot-down yet; `NoMemory`.
+    Fork = 23,
 }
 
 /// How many system calls there are.
-pub const SYS_COUNT: u64 = 23;
+pub const SYS_COUNT: u64 = 24;
+
+/// Most processes alive at once (running, init and servers included): `spawn` and `fork`
+/// beyond it fail with `Again`, which bounds a fork bomb. Exited processes whose status waits
+/// to be reaped do not count. The kernel switch `k42.max_processes=N` lowers the limit
+/// ([`Info::MaxProcesses`] reports the one in force).
+pub const MAX_PROCESSES: usize = 512;
+
+/// `wait`'s `pid` meaning "any child of the caller".
+pub const WAIT_ANY: u64 = u64::MAX;
+
+/// Flags of `wait`.
+pub struct WaitFlags;
+
+impl WaitFlags {
+    /// Return `Again` at once instead of blocking when no matching child has exited yet.
+    pub const NO_HANG: u64 = 1;
+    /// Every flag.
+    pub const ALL: u64 = Self::NO_HANG;
+}
 
 impl Sys {
     /// The call numbered `nr`, if any.
@@ -133,6 +181,7 @@ impl Sys {
             Sys::Receive,
             Sys::Null,
             Sys::LinuxEntry,
+            Sys::Fork,
         ];
         ALL.get(usize::try_from(nr).ok()?).copied()
     }
@@ -262,6 +311,11 @@ pub enum Info {
     InitrdLen = 7,
     /// Where the initramfs starts within the first page of [`INITRD_MEMOBJ`]'s mapping.
     InitrdOffset = 8,
+    /// Page frames the kernel's frame allocator has not handed out (system-wide; frames in
+    /// per-CPU caches count as free): lets tests check that exiting processes return theirs.
+    FreeFrames = 9,
+    /// The live-process limit in force ([`MAX_PROCESSES`] or lower).
+    MaxProcesses = 10,
 }
 
 impl Info {
@@ -277,6 +331,8 @@ impl Info {
             Info::KernelEntries,
             Info::InitrdLen,
             Info::InitrdOffset,
+            Info::FreeFrames,
+            Info::MaxProcesses,
         ]
         .into_iter()
         .find(|i| *i as u64 == nr)
@@ -474,7 +530,10 @@ mod tests {
         assert_eq!(Error::from_return(5), None);
         assert_eq!(Info::from_number(6), Some(Info::KernelEntries));
         assert_eq!(Info::from_number(8), Some(Info::InitrdOffset));
-        assert_eq!(Info::from_number(9), None);
+        assert_eq!(Info::from_number(9), Some(Info::FreeFrames));
+        assert_eq!(Info::from_number(10), Some(Info::MaxProcesses));
+        assert_eq!(Info::from_number(11), None);
+        assert_eq!(Sys::from_number(23), Some(Sys::Fork));
     }
 
     #[test]

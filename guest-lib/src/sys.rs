@@ -157,9 +157,45 @@ pub fn spawn_linux(
 
 /// Waits for child `pid` to exit; returns its status.
 pub fn wait(pid: u64) -> SysResult<i64> {
-    let (rax, _) = raw(Sys::Wait, pid, 0, 0, 0);
+    wait_flags(pid, 0).map(|(_, status)| status)
+}
+
+/// Waits for any child to exit; returns its pid and status (`NoChild` if there is none).
+pub fn wait_any() -> SysResult<(u64, i64)> {
+    wait_flags(kabi::WAIT_ANY, 0)
+}
+
+/// Reaps a child that has already exited (`pid` or [`kabi::WAIT_ANY`]) without blocking:
+/// `Again` while the matching children all still run.
+pub fn wait_no_hang(pid: u64) -> SysResult<(u64, i64)> {
+    wait_flags(pid, kabi::WaitFlags::NO_HANG)
+}
+
+/// `wait(pid, flags)` ([`Sys::Wait`]): the reaped child's pid and its status.
+pub fn wait_flags(pid: u64, flags: u64) -> SysResult<(u64, i64)> {
+    let (rax, rdx) = raw(Sys::Wait, pid, flags, 0, 0);
     // Exit statuses are small non-negative numbers; negative values are errors.
-    check(rax).map(|s| s as i64)
+    check(rax).map(|s| (rdx, s as i64))
+}
+
+/// Which side of a [`fork`] the caller is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forked {
+    /// The original process; the child has this pid.
+    Parent(u64),
+    /// The new process.
+    Child,
+}
+
+/// Forks this process ([`Sys::Fork`]): the child gets a copy-on-write copy of its memory and
+/// resumes here too.
+pub fn fork() -> SysResult<Forked> {
+    // Every register but rax (and the clobbered rcx, r11, rdx) comes back as it was, in both
+    // processes: the child resumes with this call's registers and stack.
+    check(raw(Sys::Fork, 0, 0, 0, 0).0).map(|pid| match pid {
+        0 => Forked::Child,
+        pid => Forked::Parent(pid),
+    })
 }
 
 /// Starts another dispatcher of this process on `cpu` at `entry(arg)` with stack `rsp`.

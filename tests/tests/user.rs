@@ -8,6 +8,10 @@ fn initrd() -> &'static str {
     k42_images::TEST_INITRD_PATH
 }
 
+/// The live-process limit the user-level runs boot with: low, so `/bin/fork`'s fork bomb
+/// reaches it in a few dozen processes (each fork costs milliseconds of emulated ring 0 here).
+const MAX_PROCESSES: u32 = 24;
+
 /// What every successful run of `/bin/init` prints, in some order.
 fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
     assert!(
@@ -43,6 +47,14 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
          other threads\n{context}"
     );
     assert!(
+        output.contains("fork: ok (copy on write, wait-any, no-hang, fork bomb of ")
+            && output.contains(&format!(
+                "processes ended by the limit of {MAX_PROCESSES}, all frames returned;"
+            )),
+        "copy-on-write fork, wait for any child, no-hang wait, the process limit or the \
+         return of every frame failed\n{context}"
+    );
+    assert!(
         output.contains(&format!("threads: {cpus} dispatchers,"))
             && output.contains("threads: all checks passed"),
         "user-level threads failed\n{context}"
@@ -70,13 +82,14 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
 
 fn k42vm_user(cpus: u32) {
     let cpus_arg = cpus.to_string();
+    let cmdline = format!("init=/bin/init k42.arg=50 k42.max_processes={MAX_PROCESSES}");
     let run = k42vm_run(&[
         "--cpus",
         &cpus_arg,
         "--initrd",
         initrd(),
         "--cmdline",
-        "init=/bin/init k42.arg=50",
+        &cmdline,
         "--timeout",
         "200s",
     ]);
@@ -150,7 +163,8 @@ fn missing_or_bad_init_is_a_clear_error() {
 }
 
 fn qemu_user(cpus: u32) {
-    let run = qemu_tcg_microvm(cpus, Some(initrd()), "init=/bin/init k42.arg=50");
+    let cmdline = format!("init=/bin/init k42.arg=50 k42.max_processes={MAX_PROCESSES}");
+    let run = qemu_tcg_microvm(cpus, Some(initrd()), &cmdline);
     let context = run.all();
     assert_eq!(
         run.status,

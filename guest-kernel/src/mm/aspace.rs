@@ -4,6 +4,12 @@
 //! [`super::frames`]). Frames an address space owns are marked in their page-table entries and
 //! returned (zeroed in bulk) when it is destroyed.
 //!
+//! Fork ([`AddressSpace::fork`]) shares the anonymous frames of a space with its copy,
+//! read-only in both, and counts the sharers in the frame manager's share counts
+//! ([`super::frames::shares`]); a write fault on such a page copies it (one bulk copy), or, when
+//! the other sharers have gone, just makes it writable again. A shared frame is freed when its
+//! last mapping goes.
+//!
 //! One of the low-level modules DESIGN.md allows `unsafe` in: it reads and writes page tables
 //! and user memory through the direct map, always after a software walk of the tables, so the
 //! kernel never takes a fault on a user address.
@@ -85,9 +91,31 @@ pub struct AddressSpace {
     regions: Vec<Region>,
     /// Page-table frames below the PML4 (freed with the space).
     tables: Vec<u64>,
-    /// Leaf frames this space owns (freed with the space, or when unmapped). A list rather
-    /// than a walk of the tables at teardown: ring-0 instructions are the cost that matters.
-    owned: Vec<u64>,
+    /// Leaf frames this space owns, with the address they are mapped at (released with the
+    /// space, or when unmapped; freed once no other space shares them). A list rather than a
+    /// walk of the tables at teardown and at fork: ring-0 instructions are the cost that
+    /// matters.
+    owned: Vec<(u64, u64)>,
+    /// Frames this space no longer maps but keeps a reference to until it is destroyed:
+    /// originals of copy-on-write pages copied while the space may run on several CPUs,
+    /// whose TLBs can still point at them (no TLB shoot-down yet).
+    retained: Vec<u64>,
+    /// Set once the space may run on more than one CPU at a time.
+    multi_cpu: bool,
+}
+
+/// Regions below this address are the process's own memory, which fork copies; the areas
+/// above (PPC stacks, buffers and windows, dispatcher pages, the entry page) are managed by the
+/// kernel per process and made fresh for a child.
+pub const FORK_END: u64 = kabi::PPC_STACK_AREA;
+
+/// What [`AddressSpace::fork`] did, for measurements.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkStats {
+    /// Anonymous pages now shared copy-on-write.
+    pub shared_pages: u64,
+    /// Pages of memory objects mapped in the child too.
+    pub object_pages: u64,
 }
 
 fn table(phys: u64) -> *mut u64 {
@@ -142,6 +170,8 @@ impl AddressSpace {
             regions: Vec::new(),
             tables: Vec::new(),
             owned: Vec::new(),
+            retained: Vec::new(),
+            multi_cpu: false,
         })
     }
 
@@ -177,6 +207,11 @@ impl AddressSpace {
     pub fn region_at(&self, va: u64) -> Option<&Region> {
         let at = self.regions.partition_point(|r| r.start <= va);
         self.regions[..at].last().filter(|r| va < r.end)
+    }
+
+    /// Notes that the space may now run on several CPUs at once (a second dispatcher).
+    pub fn set_multi_cpu(&mut self) {
+        self.multi_cpu = true;
     }
 
     /// Splits the region containing `va` in two at `va` (nothing to do when `va` is a region
@@ -229,7 +264,7 @@ impl AddressSpace {
             let mut va = region.start;
             while va < region.end {
                 if let Some(old) = self.unmap_page(va) {
-                    if old & OWNED != 0 {
+                    if old & OWNED != 0 && super::frames::shares().release(old & ADDRESS_MASK) {
                         freed.push(old & ADDRESS_MASK);
                     }
                 }
@@ -275,7 +310,13 @@ impl AddressSpace {
                 let entry = read_entry(slot_table, index);
                 if entry & PRESENT != 0 {
                     let keep = entry & (ADDRESS_MASK | OWNED);
-                    write_entry(slot_table, index, keep | leaf_flags(prot));
+                    let mut flags = leaf_flags(prot);
+                    if entry & OWNED != 0 && super::frames::shares().is_shared(entry & ADDRESS_MASK)
+                    {
+                        // Still shared copy-on-write: the first write copies it.
+                        flags &= !WRITABLE;
+                    }
+                    write_entry(slot_table, index, keep | flags);
                     arch::invlpg(va);
                 }
             }
@@ -284,15 +325,9 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Maps frame `frame` at `va` with `prot`. `owned` frames are freed with the space.
-    pub fn map_page(
-        &mut self,
-        va: u64,
-        frame: u64,
-        prot: u64,
-        owned: bool,
-    ) -> Result<(), AspaceError> {
-        let [i4, i3, i2, i1] = indices(va);
+    /// The last-level table for `va`, creating the tables down to it.
+    fn leaf_table(&mut self, va: u64) -> Result<u64, AspaceError> {
+        let [i4, i3, i2, _] = indices(va);
         let mut t = self.pml4;
         for index in [i4, i3, i2] {
             let entry = read_entry(t, index);
@@ -308,6 +343,19 @@ impl AddressSpace {
                 next
             };
         }
+        Ok(t)
+    }
+
+    /// Maps frame `frame` at `va` with `prot`. `owned` frames are freed with the space.
+    pub fn map_page(
+        &mut self,
+        va: u64,
+        frame: u64,
+        prot: u64,
+        owned: bool,
+    ) -> Result<(), AspaceError> {
+        let t = self.leaf_table(va)?;
+        let i1 = indices(va)[3];
         let old = read_entry(t, i1);
         if old & PRESENT != 0 {
             // Replacing a mapping is not something callers do; refuse rather than leak.
@@ -315,7 +363,7 @@ impl AddressSpace {
         }
         let owned_bit = if owned { OWNED } else { 0 };
         if owned {
-            self.owned.push(frame);
+            self.owned.push((va, frame));
         }
         write_entry(t, i1, frame | leaf_flags(prot) | owned_bit);
         Ok(())
@@ -344,8 +392,7 @@ impl AddressSpace {
         }
         write_entry(t, index, 0);
         if old & OWNED != 0 {
-            let frame = old & ADDRESS_MASK;
-            if let Some(at) = self.owned.iter().rposition(|&f| f == frame) {
+            if let Some(at) = self.owned.iter().rposition(|&(v, _)| v == va) {
                 self.owned.swap_remove(at);
             }
         }
@@ -376,10 +423,16 @@ impl AddressSpace {
         if !allowed {
             return Err(AspaceError::Fault);
         }
-        if self.translate(page).is_some() {
-            // Present and allowed: another CPU of this process mapped it first (or a stale TLB
-            // entry); retrying the access is enough.
-            return Ok(());
+        if let Some((t, index)) = self.leaf_slot(page) {
+            let entry = read_entry(t, index);
+            if entry & PRESENT != 0 {
+                if write && entry & WRITABLE == 0 && entry & OWNED != 0 {
+                    return self.copy_on_write(page, t, index, entry, region.prot);
+                }
+                // Present and allowed: another CPU of this process mapped it first (or a
+                // stale TLB entry); retrying the access is enough.
+                return Ok(());
+            }
         }
         if let Some(frame) = physical {
             return self.map_page(page, frame, region.prot & !Prot::WRITE, false);
@@ -388,6 +441,128 @@ impl AddressSpace {
         if let Err(e) = self.map_page(page, frame, region.prot, true) {
             super::free_zeroed(&[frame]);
             return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A write to the copy-on-write page at `page` (leaf entry `entry` at `t[index]`): makes it
+    /// writable if no other space shares its frame any more, or else gives this space a copy
+    /// (one bulk copy, see [`MemBatch`]) and drops its reference to the original.
+    fn copy_on_write(
+        &mut self,
+        page: u64,
+        t: u64,
+        index: usize,
+        entry: u64,
+        prot: u64,
+    ) -> Result<(), AspaceError> {
+        let shares = super::frames::shares();
+        let old = entry & ADDRESS_MASK;
+        if !shares.is_shared(old) {
+            // The other sharers are gone (and can no longer take a reference: only a fork of
+            // this space, which holds its lock, could).
+            write_entry(t, index, old | leaf_flags(prot) | OWNED);
+            arch::invlpg(page);
+            return Ok(());
+        }
+        let new = super::alloc_frame().ok_or(AspaceError::NoMemory)?;
+        let mut batch = MemBatch::new();
+        batch.copy(new, old, FRAME_SIZE);
+        if batch.run().is_err() {
+            super::free_zeroed(&[new]);
+            return Err(AspaceError::NoMemory);
+        }
+        write_entry(t, index, new | leaf_flags(prot) | OWNED);
+        arch::invlpg(page);
+        if let Some(slot) = self.owned.iter_mut().rev().find(|(v, _)| *v == page) {
+            slot.1 = new;
+        }
+        if self.multi_cpu {
+            // Another CPU of this space may still reach `old` through its TLB: keep the
+            // reference until the space goes.
+            self.retained.push(old);
+        } else if shares.release(old) {
+            // The other sharers left between the check and now: it is ours alone.
+            super::free_zeroed(&[old]);
+        }
+        Ok(())
+    }
+
+    /// A copy of this space for a forked child (see [`kabi::Sys::Fork`]): its regions below
+    /// [`FORK_END`]; anonymous pages it has mapped shared copy-on-write (read-only here too);
+    /// memory-object pages mapped as they are. The caller runs in this space, on its only CPU:
+    /// each page made read-only is invalidated there. One pass over the owned-frame list,
+    /// caching the last leaf table of both spaces, so the ring-0 cost is a few dozen
+    /// instructions per page (plus the child's page tables).
+    pub fn fork(&mut self) -> Result<(AddressSpace, ForkStats), AspaceError> {
+        let mut child = AddressSpace::new()?;
+        let mut stats = ForkStats::default();
+        let copied = self.copy_into(&mut child, &mut stats);
+        // Pages already made read-only stay so even on failure: a later write just makes
+        // them writable again (their frames are no longer shared once the child is gone).
+        match copied {
+            Ok(()) => Ok((child, stats)),
+            Err(e) => {
+                child.destroy();
+                Err(e)
+            }
+        }
+    }
+
+    fn copy_into(
+        &mut self,
+        child: &mut AddressSpace,
+        stats: &mut ForkStats,
+    ) -> Result<(), AspaceError> {
+        child.regions = self
+            .regions
+            .iter()
+            .filter(|r| r.end <= FORK_END)
+            .copied()
+            .collect();
+        child.owned.reserve(self.owned.len());
+        for r in self.regions.iter().filter(|r| r.end <= FORK_END) {
+            if r.backing != Backing::Shared {
+                continue;
+            }
+            let mut va = r.start;
+            while va < r.end {
+                if let Some((frame, _)) = self.translate(va) {
+                    child.map_page(va, frame, r.prot, false)?;
+                    stats.object_pages += 1;
+                }
+                va += FRAME_SIZE;
+            }
+        }
+        let shares = super::frames::shares();
+        // The last 2 MiB block seen and its leaf table, in this space and in the child.
+        let mut cached = (u64::MAX, 0u64, 0u64);
+        for &(va, frame) in &self.owned {
+            if va >= FORK_END {
+                continue;
+            }
+            let block = va >> 21;
+            if cached.0 != block {
+                let (mine, _) = self.leaf_slot(va).ok_or(AspaceError::Fault)?;
+                cached = (block, mine, child.leaf_table(va)?);
+            }
+            let index = indices(va)[3];
+            let entry = read_entry(cached.1, index);
+            let shared = entry & !WRITABLE;
+            if !shares.share(frame) {
+                return Err(AspaceError::NoMemory);
+            }
+            if entry != shared {
+                write_entry(cached.1, index, shared);
+                // One invalidation per page made read-only (~1 µs each here), as everywhere
+                // else a live entry changes; reloading CR3 with the same root is not relied
+                // on to drop the translations of a shadowing hypervisor.
+                arch::invlpg(va);
+            }
+            // The child owns it too (its reference was just counted).
+            write_entry(cached.2, index, shared);
+            child.owned.push((va, frame));
+            stats.shared_pages += 1;
         }
         Ok(())
     }
@@ -404,8 +579,9 @@ impl AddressSpace {
         }
         let page = va & !(FRAME_SIZE - 1);
         match self.translate(page) {
-            Some((frame, _)) => Ok(frame),
-            None => {
+            // A write to a copy-on-write page copies it first, as the process's own would.
+            Some((frame, writable)) if writable || !write => Ok(frame),
+            _ => {
                 self.fault(va, write, false)?;
                 self.translate(page)
                     .map(|(f, _)| f)
@@ -481,9 +657,17 @@ impl AddressSpace {
         Ok(out)
     }
 
-    /// Tears the user half down: every owned frame and page table is zeroed in bulk and freed.
+    /// Tears the user half down: every page table, and every owned frame no other space
+    /// shares, is zeroed in bulk and freed (shared ones just lose this space's reference).
     pub fn destroy(mut self) {
-        let mut frames = core::mem::take(&mut self.owned);
+        let shares = super::frames::shares();
+        let mut frames: Vec<u64> = self
+            .owned
+            .iter()
+            .map(|&(_, f)| f)
+            .chain(self.retained.iter().copied())
+            .filter(|&f| shares.release(f))
+            .collect();
         frames.append(&mut self.tables);
         frames.push(self.pml4);
         super::free_zeroed(&frames);

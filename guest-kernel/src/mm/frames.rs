@@ -11,9 +11,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use alloc::boxed::Box;
 
 use k42_guest_lib::cobj::{PerCpuReps, Root};
-use k42_guest_lib::frames::{FrameCache, RangeSet, FRAME_SIZE};
+use k42_guest_lib::frames::{FrameCache, RangeSet, ShareCounts, FRAME_SIZE};
 use k42_paravirt::E820_RAM;
-use spin::Mutex;
+use spin::{Mutex, Once};
 
 use crate::arch::{boot, phys_to_virt};
 use crate::bootinfo::BootInfo;
@@ -94,6 +94,47 @@ pub(super) fn init(info: &BootInfo) -> Result<MemoryInfo, &'static str> {
         ram_bytes,
         usable_bytes,
     })
+}
+
+static SHARES: Once<ShareCounts<'static>> = Once::new();
+
+/// Sets up the copy-on-write reference counts ([`ShareCounts`]): one entry per frame from the
+/// lowest to the highest usable address, in fresh (zero) frames. After the direct map covers
+/// all RAM.
+pub(super) fn init_share_counts() -> Result<(), &'static str> {
+    let (start, end) = {
+        let pool = POOL.lock();
+        let ranges = pool.usable.ranges();
+        let start = ranges.iter().map(|r| r.start).min().unwrap_or(0);
+        let end = ranges.iter().map(|r| r.end).max().unwrap_or(0);
+        (start, end)
+    };
+    let bytes = ShareCounts::table_bytes(start, end);
+    let table = alloc_contiguous(bytes.div_ceil(FRAME_SIZE).max(1))
+        .ok_or("no contiguous memory for the frame share counts")?;
+    // SAFETY: the frames were just taken from the allocator for this table alone and are never
+    // freed; the direct map covers them; they are zero (fresh memory), a valid AtomicU16 each.
+    let counts = unsafe {
+        core::slice::from_raw_parts(
+            phys_to_virt(table) as *const core::sync::atomic::AtomicU16,
+            (bytes / 2) as usize,
+        )
+    };
+    SHARES.call_once(|| ShareCounts::new(start, counts));
+    Ok(())
+}
+
+/// The copy-on-write reference counts of all frames.
+pub fn shares() -> &'static ShareCounts<'static> {
+    SHARES
+        .get()
+        .expect("frame share counts are set up with the memory manager")
+}
+
+/// Frames not handed out (per-CPU caches count as free).
+pub fn free_count() -> u64 {
+    let usable = POOL.lock().usable.total() / FRAME_SIZE;
+    usable.saturating_sub(ALLOCATED.load(Ordering::Relaxed))
 }
 
 /// Takes `count` physically contiguous fresh (zero) frames; for early boot structures.

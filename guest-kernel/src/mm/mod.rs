@@ -37,6 +37,7 @@ pub fn phys_slice<T: Copy>(phys: u64, len: usize) -> &'static [T] {
 pub fn init(info: &BootInfo) -> Result<MemoryInfo, &'static str> {
     let ram = frames::init(info)?;
     paging::map_high_ram(info)?;
+    frames::init_share_counts()?;
     heap::init()?;
     Ok(ram)
 }

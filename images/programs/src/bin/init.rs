@@ -73,6 +73,8 @@ fn main(arg: u64) -> i64 {
     ok &= run("/bin/linux-files", 0, k42_rt::kabi::SpawnFlags::LINUX, 0);
     // User-level threads on a dispatcher per CPU.
     ok &= run("/bin/threads", 0, 0, 0);
+    // Copy-on-write fork, wait for any child, the process limit.
+    ok &= run("/bin/fork", 0, 0, 0);
     match sys::spawn("/bin/kv", 0, 0) {
         Ok(_) => {
             let a = sys::spawn("/bin/kvclient", arg, 0);
