@@ -877,6 +877,11 @@ pub fn wait_for(
     no_hang: bool,
 ) -> Result<Option<(u64, i64)>, kabi::Error> {
     let mut children = waiter.process.children.lock();
+    if waiter.process.exiting.load(Ordering::Acquire) {
+        // Another dispatcher is ending the process and has emptied (or is about to empty)
+        // this list: registering now would keep the dispatcher, and so the process, alive.
+        return Err(kabi::Error::NotFound);
+    }
     let matches = |p: u64| pid == kabi::WAIT_ANY || p == pid;
     if let Some(at) = children.exited.iter().position(|&(p, _)| matches(p)) {
         if let Some((p, status)) = children.exited.remove(at) {
