@@ -315,6 +315,20 @@ pub fn memobj_map(id: u64, addr: u64, prot: u64) -> SysResult<()> {
     check(raw(Sys::MemobjMap, id, addr, prot, 0).0).map(|_| ())
 }
 
+/// Maps the initramfs archive read-only at `addr` (page-aligned; its pages fault in on
+/// touch) and returns its bytes ([`kabi::INITRD_MEMOBJ`]).
+pub fn map_initrd(addr: u64) -> SysResult<&'static [u8]> {
+    let len = info(Info::InitrdLen);
+    if len == 0 {
+        return Err(Error::NotFound);
+    }
+    let offset = info(Info::InitrdOffset);
+    memobj_map(kabi::INITRD_MEMOBJ, addr, kabi::Prot::READ)?;
+    // SAFETY: the kernel just mapped the archive read-only at `addr`, `len` bytes from
+    // `offset`, for the life of the process; it never changes.
+    Ok(unsafe { core::slice::from_raw_parts((addr + offset) as *const u8, len as usize) })
+}
+
 /// Lets process `pid` map memory object `id`.
 pub fn memobj_grant(id: u64, pid: u64) -> SysResult<()> {
     check(raw(Sys::MemobjGrant, id, pid, 0, 0).0).map(|_| ())

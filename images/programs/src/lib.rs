@@ -61,6 +61,18 @@ pub fn start_workers(worker: extern "C" fn(u64) -> !) -> Result<usize, k42_rt::k
     Ok(started)
 }
 
+/// Starts the file-system server `/bin/fsd` and waits (up to 120 s: it unpacks the whole
+/// initramfs first, which is slow on a loaded machine) until it serves.
+pub fn start_file_server() -> Result<(), &'static str> {
+    sys::spawn("/bin/fsd", 0, 0).map_err(|_| "cannot start the file server")?;
+    let name = k42_guest_lib::fs::server::SERVER_NAME;
+    if wait_until(1000, 120_000, || sys::ppc_lookup(name).is_ok()) {
+        Ok(())
+    } else {
+        Err("the file server did not start serving")
+    }
+}
+
 /// Blocks until `done()` holds, checking every `poll_us` microseconds (at most `limit_ms`).
 pub fn wait_until(poll_us: u64, limit_ms: u64, mut done: impl FnMut() -> bool) -> bool {
     let end = k42_rt::now_ns() + limit_ms * 1_000_000;

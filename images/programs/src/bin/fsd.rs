@@ -9,7 +9,7 @@ extern crate alloc;
 
 use k42_guest_lib::fs::server::{FileServer, BUFFER_SIZE, SERVER_NAME, WAKE_SOFT_INTERRUPT};
 use k42_guest_lib::fs::{populate_from_cpio, Ctx, FileSystem, ROOT_INO};
-use k42_rt::kabi::{self, Info, Prot};
+use k42_rt::kabi;
 use k42_rt::sys::{self, PpcReply};
 use spin::{Mutex, Once};
 
@@ -45,17 +45,7 @@ extern "C" fn serve(client: u64, op: u64, a1: u64, a2: u64, a3: u64, cpu: u64) -
 }
 
 fn build() -> Result<FileSystem, &'static str> {
-    let len = sys::info(Info::InitrdLen);
-    if len == 0 {
-        return Err("no initramfs");
-    }
-    let offset = sys::info(Info::InitrdOffset);
-    sys::memobj_map(kabi::INITRD_MEMOBJ, ARCHIVE_AT, Prot::READ)
-        .map_err(|_| "cannot map the initramfs")?;
-    // SAFETY: the kernel mapped the archive read-only at ARCHIVE_AT (pages fault in on
-    // touch); it is `len` bytes from `offset` and never changes.
-    let archive =
-        unsafe { core::slice::from_raw_parts((ARCHIVE_AT + offset) as *const u8, len as usize) };
+    let archive = sys::map_initrd(ARCHIVE_AT).map_err(|_| "cannot map the initramfs")?;
     let now = sys::now_ns() as i64;
     let mut fs = FileSystem::new(Ctx::root(now));
     populate_from_cpio(&mut fs, archive).map_err(|_| "the initramfs does not unpack")?;

@@ -9,8 +9,6 @@ use k42_rt::{println, sys};
 
 k42_rt::entry!(main);
 
-use k42_guest_lib::fs::server::SERVER_NAME as FILE_SERVER;
-
 fn run(path: &str, arg: u64, flags: u64, want: i64) -> bool {
     match sys::spawn(path, arg, flags).and_then(sys::wait) {
         Ok(status) if status == want => true,
@@ -25,22 +23,14 @@ fn run(path: &str, arg: u64, flags: u64, want: i64) -> bool {
     }
 }
 
-/// Starts `/bin/fsd` and waits (up to 120 s: it unpacks the whole initramfs first) until it
-/// serves.
 fn start_file_server() -> bool {
-    if let Err(e) = sys::spawn("/bin/fsd", 0, 0) {
-        println!("init: cannot start the file server: {e:?}");
-        return false;
-    }
-    let deadline = sys::now_ns() + 120_000_000_000;
-    while sys::ppc_lookup(FILE_SERVER).is_err() {
-        if sys::now_ns() > deadline {
-            println!("init: the file server did not start serving");
-            return false;
+    match k42_programs::start_file_server() {
+        Ok(()) => true,
+        Err(why) => {
+            println!("init: {why}");
+            false
         }
-        sys::block(sys::now_ns() + 1_000_000);
     }
-    true
 }
 
 fn main(arg: u64) -> i64 {

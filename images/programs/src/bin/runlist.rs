@@ -15,8 +15,7 @@ use alloc::vec::Vec;
 
 use k42_guest_lib::cmdlist;
 use k42_guest_lib::cpio;
-use k42_guest_lib::fs::server::SERVER_NAME;
-use k42_rt::kabi::{self, Info, Prot, SpawnFlags};
+use k42_rt::kabi::SpawnFlags;
 use k42_rt::{println, sys};
 
 k42_rt::entry!(main);
@@ -27,14 +26,7 @@ const COMMANDS: &str = "etc/k42/commands";
 const ARCHIVE_AT: u64 = 0x0000_3000_0000_0000;
 
 fn command_list() -> Result<String, &'static str> {
-    let len = sys::info(Info::InitrdLen);
-    let offset = sys::info(Info::InitrdOffset);
-    sys::memobj_map(kabi::INITRD_MEMOBJ, ARCHIVE_AT, Prot::READ)
-        .map_err(|_| "cannot map the initramfs")?;
-    // SAFETY: the kernel maps the archive read-only at ARCHIVE_AT; it is `len` bytes from
-    // `offset` and never changes.
-    let archive =
-        unsafe { core::slice::from_raw_parts((ARCHIVE_AT + offset) as *const u8, len as usize) };
+    let archive = sys::map_initrd(ARCHIVE_AT).map_err(|_| "cannot map the initramfs")?;
     let entries = cpio::parse(archive).map_err(|_| "the initramfs does not parse")?;
     let entry = entries
         .iter()
@@ -50,17 +42,9 @@ fn main(_arg: u64) -> i64 {
         let _ = sys::console_write(b"runlist: cannot start the console server\n");
         return e as i64;
     }
-    if sys::spawn("/bin/fsd", 0, 0).is_err() {
-        println!("runlist: cannot start the file server");
+    if let Err(why) = k42_programs::start_file_server() {
+        println!("runlist: {why}");
         return 1;
-    }
-    let deadline = sys::now_ns() + 120_000_000_000;
-    while sys::ppc_lookup(SERVER_NAME).is_err() {
-        if sys::now_ns() > deadline {
-            println!("runlist: the file server did not start serving");
-            return 1;
-        }
-        sys::block(sys::now_ns() + 1_000_000);
     }
     let list = match command_list() {
         Ok(list) => list,

@@ -12,7 +12,7 @@
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_guest_lib::fs::server::{self, op, Client, Transport, BUFFER_SIZE, WAKE_SOFT_INTERRUPT};
 use k42_linux_abi::file::{
@@ -22,7 +22,7 @@ use k42_linux_abi::file::{
     POLLOUT, SEEK_CUR, SEEK_END, SEEK_SET, S_IFCHR, S_IFDIR, S_IFIFO, S_IFMT,
 };
 use k42_linux_abi::{errno, syscall as nr, tty};
-use k42_rt::kabi::{self, Info, Prot};
+use k42_rt::kabi::{self, Info};
 use k42_rt::sys;
 use spin::Mutex;
 
@@ -171,21 +171,12 @@ fn install(file: Arc<OpenFile>, cloexec: bool, min: usize) -> Ret {
     i as Ret
 }
 
-/// The archive, mapped on first use.
+/// The archive, mapped on first use (inside the personality's area, so at most 192 MiB).
 fn archive() -> Option<&'static [u8]> {
-    static MAPPED: AtomicBool = AtomicBool::new(false);
-    let len = sys::info(Info::InitrdLen);
-    let offset = sys::info(Info::InitrdOffset);
-    if len == 0 || offset + len > 0x0c00_0000 {
-        return None;
-    }
-    if !MAPPED.load(Ordering::Acquire) {
-        sys::memobj_map(kabi::INITRD_MEMOBJ, ARCHIVE_AT, Prot::READ).ok()?;
-        MAPPED.store(true, Ordering::Release);
-    }
-    // SAFETY: the kernel maps the archive read-only at ARCHIVE_AT, `len` bytes from
-    // `offset`, for the life of the process; it never changes.
-    Some(unsafe { core::slice::from_raw_parts((ARCHIVE_AT + offset) as *const u8, len as usize) })
+    static ARCHIVE: spin::Once<Option<&'static [u8]>> = spin::Once::new();
+    let fits = sys::info(Info::InitrdOffset) + sys::info(Info::InitrdLen)
+        <= kabi::LINUX_PERSONALITY_AREA.end - ARCHIVE_AT;
+    *ARCHIVE.call_once(|| fits.then(|| sys::map_initrd(ARCHIVE_AT).ok()).flatten())
 }
 
 /// Reads a NUL-terminated path from the program.
