@@ -98,15 +98,31 @@ pub enum Sys {
     /// personality's entry, inside [`LINUX_PERSONALITY_AREA`]). Only for processes spawned
     /// with [`SpawnFlags::LINUX`].
     LinuxEntry = 22,
+    // 23 is taken by `fork` (added on another branch).
+    /// `device_list(ptr, max) -> count`: writes up to `max` [`DeviceDesc`] records (the
+    /// virtio-mmio devices the kernel found on its command line) to `ptr`; returns how many
+    /// devices there are. Only for processes holding [`SpawnFlags::DEVICES`].
+    DeviceList = 24,
+    /// `device_map(device, addr) -> 0`: maps device `device`'s register window read-write and
+    /// uncached at `addr` (page-aligned) and claims the device for this process (`Busy` if
+    /// another live process holds it). [`SpawnFlags::DEVICES`] only.
+    DeviceMap = 25,
+    /// `device_irq(device, bits) -> 0`: routes the interrupt of a device this process claimed
+    /// to the calling dispatcher (normal or PPC) as soft-interrupt `bits`: the kernel only
+    /// posts the bits; the driver acknowledges the device itself. Re-binding moves it.
+    DeviceIrq = 26,
+    /// `memobj_phys(id, page) -> physical address` of page `page` of a memory object this
+    /// process created (for DMA). [`SpawnFlags::DEVICES`] only.
+    MemobjPhys = 27,
 }
 
-/// How many system calls there are.
-pub const SYS_COUNT: u64 = 23;
+/// How many system call numbers there are (23 is reserved for `fork`).
+pub const SYS_COUNT: u64 = 28;
 
 impl Sys {
     /// The call numbered `nr`, if any.
     pub fn from_number(nr: u64) -> Option<Sys> {
-        const ALL: [Sys; SYS_COUNT as usize] = [
+        const ALL: [Sys; 23] = [
             Sys::Exit,
             Sys::ConsoleWrite,
             Sys::Yield,
@@ -131,7 +147,17 @@ impl Sys {
             Sys::Null,
             Sys::LinuxEntry,
         ];
-        ALL.get(usize::try_from(nr).ok()?).copied()
+        const DEVICES: [Sys; 4] = [
+            Sys::DeviceList,
+            Sys::DeviceMap,
+            Sys::DeviceIrq,
+            Sys::MemobjPhys,
+        ];
+        match nr {
+            0..=22 => ALL.get(nr as usize).copied(),
+            24..=27 => DEVICES.get(nr as usize - 24).copied(),
+            _ => None,
+        }
     }
 }
 
@@ -202,9 +228,35 @@ impl SpawnFlags {
     /// ([`LINUX_PERSONALITY`]) with the initial stack Linux gives (argv, envp, auxv), and its
     /// `syscall` instructions reach the personality, not the kernel.
     pub const LINUX: u64 = 2;
+    /// The child may use the device system calls (`device_list`, `device_map`, `device_irq`,
+    /// `memobj_phys`): it is a driver. Only a holder may pass it on; the kernel starts init
+    /// with it (init is the root of trust and hands it only to the drivers it starts).
+    pub const DEVICES: u64 = 4;
     /// Every flag.
-    pub const ALL: u64 = Self::CONSOLE | Self::LINUX;
+    pub const ALL: u64 = Self::CONSOLE | Self::LINUX | Self::DEVICES;
 }
+
+/// A device the kernel found (`virtio_mmio.device=<size>@<base>:<irq>` on its command line),
+/// as `device_list` reports it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceDesc {
+    /// Guest-physical base of its register window.
+    pub base: u64,
+    /// Size of the window in bytes (`device_map` maps it rounded up to whole pages).
+    pub size: u64,
+    /// Its interrupt line (GSI).
+    pub irq: u64,
+    /// The virtio device ID the kernel read from the window at boot (2: block, 4: entropy;
+    /// 0: no virtio device there), so a driver finds its device without claiming others.
+    pub device_id: u64,
+}
+
+/// Most devices the kernel keeps.
+pub const MAX_DEVICES: usize = 32;
+
+/// Soft-interrupt bits a device interrupt may not use (the kernel's own).
+pub const SOFT_INTERRUPT_RESERVED: u64 = SOFT_INTERRUPT_MESSAGE | SOFT_INTERRUPT_RETRY;
 
 /// Path, in the initramfs, of the Linux personality: a static ELF linked inside
 /// [`LINUX_PERSONALITY_AREA`] that the kernel loads into every Linux process.
@@ -426,9 +478,10 @@ mod tests {
 
     #[test]
     fn numbers_round_trip() {
-        for nr in 0..SYS_COUNT {
+        for nr in (0..SYS_COUNT).filter(|&nr| nr != 23) {
             assert_eq!(Sys::from_number(nr).map(|s| s as u64), Some(nr));
         }
+        assert_eq!(Sys::from_number(23), None);
         assert_eq!(Sys::from_number(SYS_COUNT), None);
         assert_eq!(Sys::from_number(u64::MAX), None);
         assert_eq!(Error::from_return(-14), Some(Error::Fault));
@@ -447,6 +500,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(DispatcherPage, retry_count), 80);
         assert_eq!(SAVE_AREA_OFFSET, 88);
         assert_eq!(core::mem::size_of::<SaveArea>(), SaveArea::WORDS * 8);
+        assert_eq!(core::mem::size_of::<DeviceDesc>(), 32);
         assert!(core::mem::size_of::<DispatcherPage>() <= PAGE_SIZE as usize);
         let area = SaveArea {
             rax: 1,
