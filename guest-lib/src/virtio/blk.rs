@@ -112,6 +112,8 @@ pub mod op {
     pub const STATS: u64 = 5;
     /// `invalidate()`: empties the block cache (later reads go to the device).
     pub const INVALIDATE: u64 = 6;
+    /// `waits() -> (0, requests << 32 | times the driver blocked for the device's interrupt)`.
+    pub const WAITS: u64 = 7;
     /// Bit of `info`'s `r1`: the disk is read-only.
     pub const READONLY_BIT: u64 = 1 << 63;
 }

@@ -41,6 +41,10 @@ struct Driver {
     index: usize,
     /// The CPU whose PPC dispatcher the interrupt is bound to.
     bound_cpu: Option<usize>,
+    /// Requests sent to the device.
+    requests: u64,
+    /// Times a request blocked for the device's interrupt.
+    waits: u64,
 }
 
 impl Driver {
@@ -51,9 +55,39 @@ impl Driver {
             sys::device_irq(self.index, IRQ_BIT).map_err(|_| BlkError::Device)?;
             self.bound_cpu = Some(cpu);
         }
+        self.requests += 1;
+        if request == Request::Flush {
+            return self.run_on_interrupt(request);
+        }
+        let waits = &mut self.waits;
         self.dev.run(request, &mut || {
+            *waits += 1;
             sys::block(0);
         })
+    }
+
+    /// Runs `request` strictly on its interrupt: bits left from earlier completions are
+    /// taken first, then the driver blocks until the device's interrupt posts the bit (the
+    /// device interrupts on every completion), and only then looks at the queue. Without a
+    /// working interrupt path this never returns.
+    fn run_on_interrupt(&mut self, request: Request) -> Result<(), BlkError> {
+        // A deadline already past: returns the pending bits, without waiting for any.
+        sys::block(1);
+        self.dev.start(request)?;
+        loop {
+            self.waits += 1;
+            if sys::block(0) & IRQ_BIT != 0 {
+                break;
+            }
+        }
+        loop {
+            self.dev.ack_interrupt();
+            if let Some(result) = self.dev.poll() {
+                return result;
+            }
+            self.waits += 1;
+            sys::block(0);
+        }
     }
 
     fn read(&mut self, block: u64, cpu: usize) -> Result<(), BlkError> {
@@ -122,6 +156,7 @@ extern "C" fn serve(
             let (hits, misses) = driver.cache.stats();
             Ok((hits << 32) | (misses & 0xffff_ffff))
         }
+        op::WAITS => Ok((driver.requests << 32) | (driver.waits & 0xffff_ffff)),
         op::INVALIDATE => {
             driver.cache.clear();
             Ok(0)
@@ -184,6 +219,8 @@ fn main(n: u64) -> i64 {
         cache: BlockCache::new(CACHE_BLOCKS),
         index,
         bound_cpu: None,
+        requests: 0,
+        waits: 0,
     });
     if let Err(e) = sys::ppc_serve(&name, serve) {
         println!("blkd {n}: cannot export {name}: {e:?}");

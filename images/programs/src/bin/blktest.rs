@@ -9,6 +9,7 @@
 
 use k42_guest_lib::virtio::blk::{fnv1a, op, pattern, BlkError, BLOCK_SIZE, FNV_OFFSET};
 use k42_programs::devmem::own_ppc_buffer;
+use k42_rt::kabi::{DeviceDesc, Error, SpawnFlags};
 use k42_rt::println;
 use k42_rt::sys;
 
@@ -89,6 +90,12 @@ fn disk0(server: u64) -> Result<bool, BlkError> {
         stats >> 32,
         stats & 0xffff_ffff
     );
+    let waits = call(server, op::WAITS, 0)?;
+    println!(
+        "blktest: blk0 driver: {} device requests, {} waits for its interrupt",
+        waits >> 32,
+        waits & 0xffff_ffff
+    );
     match call(server, op::READ, blocks) {
         Err(BlkError::OutOfRange) => {
             println!("blktest: blk0 read past the end refused: OutOfRange")
@@ -123,8 +130,25 @@ fn disk1(server: u64) -> Result<bool, BlkError> {
     }
 }
 
+/// This process has no device right: the device calls and passing the right on are refused.
+fn no_device_right() -> bool {
+    let mut list = [DeviceDesc::default(); 2];
+    let refused = [
+        sys::device_list(&mut list).err(),
+        sys::device_map(0, 0x4000_0000).err(),
+        sys::device_irq(0, 1).err(),
+        sys::memobj_create(1)
+            .and_then(|id| sys::memobj_phys(id, 0))
+            .err(),
+        sys::spawn("/bin/blkd", 0, SpawnFlags::DEVICES).err(),
+    ];
+    let ok = refused.iter().all(|e| *e == Some(Error::NotPermitted));
+    println!("blktest: device calls without the device right: {refused:?}");
+    ok
+}
+
 fn main(_arg: u64) -> i64 {
-    let mut ok = true;
+    let mut ok = no_device_right();
     for (name, check) in [
         ("blk0", disk0 as fn(u64) -> Result<bool, BlkError>),
         ("blk1", disk1),
