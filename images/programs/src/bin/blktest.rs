@@ -75,10 +75,20 @@ fn disk0(server: u64) -> Result<bool, BlkError> {
         call(server, op::WRITE, block)?;
     }
     let mut ok = true;
+    let start = sys::now_ns();
     let cached = wrong_blocks(server)?;
+    let cache_ns = sys::now_ns() - start;
     call(server, op::FLUSH, 0)?;
     call(server, op::INVALIDATE, 0)?;
+    let start = sys::now_ns();
     let from_device = wrong_blocks(server)?;
+    let device_ns = sys::now_ns() - start;
+    let per_block = |ns: u64| ns / 1000 / (WRITTEN.end - WRITTEN.start);
+    println!(
+        "blktest: blk0 4 KiB reads: {} us each from the cache, {} us from the device (PPC included)",
+        per_block(cache_ns),
+        per_block(device_ns)
+    );
     println!(
         "blktest: blk0 wrote blocks {}..{}; wrong blocks read back: {cached} from the cache, {from_device} from the device",
         WRITTEN.start, WRITTEN.end
