@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The native programs packed into the initramfs as `bin/<name>`.
-const PROGRAMS: [&str; 14] = [
+const PROGRAMS: [&str; 16] = [
     "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench", "fpu", "upcall",
-    "drvinit", "blkd", "blktest", "devcheck",
+    "drvinit", "blkd", "blktest", "devcheck", "rngd", "rngtest",
 ];
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.
-const LINUX_C_PROGRAMS: [&str; 2] = ["linux-hello", "linux-getpid"];
+const LINUX_C_PROGRAMS: [&str; 3] = ["linux-hello", "linux-getpid", "linux-random"];
 
 fn main() {
     let manifest_dir =

@@ -1,6 +1,6 @@
 //! Ring-3 device drivers: `/bin/drvinit` starts a `blkd` (the virtio-blk driver server) per
 //! disk and runs `/bin/devcheck` (bad arguments to the device calls) and `/bin/blktest`
-//! against them. The host then checks what reached the image files and the checksums the
+//! against them, then `rngd` (the virtio-rng driver) and `/bin/rngtest`. The host then checks what reached the image files and the checksums the
 //! guest printed, with its own FNV-1a and pattern (not the guest's code).
 
 use std::path::PathBuf;
@@ -155,6 +155,67 @@ fn blkd_serves_disks_writes_reach_the_image_and_readonly_is_enforced() {
         "the read-only image changed"
     );
     assert!(out.contains("blktest: all checks passed"), "{context}");
+}
+
+/// The hex bytes after `prefix` on its output line.
+fn printed_bytes(output: &str, prefix: &str, context: &str) -> Vec<u8> {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line `{prefix}...`\n{context}"));
+    let hex = line[prefix.len()..].trim();
+    assert_eq!(hex.len(), 64, "{line}");
+    (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn random_bytes_from_virtio_rng_are_not_zero_and_differ_between_boots() {
+    require_kvm();
+    let dir = Scratch::new("rng");
+    let (disk, _) = dir.image("disk.img", 64 * BLOCK, 3);
+    let (ro_disk, _) = dir.image("ro.img", 16 * BLOCK, 5);
+    let ro_arg = format!("{},readonly", ro_disk.display());
+    let mut boots = Vec::new();
+    for _ in 0..2 {
+        let run = k42vm_run(&[
+            "--initrd",
+            k42_images::TEST_INITRD_PATH,
+            "--cmdline",
+            "init=/bin/drvinit",
+            "--disk",
+            disk.to_str().unwrap(),
+            "--disk",
+            &ro_arg,
+            "--rng",
+            "--timeout",
+            "50s",
+        ]);
+        let context = run.all();
+        assert_eq!(run.status, Some(0), "{context}");
+        assert!(
+            run.stdout
+                .contains("linux: getrandom is served by the virtio-rng driver (random)"),
+            "the Linux personality's getrandom did not use rngd\n{context}"
+        );
+        let native = printed_bytes(&run.stdout, "rngtest: 32 random bytes ", &context);
+        let linux = printed_bytes(&run.stdout, "linux-random: getrandom ", &context);
+        assert!(
+            native.iter().any(|&b| b != 0) && linux.iter().any(|&b| b != 0),
+            "{context}"
+        );
+        assert_ne!(native, linux, "two requests gave the same bytes\n{context}");
+        boots.push((native, linux));
+    }
+    assert_ne!(
+        boots[0].0, boots[1].0,
+        "rngd gave the same bytes in two boots"
+    );
+    assert_ne!(
+        boots[0].1, boots[1].1,
+        "getrandom gave the same bytes in two boots"
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Virtio for ring-3 drivers: the devices the kernel announces (`virtio_mmio.device=` words),
 //! the virtio-mmio (version 2, "modern") transport, a split virtqueue, the virtio-blk request
-//! protocol and a page-sized block cache. All safe code over two small traits, [`Regs`] (the
+//! protocol, a page-sized block cache and the virtio-rng driver. All safe code over two small traits, [`Regs`] (the
 //! device's register window) and [`Dma`] (memory the device reads and writes), so the whole
 //! driver is tested on the host against a model device; a program implements the traits with
 //! the few volatile accesses that need `unsafe`.
@@ -8,6 +8,7 @@
 pub mod blk;
 pub mod cache;
 pub mod queue;
+pub mod rng;
 pub mod transport;
 
 pub use queue::{Dma, SplitQueue};

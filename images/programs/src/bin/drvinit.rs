@@ -1,10 +1,10 @@
 //! A first process for driver checks (`init=/bin/drvinit`): starts the console server, a
 //! `blkd` for each of the first two virtio-blk disks (with the device right), then `devcheck`
-//! and `blktest`, and exits with blktest's status.
+//! and `blktest`, and with an entropy device `rngd` and `rngtest`; exits 0 if all passed.
 #![no_std]
 #![no_main]
 
-use k42_guest_lib::virtio::DEVICE_ID_BLOCK;
+use k42_guest_lib::virtio::{DEVICE_ID_BLOCK, DEVICE_ID_RNG};
 use k42_rt::kabi::{DeviceDesc, SpawnFlags, MAX_DEVICES};
 use k42_rt::{println, sys};
 
@@ -50,13 +50,33 @@ fn main(_arg: u64) -> i64 {
         println!("drvinit: devcheck: {devcheck:?}");
         return 1;
     }
-    match sys::spawn("/bin/blktest", 0, 0).and_then(sys::wait) {
+    let mut status = run("/bin/blktest");
+    // With an entropy device (k42vm --rng): its driver, once devcheck (which claimed the device
+    // for a while) has exited and the kernel has released it.
+    let rng = list[..count]
+        .iter()
+        .any(|d| d.device_id == u64::from(DEVICE_ID_RNG));
+    if rng {
+        match sys::spawn("/bin/rngd", 0, SpawnFlags::DEVICES) {
+            Ok(_) => status |= run("/bin/rngtest"),
+            Err(e) => {
+                println!("drvinit: cannot start rngd: {e:?}");
+                status = 1;
+            }
+        }
+    }
+    status
+}
+
+/// Runs a check program and returns its exit status (1 if it could not run).
+fn run(path: &str) -> i64 {
+    match sys::spawn(path, 0, 0).and_then(sys::wait) {
         Ok(status) => {
-            println!("drvinit: blktest exited with {status}");
+            println!("drvinit: {path} exited with {status}");
             status
         }
         Err(e) => {
-            println!("drvinit: blktest: {e:?}");
+            println!("drvinit: {path}: {e:?}");
             1
         }
     }
