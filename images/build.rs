@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The native programs packed into the initramfs as `bin/<name>`.
-const PROGRAMS: [&str; 13] = [
+const PROGRAMS: [&str; 19] = [
     "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench", "fpu", "upcall",
-    "fsd", "runlist", "fork",
+    "fsd", "runlist", "fork", "drvinit", "blkd", "blktest", "devcheck", "rngd", "rngtest",
 ];
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.
-const LINUX_C_PROGRAMS: [&str; 3] = ["linux-hello", "linux-getpid", "linux-files"];
+const LINUX_C_PROGRAMS: [&str; 4] = ["linux-hello", "linux-getpid", "linux-files", "linux-random"];
 
 /// Where Debian's busybox-static installs busybox.
 const BUSYBOX: &str = "/bin/busybox";

@@ -159,6 +159,11 @@ pub fn interrupt(vector: u8) {
         idt::WAKE_VECTOR => {
             cpu.wakes.fetch_add(1, Ordering::AcqRel);
         }
+        v if (idt::DEVICE_VECTOR_BASE..idt::DEVICE_VECTOR_BASE + idt::DEVICE_VECTORS)
+            .contains(&v) =>
+        {
+            crate::device::interrupt(v);
+        }
         _ => {}
     }
     apic::eoi();

@@ -9,6 +9,7 @@ mod arch;
 mod bootinfo;
 mod cobj;
 mod console;
+mod device;
 mod entry;
 mod interrupts;
 mod kbench;
@@ -139,6 +140,10 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
         if let Some(limit) = switches.max_processes {
             proc::set_process_limit(limit);
         }
+        let devices = device::init(info.cmdline, info.memmap);
+        if devices > 0 && !switches.quiet {
+            kprintln!("devices: {} virtio-mmio device(s) for drivers", devices);
+        }
         start_init(init, switches.init_arg, info.initrd);
     }
     platform::shutdown(switches.exit_code)
@@ -167,7 +172,10 @@ fn start_init(path: &str, arg: u64, initrd: Option<(u64, u64)>) -> ! {
             platform::shutdown(exit_code::NO_INIT);
         }
     }
-    if let Err(e) = proc::spawn(path, arg, kabi::SpawnFlags::CONSOLE, None, 0, 0) {
+    // init is the root of trust: it holds every right and passes them on to the servers and
+    // drivers it starts.
+    let rights = kabi::SpawnFlags::CONSOLE | kabi::SpawnFlags::DEVICES;
+    if let Err(e) = proc::spawn(path, arg, rights, None, 0, 0) {
         kprintln!("init={}: cannot start it: {:?}", path, e);
         platform::shutdown(exit_code::NO_INIT);
     }

@@ -140,3 +140,17 @@ pub fn map(caller: &Arc<Process>, id: u64, addr: u64, prot: u64) -> Result<(), k
     }
     Ok(())
 }
+
+/// The physical address of page `page` of object `id`, for its owner (a driver handing the
+/// page to a device for DMA; the frames stay the object's until the owner exits).
+pub fn phys(caller: &Arc<Process>, id: u64, page: u64) -> Result<u64, kabi::Error> {
+    let obj = find(id).ok_or(kabi::Error::NotFound)?;
+    if obj.owner != caller.pid {
+        return Err(kabi::Error::NotPermitted);
+    }
+    usize::try_from(page)
+        .ok()
+        .and_then(|p| obj.frames.get(p))
+        .copied()
+        .ok_or(kabi::Error::Invalid)
+}

@@ -173,6 +173,9 @@ pub struct Dispatcher {
     pub tickets: u64,
     /// Physical frame of its shared page (normal dispatchers; 0 for PPC ones).
     pub page: u64,
+    /// Pending soft-interrupt bits of a PPC dispatcher (it has no shared page; only a device
+    /// interrupt bound to it sets them, and `block` takes them).
+    pub kernel_soft: AtomicU64,
     /// State.
     pub state: Mutex<DispatcherState>,
 }
@@ -192,6 +195,9 @@ impl Dispatcher {
     }
 
     fn soft_word(&self) -> Option<&AtomicU64> {
+        if self.page == 0 {
+            return Some(&self.kernel_soft);
+        }
         self.page_word(core::mem::offset_of!(DispatcherPage, soft_interrupts))
     }
 
@@ -394,6 +400,7 @@ fn new_dispatcher(
         class: 1,
         tickets: 100,
         page,
+        kernel_soft: AtomicU64::new(0),
         state: Mutex::new(DispatcherState::new(frame, RunState::Runnable)),
     }))
 }
@@ -782,6 +789,7 @@ pub fn ppc_dispatcher(process: &Arc<Process>, cpu: usize) -> Result<Arc<Dispatch
         class: 1,
         tickets: 100,
         page: 0,
+        kernel_soft: AtomicU64::new(0),
         state: Mutex::new(DispatcherState::new(TrapFrame::default(), RunState::Idle)),
     });
     list[cpu] = Some(d.clone());
@@ -827,6 +835,9 @@ pub fn exit(process: &Arc<Process>, status: i64) {
         return;
     }
     crate::ppc::unexport(process);
+    // Its devices are reset (no more DMA into its memory objects, freed with it) and their
+    // interrupts unbound before anything of it goes.
+    crate::device::release(process.pid);
     let dispatchers: Vec<Arc<Dispatcher>> = core::mem::take(&mut *process.dispatchers.lock());
     let ppc: Vec<Arc<Dispatcher>> = core::mem::take(&mut *process.ppc_dispatchers.lock())
         .into_iter()

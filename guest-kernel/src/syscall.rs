@@ -10,7 +10,7 @@ use k42_guest_lib::kabi::{self, Error, Info, Message, Prot, SpawnFlags, Sys, Wai
 use crate::arch::idt::TrapFrame;
 use crate::mm::aspace::{Backing, Region};
 use crate::proc::{self, BlockReason, Dispatcher, DispatcherKind};
-use crate::{memobj, platform, ppc, sched};
+use crate::{device, memobj, platform, ppc, sched};
 
 type SysResult = Result<u64, Error>;
 
@@ -105,6 +105,15 @@ fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Opt
         Sys::Info => info(&me, a0),
         Sys::LinuxEntry => linux_entry(&me, a0),
         Sys::Fork => proc::fork(&me, frame).map(|child| child.pid),
+        Sys::DeviceList => device::list(&me.process, a0, a1),
+        Sys::DeviceMap => device::map(&me.process, a0, a1),
+        Sys::DeviceIrq => device::bind_irq(&me, a0, a1),
+        Sys::MemobjPhys => {
+            if me.process.flags & SpawnFlags::DEVICES == 0 {
+                return Err(Error::NotPermitted);
+            }
+            memobj::phys(&me.process, a0, a1)
+        }
     };
     value.map(Some)
 }
@@ -260,8 +269,11 @@ fn spawn(me: &Arc<Dispatcher>, path_ptr: u64, path_len: u64, arg: u64, flags: u6
     if flags & !SpawnFlags::ALL != 0 {
         return Err(Error::Invalid);
     }
-    if flags & SpawnFlags::CONSOLE != 0 && me.process.flags & SpawnFlags::CONSOLE == 0 {
-        return Err(Error::NotPermitted);
+    // The console and device rights are passed on only by a holder.
+    for right in [SpawnFlags::CONSOLE, SpawnFlags::DEVICES] {
+        if flags & right != 0 && me.process.flags & right == 0 {
+            return Err(Error::NotPermitted);
+        }
     }
     let argv = if flags & SpawnFlags::LINUX != 0 && arg != 0 {
         Some(linux_args(me, arg)?)

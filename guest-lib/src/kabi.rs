@@ -117,6 +117,7 @@ pub enum Sys {
     /// - Copied (copy on write): every anonymous region below [`PPC_STACK_AREA`], the main
     ///   stack included. Pages are shared read-only and copied by whichever side writes first.
     /// - Shared as they are: memory objects the caller maps (the child holds them too).
+    /// - Not passed on: device windows (`device_map`); the device stays claimed by the caller.
     /// - Fresh, not copied: the kernel-managed areas at or above [`PPC_STACK_AREA`] (entry
     ///   page, dispatcher page, PPC buffer, and no PPC stacks or windows). The child's
     ///   dispatcher page holds only its identity (pid, index 0, CPU, CPUs, TSC rate, the
@@ -130,10 +131,25 @@ pub enum Sys {
     /// a PPC handler: its other CPUs would keep stale TLB entries for the pages fork makes
     /// read-only, and there is no TLB shoot-down yet; `NoMemory`.
     Fork = 23,
+    /// `device_list(ptr, max) -> count`: writes up to `max` [`DeviceDesc`] records (the
+    /// virtio-mmio devices the kernel found on its command line) to `ptr`; returns how many
+    /// devices there are. Only for processes holding [`SpawnFlags::DEVICES`].
+    DeviceList = 24,
+    /// `device_map(device, addr) -> 0`: maps device `device`'s register window read-write and
+    /// uncached at `addr` (page-aligned) and claims the device for this process (`Busy` if
+    /// another live process holds it). [`SpawnFlags::DEVICES`] only.
+    DeviceMap = 25,
+    /// `device_irq(device, bits) -> 0`: routes the interrupt of a device this process claimed
+    /// to the calling dispatcher (normal or PPC) as soft-interrupt `bits`: the kernel only
+    /// posts the bits; the driver acknowledges the device itself. Re-binding moves it.
+    DeviceIrq = 26,
+    /// `memobj_phys(id, page) -> physical address` of page `page` of a memory object this
+    /// process created (for DMA). [`SpawnFlags::DEVICES`] only.
+    MemobjPhys = 27,
 }
 
 /// How many system calls there are.
-pub const SYS_COUNT: u64 = 24;
+pub const SYS_COUNT: u64 = 28;
 
 /// Most processes alive at once (running, init and servers included): `spawn` and `fork`
 /// beyond it fail with `Again`, which bounds a fork bomb. Exited processes whose status waits
@@ -182,6 +198,10 @@ impl Sys {
             Sys::Null,
             Sys::LinuxEntry,
             Sys::Fork,
+            Sys::DeviceList,
+            Sys::DeviceMap,
+            Sys::DeviceIrq,
+            Sys::MemobjPhys,
         ];
         ALL.get(usize::try_from(nr).ok()?).copied()
     }
@@ -254,8 +274,12 @@ impl SpawnFlags {
     /// ([`LINUX_PERSONALITY`]) with the initial stack Linux gives (argv, envp, auxv), and its
     /// `syscall` instructions reach the personality, not the kernel.
     pub const LINUX: u64 = 2;
+    /// The child may use the device system calls (`device_list`, `device_map`, `device_irq`,
+    /// `memobj_phys`): it is a driver. Only a holder may pass it on; the kernel starts init
+    /// with it (init is the root of trust and hands it only to the drivers it starts).
+    pub const DEVICES: u64 = 4;
     /// Every flag.
-    pub const ALL: u64 = Self::CONSOLE | Self::LINUX;
+    pub const ALL: u64 = Self::CONSOLE | Self::LINUX | Self::DEVICES;
 }
 
 /// The argv of a Linux program being spawned: `len` bytes at `ptr`, each argument
@@ -280,6 +304,28 @@ pub fn split_linux_args(blob: &[u8]) -> Option<alloc::vec::Vec<&[u8]>> {
     }
     Some(blob[..blob.len() - 1].split(|&b| b == 0).collect())
 }
+
+/// A device the kernel found (`virtio_mmio.device=<size>@<base>:<irq>` on its command line),
+/// as `device_list` reports it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceDesc {
+    /// Guest-physical base of its register window.
+    pub base: u64,
+    /// Size of the window in bytes (`device_map` maps it rounded up to whole pages).
+    pub size: u64,
+    /// Its interrupt line (GSI).
+    pub irq: u64,
+    /// The virtio device ID the kernel read from the window at boot (2: block, 4: entropy;
+    /// 0: no virtio device there), so a driver finds its device without claiming others.
+    pub device_id: u64,
+}
+
+/// Most devices the kernel keeps.
+pub const MAX_DEVICES: usize = 32;
+
+/// Soft-interrupt bits a device interrupt may not use (the kernel's own).
+pub const SOFT_INTERRUPT_RESERVED: u64 = SOFT_INTERRUPT_MESSAGE | SOFT_INTERRUPT_RETRY;
 
 /// Path, in the initramfs, of the Linux personality: a static ELF linked inside
 /// [`LINUX_PERSONALITY_AREA`] that the kernel loads into every Linux process.
@@ -546,6 +592,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(DispatcherPage, retry_count), 80);
         assert_eq!(SAVE_AREA_OFFSET, 88);
         assert_eq!(core::mem::size_of::<SaveArea>(), SaveArea::WORDS * 8);
+        assert_eq!(core::mem::size_of::<DeviceDesc>(), 32);
         assert!(core::mem::size_of::<DispatcherPage>() <= PAGE_SIZE as usize);
         let area = SaveArea {
             rax: 1,

@@ -13,6 +13,8 @@
 //!   `getdents64` positions, `stat`), filled from the initramfs.
 //! - [`kabi`]: the K42 system-call interface between the kernel and user level.
 //! - [`sys`]: the user-level system-call wrappers and the PPC server trampoline.
+//! - [`virtio`]: virtio for ring-3 drivers (virtio-mmio transport, split virtqueue,
+//!   virtio-blk, a block cache), host-tested against a model device.
 //! - [`uthread`]: the user-level thread scheduler of a process (K42's two-level scheduling:
 //!   threads on dispatchers), its user-level futex, and a mutex, condvar and channel on top.
 //!
@@ -33,3 +35,4 @@ pub mod kabi;
 mod sync;
 pub mod sys;
 pub mod uthread;
+pub mod virtio;

@@ -334,6 +334,27 @@ pub fn memobj_grant(id: u64, pid: u64) -> SysResult<()> {
     check(raw(Sys::MemobjGrant, id, pid, 0, 0).0).map(|_| ())
 }
 
+/// The devices the kernel knows (at most `out.len()` are written); returns how many there are.
+pub fn device_list(out: &mut [kabi::DeviceDesc]) -> SysResult<usize> {
+    let (ptr, len) = (out.as_mut_ptr() as u64, out.len() as u64);
+    check(raw(Sys::DeviceList, ptr, len, 0, 0).0).map(|n| n as usize)
+}
+
+/// Maps device `device`'s registers (uncached) at `addr` and claims the device.
+pub fn device_map(device: usize, addr: u64) -> SysResult<()> {
+    check(raw(Sys::DeviceMap, device as u64, addr, 0, 0).0).map(|_| ())
+}
+
+/// Routes device `device`'s interrupt to the calling dispatcher as soft-interrupt `bits`.
+pub fn device_irq(device: usize, bits: u64) -> SysResult<()> {
+    check(raw(Sys::DeviceIrq, device as u64, bits, 0, 0).0).map(|_| ())
+}
+
+/// The physical address of page `page` of memory object `id` (for DMA).
+pub fn memobj_phys(id: u64, page: u64) -> SysResult<u64> {
+    check(raw(Sys::MemobjPhys, id, page, 0, 0).0)
+}
+
 /// The PPC buffer of this process's dispatcher `dispatcher` (mapped when the dispatcher is
 /// created): the page a call from that dispatcher shows the server.
 pub fn ppc_buffer(dispatcher: usize) -> *mut u8 {

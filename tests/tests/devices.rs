@@ -1,6 +1,7 @@
 //! Virtio devices in k42vm (`--disk`, `--net`, `--rng`, `--virtio-console`): the k42 kernel
-//! boots with them (it ignores them for now), a tiny PVH guest drives one through MMIO exits, an
-//! ioeventfd and an irqfd, and bad flags or backends get exit status 2 and one clear sentence.
+//! boots with them (without `init=` it leaves them alone; `drivers.rs` runs its drivers), a
+//! tiny PVH guest drives one through MMIO exits, an ioeventfd and an irqfd, and bad flags or
+//! backends get exit status 2 and one clear sentence.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

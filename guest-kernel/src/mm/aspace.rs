@@ -26,6 +26,9 @@ use super::bulk::MemBatch;
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 1 << 1;
 const USER: u64 = 1 << 2;
+/// Page-level write-through and cache-disable: device registers are never cached.
+const WRITE_THROUGH: u64 = 1 << 3;
+const CACHE_DISABLE: u64 = 1 << 4;
 const HUGE: u64 = 1 << 7;
 /// Available bit: the frame belongs to this address space (freed with it).
 const OWNED: u64 = 1 << 9;
@@ -70,6 +73,10 @@ pub enum Backing {
         /// Frame behind the region's first page.
         base: u64,
     },
+    /// A device's registers (`device_map`): mapped uncached, never RAM, never owned; the
+    /// kernel never reads or writes them on the process's behalf (a system-call pointer into
+    /// them is `Fault`).
+    Device,
 }
 
 /// A range of user virtual memory with one protection and backing.
@@ -309,7 +316,7 @@ impl AddressSpace {
             if let Some((slot_table, index)) = self.leaf_slot(va) {
                 let entry = read_entry(slot_table, index);
                 if entry & PRESENT != 0 {
-                    let keep = entry & (ADDRESS_MASK | OWNED);
+                    let keep = entry & (ADDRESS_MASK | OWNED | WRITE_THROUGH | CACHE_DISABLE);
                     let mut flags = leaf_flags(prot);
                     if entry & OWNED != 0 && super::frames::shares().is_shared(entry & ADDRESS_MASK)
                     {
@@ -366,6 +373,19 @@ impl AddressSpace {
             self.owned.push((va, frame));
         }
         write_entry(t, i1, frame | leaf_flags(prot) | owned_bit);
+        Ok(())
+    }
+
+    /// Maps the device page at physical `phys` at `va` (inside a [`Backing::Device`] region),
+    /// read-write, not executable, uncached (PCD and PWT set).
+    pub fn map_device_page(&mut self, va: u64, phys: u64) -> Result<(), AspaceError> {
+        if self.region_at(va).map(|r| r.backing) != Some(Backing::Device) {
+            return Err(AspaceError::BadRange);
+        }
+        self.map_page(va, phys, Prot::READ | Prot::WRITE, false)?;
+        let (t, index) = self.leaf_slot(va).ok_or(AspaceError::BadRange)?;
+        let entry = read_entry(t, index);
+        write_entry(t, index, entry | WRITE_THROUGH | CACHE_DISABLE);
         Ok(())
     }
 
@@ -517,7 +537,8 @@ impl AddressSpace {
         child.regions = self
             .regions
             .iter()
-            .filter(|r| r.end <= FORK_END)
+            // A device stays with the process that claimed it: the child gets no window.
+            .filter(|r| r.end <= FORK_END && r.backing != Backing::Device)
             .copied()
             .collect();
         child.owned.reserve(self.owned.len());
@@ -574,7 +595,10 @@ impl AddressSpace {
             return Err(AspaceError::Fault);
         }
         let region = *self.region_at(va).ok_or(AspaceError::Fault)?;
-        if region.prot & Prot::READ == 0 || (write && region.prot & Prot::WRITE == 0) {
+        if region.prot & Prot::READ == 0
+            || (write && region.prot & Prot::WRITE == 0)
+            || region.backing == Backing::Device
+        {
             return Err(AspaceError::Fault);
         }
         let page = va & !(FRAME_SIZE - 1);

@@ -2,6 +2,10 @@
 //! stacks, and the protocol of the key-value server.
 #![no_std]
 
+extern crate alloc;
+
+pub mod devmem;
+
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use k42_rt::kabi::Prot;

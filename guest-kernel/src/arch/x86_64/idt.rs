@@ -11,6 +11,10 @@ pub const TIMER_VECTOR: u8 = 0x20;
 pub const PING_VECTOR: u8 = 0x21;
 /// Vector of the "wake" IPI (a CPU reports back, or wakes a halted CPU).
 pub const WAKE_VECTOR: u8 = 0x22;
+/// Vector of device interrupt line (GSI) 0; line `n` uses `DEVICE_VECTOR_BASE + n`.
+pub const DEVICE_VECTOR_BASE: u8 = 0x30;
+/// Device lines with a vector (the I/O APIC's pins).
+pub const DEVICE_VECTORS: u8 = 24;
 /// Spurious-interrupt vector of the local APIC.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
@@ -104,6 +108,30 @@ global_asm!(
     irq_stub 32
     irq_stub 33
     irq_stub 34
+    irq_stub 48
+    irq_stub 49
+    irq_stub 50
+    irq_stub 51
+    irq_stub 52
+    irq_stub 53
+    irq_stub 54
+    irq_stub 55
+    irq_stub 56
+    irq_stub 57
+    irq_stub 58
+    irq_stub 59
+    irq_stub 60
+    irq_stub 61
+    irq_stub 62
+    irq_stub 63
+    irq_stub 64
+    irq_stub 65
+    irq_stub 66
+    irq_stub 67
+    irq_stub 68
+    irq_stub 69
+    irq_stub 70
+    irq_stub 71
 
 exc_common:
     /* From user mode (CS.RPL 3): swap in the kernel's GS base. */
@@ -184,6 +212,9 @@ k42_exception_stubs:
     .global k42_interrupt_stubs
 k42_interrupt_stubs:
     .quad irq_stub_32, irq_stub_33, irq_stub_34
+    .global k42_device_stubs
+k42_device_stubs:
+    .quad irq_stub_48, irq_stub_49, irq_stub_50, irq_stub_51, irq_stub_52, irq_stub_53, irq_stub_54, irq_stub_55, irq_stub_56, irq_stub_57, irq_stub_58, irq_stub_59, irq_stub_60, irq_stub_61, irq_stub_62, irq_stub_63, irq_stub_64, irq_stub_65, irq_stub_66, irq_stub_67, irq_stub_68, irq_stub_69, irq_stub_70, irq_stub_71
     .global k42_spurious_stub
 k42_spurious_stub:
     .quad spurious_stub
@@ -199,6 +230,7 @@ k42_spurious_stub:
 extern "C" {
     static k42_exception_stubs: [u64; 32];
     static k42_interrupt_stubs: [u64; 3];
+    static k42_device_stubs: [u64; DEVICE_VECTORS as usize];
     static k42_spurious_stub: u64;
     fn k42_syscall_entry();
 }
@@ -282,6 +314,9 @@ pub fn init() {
         }
         for (i, &stub) in k42_interrupt_stubs.iter().enumerate() {
             idt[TIMER_VECTOR as usize + i] = Gate::interrupt(stub, 0);
+        }
+        for (i, &stub) in k42_device_stubs.iter().enumerate() {
+            idt[DEVICE_VECTOR_BASE as usize + i] = Gate::interrupt(stub, 0);
         }
         idt[SPURIOUS_VECTOR as usize] = Gate::interrupt(k42_spurious_stub, 0);
     }

@@ -7,6 +7,7 @@ pub mod apic;
 pub mod boot;
 pub mod gdt;
 pub mod idt;
+pub mod ioapic;
 pub mod smp;
 pub mod user;
 
@@ -143,6 +144,25 @@ pub fn read_cr2() -> u64 {
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags)) }
     value
+}
+
+/// Writes a 32-bit device register at physical address `phys` through the direct map.
+///
+/// # Safety
+/// `phys` must be a register of a device's MMIO window (never RAM), 4-byte aligned.
+pub unsafe fn device_write32(phys: u64, value: u32) {
+    // SAFETY: by the caller's contract the address is device memory in the direct map (which
+    // covers the first 4 GiB, MMIO hole included); the write has only the device's effects.
+    unsafe { core::ptr::write_volatile(phys_to_virt(phys) as *mut u32, value) }
+}
+
+/// Reads a 32-bit device register at physical address `phys` through the direct map.
+///
+/// # Safety
+/// As for [`device_write32`].
+pub unsafe fn device_read32(phys: u64) -> u32 {
+    // SAFETY: as for `device_write32`.
+    unsafe { core::ptr::read_volatile(phys_to_virt(phys) as *const u32) }
 }
 
 /// Translates a physical address to its virtual address in the direct map.

@@ -23,7 +23,9 @@ mod files;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use k42_guest_lib::virtio::rng;
 use k42_linux_abi::{auxv, errno, mm, process, signal, syscall as nr, time};
+use k42_programs::devmem::own_ppc_buffer;
 use k42_rt::kabi::{self, Prot, Sys};
 use k42_rt::sys;
 use zerocopy::{FromBytes, IntoBytes};
@@ -488,13 +490,47 @@ fn nanosleep(ptr: u64) -> Ret {
     0
 }
 
+/// The `random` server (`rngd`): 0 not looked up yet, `u64::MAX` none.
+static RANDOM_SERVER: AtomicU64 = AtomicU64::new(0);
+
+/// Fills `out` from the `random` server as far as it can; returns how many bytes it filled.
+fn from_random_server(out: &mut [u8]) -> usize {
+    let mut server = RANDOM_SERVER.load(Ordering::Relaxed);
+    if server == 0 {
+        server = sys::ppc_lookup("random").unwrap_or(u64::MAX);
+        RANDOM_SERVER.store(server, Ordering::Relaxed);
+        if server != u64::MAX {
+            k42_rt::println!("linux: getrandom is served by the virtio-rng driver (random)");
+        }
+    }
+    if server == u64::MAX {
+        return 0;
+    }
+    let mut done = 0;
+    while done < out.len() {
+        let want = (out.len() - done) as u64;
+        match sys::ppc_call(server, [rng::op::GET, want, 0, 0]) {
+            Ok((0, n)) if n > 0 => {
+                let n = (n as usize).min(out.len() - done);
+                out[done..done + n].copy_from_slice(&own_ppc_buffer()[..n]);
+                done += n;
+            }
+            _ => break,
+        }
+    }
+    done
+}
+
 fn getrandom(ptr: u64, len: u64) -> Ret {
     let len = len.min(1 << 20);
     let out = match user_bytes_mut(ptr, len) {
         Ok(out) => out,
         Err(e) => return e,
     };
-    // xorshift64* over the TSC: not a cryptographic source; virtio-rng will feed a real one.
+    // From the virtio-rng driver when one runs; what it cannot give comes from the fallback.
+    let served = from_random_server(out);
+    let out = &mut out[served..];
+    // xorshift64* over the TSC: not a cryptographic source (no entropy device, or it failed).
     let mut state = RANDOM_STATE.load(Ordering::Relaxed) ^ sys::rdtsc();
     for chunk in out.chunks_mut(8) {
         state ^= state >> 12;

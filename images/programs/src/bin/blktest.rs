@@ -1,0 +1,185 @@
+//! The block-driver check (run by `/bin/drvinit` with two disks: `blk0` writable, `blk1`
+//! read-only). On `blk0` it reads the host-prepared blocks 0..16 and prints their checksum,
+//! writes a known pattern to blocks 32..48, reads it back from the cache and, after a flush and
+//! emptying the cache, from the device; an out-of-range read must fail. On `blk1` it prints the
+//! checksum of blocks 0..4 and a write must be refused as read-only. The host compares the
+//! checksums and the image files.
+#![no_std]
+#![no_main]
+
+use k42_guest_lib::virtio::blk::{fnv1a, op, pattern, BlkError, BLOCK_SIZE, FNV_OFFSET};
+use k42_programs::devmem::own_ppc_buffer;
+use k42_rt::kabi::{DeviceDesc, Error, SpawnFlags};
+use k42_rt::println;
+use k42_rt::sys;
+
+k42_rt::entry!(main);
+
+/// Blocks the host prepared on each disk (checksummed).
+const HOST_BLOCKS: core::ops::Range<u64> = 0..16;
+/// Blocks this test writes on `blk0`.
+const WRITTEN: core::ops::Range<u64> = 32..48;
+
+/// One call to a block server: `Ok(r1)` or the driver's error.
+fn call(server: u64, operation: u64, block: u64) -> Result<u64, BlkError> {
+    match sys::ppc_call(server, [operation, block, 0, 0]) {
+        Ok((0, r1)) => Ok(r1),
+        Ok((code, _)) => Err(BlkError::from_code(code).unwrap_or(BlkError::Device)),
+        Err(_) => Err(BlkError::NoServer),
+    }
+}
+
+/// Reads `blocks` and returns the FNV-1a checksum of their bytes.
+fn checksum(server: u64, blocks: core::ops::Range<u64>) -> Result<u64, BlkError> {
+    let mut hash = FNV_OFFSET;
+    for block in blocks {
+        call(server, op::READ, block)?;
+        hash = fnv1a(hash, &own_ppc_buffer()[..BLOCK_SIZE]);
+    }
+    Ok(hash)
+}
+
+/// Reads `WRITTEN` back and counts blocks that differ from the pattern.
+fn wrong_blocks(server: u64) -> Result<u64, BlkError> {
+    let mut wrong = 0;
+    for block in WRITTEN {
+        call(server, op::READ, block)?;
+        let buffer = own_ppc_buffer();
+        if buffer
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b != pattern(block, i))
+        {
+            wrong += 1;
+        }
+    }
+    Ok(wrong)
+}
+
+fn disk0(server: u64) -> Result<bool, BlkError> {
+    let info = call(server, op::INFO, 0)?;
+    let blocks = info & !op::READONLY_BIT;
+    println!(
+        "blktest: blk0: {blocks} blocks, read-only {}",
+        info & op::READONLY_BIT != 0
+    );
+    let sum = checksum(server, HOST_BLOCKS)?;
+    println!(
+        "blktest: blk0 blocks {}..{} checksum {sum:#018x}",
+        HOST_BLOCKS.start, HOST_BLOCKS.end
+    );
+    for block in WRITTEN {
+        for (i, b) in own_ppc_buffer().iter_mut().enumerate() {
+            *b = pattern(block, i);
+        }
+        call(server, op::WRITE, block)?;
+    }
+    let mut ok = true;
+    let start = sys::now_ns();
+    let cached = wrong_blocks(server)?;
+    let cache_ns = sys::now_ns() - start;
+    call(server, op::FLUSH, 0)?;
+    call(server, op::INVALIDATE, 0)?;
+    let start = sys::now_ns();
+    let from_device = wrong_blocks(server)?;
+    let device_ns = sys::now_ns() - start;
+    let per_block = |ns: u64| ns / 1000 / (WRITTEN.end - WRITTEN.start);
+    println!(
+        "blktest: blk0 4 KiB reads: {} us each from the cache, {} us from the device (PPC included)",
+        per_block(cache_ns),
+        per_block(device_ns)
+    );
+    println!(
+        "blktest: blk0 wrote blocks {}..{}; wrong blocks read back: {cached} from the cache, {from_device} from the device",
+        WRITTEN.start, WRITTEN.end
+    );
+    ok &= cached == 0 && from_device == 0;
+    let stats = call(server, op::STATS, 0)?;
+    println!(
+        "blktest: blk0 cache: {} hits, {} misses",
+        stats >> 32,
+        stats & 0xffff_ffff
+    );
+    let waits = call(server, op::WAITS, 0)?;
+    println!(
+        "blktest: blk0 driver: {} device requests, {} waits for its interrupt",
+        waits >> 32,
+        waits & 0xffff_ffff
+    );
+    match call(server, op::READ, blocks) {
+        Err(BlkError::OutOfRange) => {
+            println!("blktest: blk0 read past the end refused: OutOfRange")
+        }
+        other => {
+            println!("blktest: blk0 read of block {blocks} (past the end): {other:?}");
+            ok = false;
+        }
+    }
+    Ok(ok)
+}
+
+fn disk1(server: u64) -> Result<bool, BlkError> {
+    let info = call(server, op::INFO, 0)?;
+    let readonly = info & op::READONLY_BIT != 0;
+    println!(
+        "blktest: blk1: {} blocks, read-only {readonly}",
+        info & !op::READONLY_BIT
+    );
+    let sum = checksum(server, 0..4)?;
+    println!("blktest: blk1 blocks 0..4 checksum {sum:#018x}");
+    own_ppc_buffer().fill(0xee);
+    match call(server, op::WRITE, 1) {
+        Err(BlkError::ReadOnly) => {
+            println!("blktest: write to read-only blk1 refused: ReadOnly");
+            Ok(readonly)
+        }
+        other => {
+            println!("blktest: write to read-only blk1 was not refused: {other:?}");
+            Ok(false)
+        }
+    }
+}
+
+/// This process has no device right: the device calls and passing the right on are refused.
+fn no_device_right() -> bool {
+    let mut list = [DeviceDesc::default(); 2];
+    let refused = [
+        sys::device_list(&mut list).err(),
+        sys::device_map(0, 0x4000_0000).err(),
+        sys::device_irq(0, 1).err(),
+        sys::memobj_create(1)
+            .and_then(|id| sys::memobj_phys(id, 0))
+            .err(),
+        sys::spawn("/bin/blkd", 0, SpawnFlags::DEVICES).err(),
+    ];
+    let ok = refused.iter().all(|e| *e == Some(Error::NotPermitted));
+    println!("blktest: device calls without the device right: {refused:?}");
+    ok
+}
+
+fn main(_arg: u64) -> i64 {
+    let mut ok = no_device_right();
+    for (name, check) in [
+        ("blk0", disk0 as fn(u64) -> Result<bool, BlkError>),
+        ("blk1", disk1),
+    ] {
+        let result = k42_rt::lookup_retrying(name)
+            .map_err(|_| BlkError::NoServer)
+            .and_then(check);
+        match result {
+            Ok(true) => {}
+            Ok(false) => ok = false,
+            Err(e) => {
+                println!("blktest: {name}: {e:?}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        println!("blktest: all checks passed");
+        0
+    } else {
+        println!("blktest: some checks FAILED");
+        1
+    }
+}

@@ -1,0 +1,250 @@
+//! Ring-3 device drivers: `/bin/drvinit` starts a `blkd` (the virtio-blk driver server) per
+//! disk and runs `/bin/devcheck` (bad arguments to the device calls) and `/bin/blktest`
+//! against them, then `rngd` (the virtio-rng driver) and `/bin/rngtest`. The host then checks what reached the image files and the checksums the
+//! guest printed, with its own FNV-1a and pattern (not the guest's code).
+
+use std::path::PathBuf;
+
+use k42_tests::*;
+
+const BLOCK: usize = 4096;
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("k42-drv-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    /// An image of `size` pseudo-random bytes (xorshift from `seed`).
+    fn image(&self, name: &str, size: usize, seed: u64) -> (PathBuf, Vec<u8>) {
+        let mut x = seed;
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let path = self.0.join(name);
+        std::fs::write(&path, &data).unwrap();
+        (path, data)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Byte `i` of block `block` as blktest writes it.
+fn pattern(block: usize, i: usize) -> u8 {
+    ((block * 131) ^ (i * 7) ^ (i >> 8)) as u8
+}
+
+/// The hexadecimal checksum on the output line starting with `prefix`.
+fn printed_checksum(output: &str, prefix: &str, context: &str) -> u64 {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line `{prefix}...`\n{context}"));
+    let hex = line.rsplit("0x").next().unwrap();
+    u64::from_str_radix(hex.trim(), 16).unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
+#[test]
+fn blkd_serves_disks_writes_reach_the_image_and_readonly_is_enforced() {
+    require_kvm();
+    let dir = Scratch::new("blk");
+    let (disk, before) = dir.image("disk.img", 256 * BLOCK, 0x9e37_79b9_7f4a_7c15);
+    let (ro_disk, ro_before) = dir.image("ro.img", 64 * BLOCK, 0x1234_5678_9abc_def1);
+    let ro_arg = format!("{},readonly", ro_disk.display());
+    let run = k42vm_run(&[
+        "--cpus",
+        "2",
+        "--initrd",
+        k42_images::TEST_INITRD_PATH,
+        "--cmdline",
+        "init=/bin/drvinit",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--disk",
+        &ro_arg,
+        "--timeout",
+        "50s",
+    ]);
+    let context = run.all();
+    let out = &run.stdout;
+    assert_eq!(
+        run.status,
+        Some(0),
+        "drvinit did not exit with 0\n{context}"
+    );
+    assert!(out.contains("devcheck: all checks passed"), "{context}");
+    assert!(
+        out.contains("blktest: device calls without the device right: [Some(NotPermitted), \
+                      Some(NotPermitted), Some(NotPermitted), Some(NotPermitted), Some(NotPermitted)]"),
+        "a process without SpawnFlags::DEVICES used a device call\n{context}"
+    );
+    assert!(
+        out.contains("blkd 0: virtio-blk at 0xd0000000 line 5: 256 blocks of 4 KiB; serving blk0")
+            && out.contains("blkd 1: virtio-blk at 0xd0001000 line 6: 64 blocks of 4 KiB, read-only; serving blk1"),
+        "{context}"
+    );
+
+    // The guest read the host's data.
+    let host_sum = fnv1a(&before[..16 * BLOCK]);
+    let guest_sum = printed_checksum(out, "blktest: blk0 blocks 0..16 checksum", &context);
+    assert_eq!(
+        guest_sum, host_sum,
+        "checksum of blk0 blocks 0..16\n{context}"
+    );
+    let ro_sum = printed_checksum(out, "blktest: blk1 blocks 0..4 checksum", &context);
+    assert_eq!(
+        ro_sum,
+        fnv1a(&ro_before[..4 * BLOCK]),
+        "checksum of blk1\n{context}"
+    );
+
+    // The guest's writes are on the image file, and nothing else changed.
+    assert!(
+        out.contains("wrong blocks read back: 0 from the cache, 0 from the device"),
+        "{context}"
+    );
+    let after = std::fs::read(&disk).unwrap();
+    assert_eq!(after.len(), before.len());
+    for block in 0..256 {
+        let range = block * BLOCK..(block + 1) * BLOCK;
+        if (32..48).contains(&block) {
+            let want: Vec<u8> = (0..BLOCK).map(|i| pattern(block, i)).collect();
+            assert!(
+                after[range] == want[..],
+                "block {block} of the image lacks the pattern"
+            );
+        } else {
+            assert!(
+                after[range.clone()] == before[range],
+                "block {block} changed"
+            );
+        }
+    }
+    assert!(
+        out.contains("blktest: blk0 read past the end refused: OutOfRange"),
+        "{context}"
+    );
+
+    // The read-only disk refused the write, and its file is untouched.
+    assert!(
+        out.contains("blktest: write to read-only blk1 refused: ReadOnly"),
+        "{context}"
+    );
+    assert_eq!(
+        std::fs::read(&ro_disk).unwrap(),
+        ro_before,
+        "the read-only image changed"
+    );
+    assert!(out.contains("blktest: all checks passed"), "{context}");
+}
+
+/// The hex bytes after `prefix` on its output line.
+fn printed_bytes(output: &str, prefix: &str, context: &str) -> Vec<u8> {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line `{prefix}...`\n{context}"));
+    let hex = line[prefix.len()..].trim();
+    assert_eq!(hex.len(), 64, "{line}");
+    (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn random_bytes_from_virtio_rng_are_not_zero_and_differ_between_boots() {
+    require_kvm();
+    let dir = Scratch::new("rng");
+    let (disk, _) = dir.image("disk.img", 64 * BLOCK, 3);
+    let (ro_disk, _) = dir.image("ro.img", 16 * BLOCK, 5);
+    let ro_arg = format!("{},readonly", ro_disk.display());
+    let mut boots = Vec::new();
+    for _ in 0..2 {
+        let run = k42vm_run(&[
+            "--initrd",
+            k42_images::TEST_INITRD_PATH,
+            "--cmdline",
+            "init=/bin/drvinit",
+            "--disk",
+            disk.to_str().unwrap(),
+            "--disk",
+            &ro_arg,
+            "--rng",
+            "--timeout",
+            "50s",
+        ]);
+        let context = run.all();
+        assert_eq!(run.status, Some(0), "{context}");
+        assert!(
+            run.stdout
+                .contains("linux: getrandom is served by the virtio-rng driver (random)"),
+            "the Linux personality's getrandom did not use rngd\n{context}"
+        );
+        let native = printed_bytes(&run.stdout, "rngtest: 32 random bytes ", &context);
+        let linux = printed_bytes(&run.stdout, "linux-random: getrandom ", &context);
+        assert!(
+            native.iter().any(|&b| b != 0) && linux.iter().any(|&b| b != 0),
+            "{context}"
+        );
+        assert_ne!(native, linux, "two requests gave the same bytes\n{context}");
+        boots.push((native, linux));
+    }
+    assert_ne!(
+        boots[0].0, boots[1].0,
+        "rngd gave the same bytes in two boots"
+    );
+    assert_ne!(
+        boots[0].1, boots[1].1,
+        "getrandom gave the same bytes in two boots"
+    );
+}
+
+#[test]
+fn blkd_without_its_disk_says_so() {
+    require_kvm();
+    // One disk only: blkd 1 finds no second virtio-blk device and exits with a clear message,
+    // and drvinit fails saying what the checks need.
+    let dir = Scratch::new("one");
+    let (disk, _) = dir.image("disk.img", 64 * BLOCK, 7);
+    let run = k42vm_run(&[
+        "--initrd",
+        k42_images::TEST_INITRD_PATH,
+        "--cmdline",
+        "init=/bin/drvinit",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--timeout",
+        "50s",
+    ]);
+    let context = run.all();
+    assert!(
+        run.stdout
+            .contains("blkd 1: there is no virtio-blk device number 1 (1 devices in all)"),
+        "{context}"
+    );
+    assert!(
+        run.stdout
+            .contains("drvinit: the block checks need two virtio-blk disks"),
+        "{context}"
+    );
+    assert_eq!(run.status, Some(1), "{context}");
+}
