@@ -191,7 +191,8 @@ fn bomb() -> i64 {
             }
             Ok(Forked::Parent(_)) => children += 1,
             Err(Error::Again) => break,
-            Err(_) => {
+            Err(e) => {
+                println!("fork: bomb: fork failed with {e:?}, not Again");
                 total |= BOMB_FAILED;
                 break;
             }
@@ -200,10 +201,15 @@ fn bomb() -> i64 {
     for _ in 0..children {
         match wait_any() {
             Ok((_, status)) => total = (total + (status & !BOMB_FAILED)) | (status & BOMB_FAILED),
-            Err(_) => total |= BOMB_FAILED,
+            Err(e) => {
+                println!("fork: bomb: wait failed with {e:?}");
+                total |= BOMB_FAILED;
+            }
         }
     }
-    if wait_any() != Err(Error::NoChild) {
+    let last = wait_any();
+    if last != Err(Error::NoChild) {
+        println!("fork: bomb: a wait after the last child gave {last:?}, not NoChild");
         total |= BOMB_FAILED;
     }
     if !top {
