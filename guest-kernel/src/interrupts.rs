@@ -95,13 +95,14 @@ fn user_exception(frame: &mut TrapFrame) {
             return;
         }
         crate::kprintln!(
-            "process {} ({}): page fault at {:#x} ({}{}), rip {:#x}; ended",
+            "process {} ({}): page fault at {:#x} ({}{}), rip {:#x}, rsp {:#x}; ended",
             current.process.pid,
             current.process.name,
             address,
             if write { "write" } else { "read" },
             if exec { ", instruction fetch" } else { "" },
-            frame.rip
+            frame.rip,
+            frame.rsp
         );
         proc::exit(&current.process, 128 + 11);
         return;

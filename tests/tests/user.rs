@@ -47,12 +47,13 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
          other threads\n{context}"
     );
     assert!(
-        output.contains("fork: ok (copy on write, wait-any, no-hang, fork bomb of ")
-            && output.contains(&format!(
-                "processes ended by the limit of {MAX_PROCESSES}, all frames returned;"
-            )),
-        "copy-on-write fork, wait for any child, no-hang wait, the process limit or the \
-         return of every frame failed\n{context}"
+        output.contains(
+            "fork: ok (copy on write, wait-any, no-hang, no stale translations, fork bomb of "
+        ) && output.contains(&format!(
+            "processes ended by the limit of {MAX_PROCESSES}, all frames returned;"
+        )),
+        "copy-on-write fork, wait for any child, no-hang wait, fresh processes' memory, the \
+         process limit or the return of every frame failed\n{context}"
     );
     assert!(
         output.contains(&format!("threads: {cpus} dispatchers,"))

@@ -692,8 +692,35 @@ impl AddressSpace {
             .chain(self.retained.iter().copied())
             .filter(|&f| shares.release(f))
             .collect();
+        self.tables.push(self.pml4);
+        for &table in &self.tables {
+            drop_shadow(table);
+        }
         frames.append(&mut self.tables);
-        frames.push(self.pml4);
         super::free_zeroed(&frames);
     }
+}
+
+/// Makes a hypervisor that shadows guest page tables forget its shadow of `table`, a
+/// page-table frame about to be freed.
+///
+/// Freed frames are zeroed by `k42vm` (one bulk hypercall), that is by the host, behind the
+/// back of a shadow-paging hypervisor (KVM without EPT/NPT, and `kvm_pvm` here). Such a
+/// hypervisor write-protects every guest page table it shadows and follows the guest's own
+/// stores to it; a host store it never sees. Its shadow of the frame would then outlive
+/// the frame's contents, and the next address space to use the frame as a page table (a
+/// new process's table for the same addresses, or a reused PML4) would run with the dead
+/// process's translations: reads of pages it never mapped returning another process's
+/// data. That was seen here as busybox processes finding garbage in their TLS.
+///
+/// A store to the table that is narrower than an entry is one the hypervisor cannot apply
+/// as an entry update, so it drops every shadow of the frame (KVM: `kvm_mmu_track_write`,
+/// "misaligned" write). One byte, rewritten with its own value: one store per table, where
+/// clearing each present entry would cost a store per mapped page. With hardware nested
+/// paging it is an ordinary store.
+fn drop_shadow(table: u64) {
+    let byte = (phys_to_virt(table) + 1) as *mut u8;
+    // SAFETY: `table` is a page-table frame of this address space, which no CPU uses any
+    // more (it is being destroyed); the direct map covers it. The byte keeps its value.
+    unsafe { byte.write_volatile(byte.read_volatile()) };
 }

@@ -1,7 +1,8 @@
 //! Checks `fork` (copy on write) and `wait`: parent and child each write their own values into
 //! the same heap, static and stack pages and keep seeing their own; a child's computed exit
 //! status reaches its parent; several children are reaped with wait-any in whatever order
-//! they exit; `NO_HANG` says `Again` while a child still runs; a fork bomb ends with `Again`
+//! they exit; `NO_HANG` says `Again` while a child still runs; no process runs with the
+//! translations of one that exited; a fork bomb ends with `Again`
 //! at the process limit, everyone is reaped and forking works again; and every frame comes
 //! back once the children are gone (the system's free-frame count is where it was).
 #![no_std]
@@ -25,6 +26,14 @@ const WORDS: usize = 1024;
 const ANY_CHILDREN: u64 = 4;
 /// Set in a fork-bomb process's exit status when something other than `Again` went wrong.
 const BOMB_FAILED: i64 = 1 << 40;
+/// An area no other check uses, which children map fresh (its own 2 MiB block of tables).
+const FRESH_AREA: u64 = 0x0000_0050_0000_0000;
+/// Pages of [`FRESH_AREA`].
+const FRESH_PAGES: usize = 8;
+/// Processes of the stale-translation check.
+const STALE_ROUNDS: u64 = 24;
+/// The spawn argument that makes `/bin/fork` one of those processes (plus its number).
+const STALE_ARG: u64 = 1000;
 
 /// A static area (in the program's writable data, demand-zero).
 static STATICS: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
@@ -108,6 +117,72 @@ fn copy_on_write(heap: &mut [u64], round: u64) -> Result<(), &'static str> {
             Ok(())
         }
     }
+}
+
+/// [`FRESH_AREA`], mapped read-write now, as words.
+fn map_fresh_area() -> &'static mut [u64] {
+    let len = FRESH_PAGES as u64 * kabi::PAGE_SIZE;
+    if sys::map(FRESH_AREA, len, kabi::Prot::READ | kabi::Prot::WRITE).is_err() {
+        sys::exit(10);
+    }
+    // SAFETY: the range was just mapped read-write in this process (demand-zero) and nothing
+    // else refers to it.
+    unsafe { core::slice::from_raw_parts_mut(FRESH_AREA as *mut u64, len as usize / 8) }
+}
+
+/// Word 0 and a middle word of every page of the fresh area.
+fn fresh_words(area: &mut [u64]) -> impl Iterator<Item = &mut u64> {
+    area.chunks_mut(512).flat_map(|page| {
+        let (first, rest) = page.split_at_mut(300);
+        [&mut first[0], &mut rest[0]]
+    })
+}
+
+/// In a process spawned with argument [`STALE_ARG`] + n: maps the fresh area, which must be
+/// zero, writes its own values and forks a child, which must see them (they are in the page
+/// tables the kernel knows). Returns the exit status.
+fn fresh_area_user(marker: u64) -> i64 {
+    let area = map_fresh_area();
+    if fresh_words(area).any(|w| *w != 0) {
+        return 12;
+    }
+    fresh_words(area).for_each(|w| *w = marker);
+    match sys::fork() {
+        Ok(Forked::Child) => {
+            let seen = fresh_words(area).filter(|w| **w == marker).count();
+            sys::exit(seen as i64)
+        }
+        Ok(Forked::Parent(child)) => match sys::wait(child) {
+            Ok(seen) if seen == 2 * FRESH_PAGES as i64 => 0,
+            _ => 13,
+        },
+        Err(_) => 14,
+    }
+}
+
+/// A process never runs with the translations of one that exited: fresh processes, one
+/// after the other, map and fill the same area (see [`fresh_area_user`]). Each one's page
+/// tables are freed at its exit and their frames zeroed by `k42vm`; the next one's tables
+/// are often the same frames. A hypervisor that shadows page tables and kept its shadow of
+/// a freed table would let a process read an exited one's frames, and write there, out of
+/// the kernel's sight.
+fn no_stale_translations() -> Result<(), &'static str> {
+    for round in 0..STALE_ROUNDS {
+        let pid = sys::spawn("/bin/fork", STALE_ARG + round, 0)
+            .map_err(|_| "spawning a fresh process failed")?;
+        match sys::wait(pid) {
+            Ok(0) => {}
+            Ok(12) => return Err("a freshly mapped page held an exited process's data"),
+            Ok(13) => {
+                return Err(
+                    "a process's writes did not reach the page tables the kernel \
+                            knows (stale translations of an exited process)",
+                )
+            }
+            _ => return Err("a process of the stale-translation check failed"),
+        }
+    }
+    Ok(())
 }
 
 /// Several children, reaped with wait-any in the order they exit.
@@ -234,11 +309,18 @@ fn round(heap: &mut [u64], n: u64) -> Result<(), &'static str> {
     no_hang()
 }
 
-fn main(_arg: u64) -> i64 {
+fn main(arg: u64) -> i64 {
+    if arg >= STALE_ARG {
+        return fresh_area_user(arg);
+    }
     let heap: &'static mut [u64] = Box::leak(alloc::vec![0u64; WORDS].into_boxed_slice());
     // The first round touches every page and heap block the checks use, so the second one
     // allocates nothing that stays: the free-frame count must come back exactly.
     if let Err(e) = round(heap, 0) {
+        println!("fork: FAILED: {e}");
+        return 1;
+    }
+    if let Err(e) = no_stale_translations() {
         println!("fork: FAILED: {e}");
         return 1;
     }
@@ -282,7 +364,7 @@ fn main(_arg: u64) -> i64 {
         return 1;
     }
     println!(
-        "fork: ok (copy on write, wait-any, no-hang, fork bomb of {processes} processes ended \
+        "fork: ok (copy on write, wait-any, no-hang, no stale translations, fork bomb of {processes} processes ended \
          by the limit of {limit}, all frames returned; fork to child running {} us, null call {null_us} us)",
         latency.unwrap_or(-1)
     );
