@@ -115,6 +115,23 @@ fn main() {
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         append_entry(&mut archive, &format!("data/{name}"), 0o100644, &bytes);
     }
+    // The shell scripts of the busybox tests (`images/linux/scripts/*.sh`, packed as
+    // `scripts/<name>`).
+    append_entry(&mut archive, "scripts", 0o040755, &[]);
+    let scripts_dir = linux_dir.join("scripts");
+    println!("cargo:rerun-if-changed={}", scripts_dir.display());
+    let mut scripts: Vec<_> = std::fs::read_dir(&scripts_dir)
+        .expect("read images/linux/scripts")
+        .map(|entry| entry.expect("read images/linux/scripts").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    scripts.sort();
+    for path in scripts {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let name = path.file_name().expect("a script's name").to_string_lossy();
+        append_entry(&mut archive, &format!("scripts/{name}"), 0o100755, &bytes);
+    }
     append_entry(&mut archive, "etc/k42", 0o040755, &[]);
     let commands = linux_dir.join("busybox-commands");
     println!("cargo:rerun-if-changed={}", commands.display());

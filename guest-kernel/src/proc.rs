@@ -21,8 +21,6 @@ use crate::{mm, platform};
 
 /// Process id of the first user program; when it exits, the VM shuts down with its status.
 pub const INIT_PID: u64 = 1;
-/// Where static-PIE programs are loaded.
-const PIE_BASE: u64 = 0x0000_5555_5555_0000;
 /// Most pending asynchronous messages per dispatcher.
 pub const MESSAGE_QUEUE_MAX: usize = 256;
 /// User RFLAGS on entry: interrupts enabled, reserved bit 1.
@@ -499,7 +497,7 @@ fn spawn_reserved(
     let image = elf::parse(bytes).map_err(SpawnError::NotExecutable)?;
     let bias = match image.kind {
         elf::Kind::Static => 0,
-        elf::Kind::StaticPie => PIE_BASE,
+        elf::Kind::StaticPie => elf::PIE_BASE,
     };
     let mut space = AddressSpace::new()?;
     let loaded = load_segments(&mut space, &image, file, bias);
@@ -648,6 +646,7 @@ fn load_linux(
     let stack = auxv::build_initial_stack(
         kabi::MAIN_STACK_TOP,
         LINUX_STACK_MAX,
+        argv0.as_bytes(),
         &args,
         &LINUX_ENV,
         &info,
@@ -857,6 +856,13 @@ pub fn exit(process: &Arc<Process>, status: i64) {
     // both under the parent's children lock, which `wait_for` also takes (no lost wake-up). An
     // orphan's status is dropped.
     if let Some(parent) = self::process(process.parent) {
+        // A Linux parent learns of it as SIGCHLD; native programs wait for their children.
+        let first = (parent.flags & kabi::SpawnFlags::LINUX != 0)
+            .then(|| parent.dispatchers.lock().first().cloned())
+            .flatten();
+        if let Some(d) = first {
+            crate::sched::post_soft_interrupt(&d, kabi::SOFT_INTERRUPT_CHILD);
+        }
         let mut children = parent.children.lock();
         let waiter = children
             .waiters

@@ -157,6 +157,11 @@ pub const SYS_COUNT: u64 = 28;
 /// ([`Info::MaxProcesses`] reports the one in force).
 pub const MAX_PROCESSES: usize = 512;
 
+/// Set in the exit status of a Linux process that a signal ended: the status is
+/// `EXIT_SIGNALED | signal` (what `wait4` reports as `WIFSIGNALED`, and a shell as
+/// 128 + signal).
+pub const EXIT_SIGNALED: i64 = 0x1_0000;
+
 /// `wait`'s `pid` meaning "any child of the caller".
 pub const WAIT_ANY: u64 = u64::MAX;
 
@@ -325,7 +330,8 @@ pub struct DeviceDesc {
 pub const MAX_DEVICES: usize = 32;
 
 /// Soft-interrupt bits a device interrupt may not use (the kernel's own).
-pub const SOFT_INTERRUPT_RESERVED: u64 = SOFT_INTERRUPT_MESSAGE | SOFT_INTERRUPT_RETRY;
+pub const SOFT_INTERRUPT_RESERVED: u64 =
+    SOFT_INTERRUPT_MESSAGE | SOFT_INTERRUPT_RETRY | SOFT_INTERRUPT_CHILD;
 
 /// Path, in the initramfs, of the Linux personality: a static ELF linked inside
 /// [`LINUX_PERSONALITY_AREA`] that the kernel loads into every Linux process.
@@ -413,6 +419,11 @@ pub const PPC_ENTRY_ARGS: usize = 4;
 /// Soft-interrupt bit the kernel sets when a call that found a server busy may be re-issued
 /// (see [`UPCALL_BLOCKED`]); [`DispatcherPage::retry_count`] is bumped just before.
 pub const SOFT_INTERRUPT_RETRY: u64 = 1 << 62;
+
+/// Soft-interrupt bit the kernel posts to dispatcher 0 of a Linux process
+/// ([`SpawnFlags::LINUX`]) when one of its children exits (the personality raises `SIGCHLD`
+/// for it; `wait` collects the status).
+pub const SOFT_INTERRUPT_CHILD: u64 = 1 << 60;
 
 /// Upcall reason (in `rsi`): soft interrupts are pending; the interrupted context is in the
 /// save area and resumes unchanged.

@@ -77,16 +77,22 @@ pub enum StackError {
     EmbeddedNul,
 }
 
-/// Builds the initial stack ending at `stack_top` for a program with `args` and `env`, using at
-/// most `max_bytes` of stack.
+/// Builds the initial stack ending at `stack_top` for a program started as `execfn` (the path
+/// given to `execve`, `AT_EXECFN`) with `args` and `env`, using at most `max_bytes` of stack.
 pub fn build_initial_stack(
     stack_top: u64,
     max_bytes: usize,
+    execfn: &[u8],
     args: &[&[u8]],
     env: &[&[u8]],
     info: &ProgramInfo,
 ) -> Result<InitialStack, StackError> {
-    if args.iter().chain(env).any(|s| s.contains(&0)) {
+    if args
+        .iter()
+        .chain(env)
+        .chain([&execfn])
+        .any(|s| s.contains(&0))
+    {
         return Err(StackError::EmbeddedNul);
     }
     // Strings area (top of the stack): random bytes, platform, execfn, argv, envp.
@@ -101,9 +107,9 @@ pub fn build_initial_stack(
     };
     let random_off = place(&info.random, false);
     let platform_off = place(b"x86_64", true);
+    let execfn_off = place(execfn, true);
     let arg_offs: Vec<usize> = args.iter().map(|a| place(a, true)).collect();
     let env_offs: Vec<usize> = env.iter().map(|e| place(e, true)).collect();
-    let execfn_off = arg_offs.first().copied().unwrap_or(platform_off);
     let strings_len = strings.len().next_multiple_of(16);
     let strings_base = stack_top
         .checked_sub(strings_len as u64)

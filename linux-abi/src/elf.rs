@@ -16,6 +16,8 @@ const ET_DYN: u16 = 3;
 const EM_X86_64: u16 = 62;
 /// User addresses stay below the canonical hole.
 pub const USER_LIMIT: u64 = 0x0000_8000_0000_0000;
+/// Where a static-PIE program is loaded (its load bias), by the kernel and by `execve` alike.
+pub const PIE_BASE: u64 = 0x0000_5555_5555_0000;
 const PAGE: u64 = 4096;
 
 /// Executable, writable, readable bits of a segment (`PF_X`, `PF_W`, `PF_R`).

@@ -141,7 +141,7 @@ fn initial_stack_matches_the_linux_layout() {
     };
     let args: [&[u8]; 4] = [b"busybox", b"sh", b"-c", b"echo hi"];
     let env: [&[u8]; 2] = [b"PATH=/bin", b"HOME=/"];
-    let stack = build_initial_stack(top, 64 * 1024, &args, &env, &info).unwrap();
+    let stack = build_initial_stack(top, 64 * 1024, b"/bin/busybox", &args, &env, &info).unwrap();
     assert_eq!(stack.sp % 16, 0);
     assert_eq!(stack.sp + stack.bytes.len() as u64, top);
     assert_eq!(word(&stack, stack.sp), 4, "argc");
@@ -176,7 +176,7 @@ fn initial_stack_matches_the_linux_layout() {
     let off = (random - stack.sp) as usize;
     assert_eq!(&stack.bytes[off..off + 16], &[7u8; 16]);
     assert_eq!(c_string(&stack, aux[&auxv::AT_PLATFORM]), b"x86_64");
-    assert_eq!(c_string(&stack, aux[&auxv::AT_EXECFN]), b"busybox");
+    assert_eq!(c_string(&stack, aux[&auxv::AT_EXECFN]), b"/bin/busybox");
 }
 
 #[test]
@@ -191,15 +191,15 @@ fn initial_stack_limits() {
     };
     let big = vec![b'x'; 10_000];
     assert_eq!(
-        build_initial_stack(0x10_0000, 4096, &[&big], &[], &info),
+        build_initial_stack(0x10_0000, 4096, b"p", &[&big], &[], &info),
         Err(StackError::TooBig)
     );
     assert_eq!(
-        build_initial_stack(0x10_0000, 4096, &[b"a\0b"], &[], &info),
+        build_initial_stack(0x10_0000, 4096, b"p", &[b"a\0b"], &[], &info),
         Err(StackError::EmbeddedNul)
     );
     assert_eq!(
-        build_initial_stack(16, 1 << 20, &[b"prog"], &[], &info),
+        build_initial_stack(16, 1 << 20, b"p", &[b"prog"], &[], &info),
         Err(StackError::TooBig)
     );
 }

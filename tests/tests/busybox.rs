@@ -74,17 +74,19 @@ fn host_outcome(dir: &Path, words: &[String]) -> Outcome {
     }
 }
 
-/// A host directory laid out like the guest's `/` for the commands: `data/` and an empty
-/// `tmp/`.
+/// A host directory laid out like the guest's `/` for the commands: `data/`, `scripts/` and
+/// an empty `tmp/`.
 fn host_root() -> std::path::PathBuf {
     let root = std::env::temp_dir().join(format!("k42-busybox-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(root.join("data")).unwrap();
     std::fs::create_dir_all(root.join("tmp")).unwrap();
-    let data = Path::new(k42_images::LINUX_SOURCES_DIR).join("data");
-    for entry in std::fs::read_dir(&data).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), root.join("data").join(entry.file_name())).unwrap();
+    for dir in ["data", "scripts"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+        let from = Path::new(k42_images::LINUX_SOURCES_DIR).join(dir);
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), root.join(dir).join(entry.file_name())).unwrap();
+        }
     }
     root
 }

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 
 use k42_guest_lib::cmdlist;
 use k42_guest_lib::cpio;
-use k42_rt::kabi::SpawnFlags;
+use k42_rt::kabi::{self, SpawnFlags};
 use k42_rt::{println, sys};
 
 k42_rt::entry!(main);
@@ -69,6 +69,8 @@ fn main(_arg: u64) -> i64 {
         println!("=== $ {}", line.trim());
         let status = sys::spawn_linux(&path, &args, &mut scratch).and_then(sys::wait);
         match status {
+            // As the host test reports a process a signal ended.
+            Ok(status) if status & kabi::EXIT_SIGNALED != 0 => println!("=== exit signal"),
             Ok(status) => println!("=== exit {status}"),
             Err(e) => println!("=== exit error {e:?}"),
         }

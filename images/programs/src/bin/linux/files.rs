@@ -12,7 +12,7 @@
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use k42_guest_lib::fs::server::{self, op, Client, Transport, BUFFER_SIZE, WAKE_SOFT_INTERRUPT};
 use k42_linux_abi::file::{
@@ -53,7 +53,8 @@ impl Transport for Ppc {
     }
 
     fn wait(&mut self) {
-        while sys::block(0) & WAKE_SOFT_INTERRUPT == 0 {}
+        // Signals arriving meanwhile are kept for delivery when the call returns.
+        while crate::signals::absorb(sys::block(0)) & WAKE_SOFT_INTERRUPT == 0 {}
     }
 }
 
@@ -85,9 +86,14 @@ struct OpenFile {
     handle: Option<u64>,
     kind: Kind,
     flags: u32,
-    /// The file's bytes in the archive mapping, while read here.
+    /// The file's bytes in the archive mapping (an unchanged initramfs file opened read-only).
     archive: Option<&'static [u8]>,
-    /// The offset of archive-read files.
+    /// Whether reads are served here from `archive`, with the offset kept in `offset`: true
+    /// while only this process holds the file. A fork hands the offset to the server and
+    /// clears it, since parent and child then share the offset (K42's exclusive-to-shared
+    /// switch of a file object).
+    local: AtomicBool,
+    /// The offset of locally read archive files.
     offset: AtomicU64,
     /// The absolute path it was opened by (directories: for `*at` calls and `fchdir`).
     path: Vec<u8>,
@@ -98,6 +104,13 @@ impl Drop for OpenFile {
         if let Some(h) = self.handle {
             let _ = with_client(|c| c.close(&[h]));
         }
+    }
+}
+
+impl OpenFile {
+    /// The archive bytes, while this process reads the file locally.
+    fn local_bytes(&self) -> Option<&'static [u8]> {
+        self.archive.filter(|_| self.local.load(Ordering::Relaxed))
     }
 }
 
@@ -126,6 +139,7 @@ pub fn init() {
         kind: Kind::Console,
         flags: O_RDWR,
         archive: None,
+        local: AtomicBool::new(false),
         offset: AtomicU64::new(0),
         path: b"/dev/console".to_vec(),
     });
@@ -179,8 +193,11 @@ fn archive() -> Option<&'static [u8]> {
     *ARCHIVE.call_once(|| fits.then(|| sys::map_initrd(ARCHIVE_AT).ok()).flatten())
 }
 
+/// The link to the running program's file (the only `/proc` entry so far).
+pub const SELF_EXE: &[u8] = b"/proc/self/exe";
+
 /// Reads a NUL-terminated path from the program.
-fn user_path(ptr: u64) -> Result<Vec<u8>, Ret> {
+pub fn user_path(ptr: u64) -> Result<Vec<u8>, Ret> {
     let mut out = Vec::new();
     loop {
         let byte = user_bytes(ptr + out.len() as u64, 1)?[0];
@@ -198,6 +215,9 @@ fn user_path(ptr: u64) -> Result<Vec<u8>, Ret> {
 fn absolute(dirfd: u64, path: &[u8]) -> Result<Vec<u8>, Ret> {
     if path.is_empty() {
         return Err(err(errno::ENOENT));
+    }
+    if path == SELF_EXE {
+        return Ok(crate::exec::current_exe());
     }
     if path[0] == b'/' {
         return Ok(path.to_vec());
@@ -345,6 +365,7 @@ fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
         kind,
         flags,
         archive,
+        local: AtomicBool::new(archive.is_some()),
         offset: AtomicU64::new(0),
         path: normalize(&path),
     });
@@ -381,7 +402,7 @@ fn read_into(f: &OpenFile, out: &mut [u8], at: Option<u64>) -> Result<usize, Ret
         Kind::Pipe if at.is_some() => return Err(err(errno::ESPIPE)),
         _ => {}
     }
-    if let Some(bytes) = f.archive {
+    if let Some(bytes) = f.local_bytes() {
         let start = at.unwrap_or_else(|| f.offset.load(Ordering::Relaxed)) as usize;
         let n = bytes.len().saturating_sub(start).min(out.len());
         if n > 0 {
@@ -448,7 +469,8 @@ fn write_to(f: &OpenFile, data: &[u8], at: Option<u64>) -> Result<usize, Ret> {
             Ok(n) => done += n,
             Err(e) if done == 0 => {
                 if e == err(errno::EPIPE) {
-                    crate::signal_self_pipe();
+                    // Delivered as the call returns: by default it ends the process.
+                    crate::signals::raise(k42_linux_abi::signal::SIGPIPE);
                 }
                 return Err(e);
             }
@@ -491,7 +513,7 @@ fn lseek(fd: u64, offset: i64, whence: i32) -> Result<Ret, Ret> {
         Kind::Console => return Err(err(errno::ESPIPE)),
         _ => {}
     }
-    if let Some(bytes) = f.archive {
+    if let Some(bytes) = f.local_bytes() {
         let base = match whence {
             SEEK_SET => 0,
             SEEK_CUR => f.offset.load(Ordering::Relaxed) as i64,
@@ -604,11 +626,18 @@ fn symlink(target: u64, dirfd: u64, path: u64) -> Result<Ret, Ret> {
 }
 
 fn readlink(dirfd: u64, path: u64, buf: u64, size: u64) -> Result<Ret, Ret> {
-    let path = absolute(dirfd, &user_path(path)?)?;
+    let raw = user_path(path)?;
+    let path = absolute(dirfd, &raw)?;
     if size == 0 {
         return Err(err(errno::EINVAL));
     }
     let out = user_bytes_mut(buf, size.min(BUFFER_SIZE as u64))?;
+    if normalize(&raw) == SELF_EXE {
+        let exe = crate::exec::current_exe();
+        let n = exe.len().min(out.len());
+        out[..n].copy_from_slice(&exe[..n]);
+        return Ok(n as Ret);
+    }
     with_client(|c| c.readlink(&path, out)).map(|n| n as Ret)
 }
 
@@ -732,6 +761,7 @@ fn pipe(fds: u64, flags: u32) -> Result<Ret, Ret> {
             kind: Kind::Pipe,
             flags: access,
             archive: None,
+            local: AtomicBool::new(false),
             offset: AtomicU64::new(0),
             path: Vec::new(),
         })
@@ -862,4 +892,122 @@ fn poll(fds: u64, count: u64, timeout_ms: i32) -> Result<Ret, Ret> {
         }
         sys::block(deadline.unwrap_or(0));
     }
+}
+
+/// Gets the open files ready for a fork: files read locally switch to the server, which gets
+/// their offsets (parent and child share them from now on), and every server handle gains a
+/// reference for the child's copy of the table. Returns the handles retained, to release
+/// with [`fork_failed`] if the fork does not happen.
+pub fn prepare_fork() -> Result<Vec<u64>, Ret> {
+    let files: Vec<Arc<OpenFile>> = {
+        let state = STATE.lock();
+        let mut files: Vec<Arc<OpenFile>> = Vec::new();
+        for fd in state.fds.iter().flatten() {
+            if !files.iter().any(|f| Arc::ptr_eq(f, &fd.file)) {
+                files.push(fd.file.clone());
+            }
+        }
+        files
+    };
+    for f in &files {
+        if let (Some(handle), true) = (f.handle, f.local.load(Ordering::Relaxed)) {
+            let offset = f.offset.load(Ordering::Relaxed) as i64;
+            with_client(|c| c.seek(handle, offset, SEEK_SET))?;
+            f.local.store(false, Ordering::Relaxed);
+        }
+    }
+    let handles: Vec<u64> = files.iter().filter_map(|f| f.handle).collect();
+    for chunk in handles.chunks(BUFFER_SIZE / 8) {
+        with_client(|c| c.retain(chunk))?;
+    }
+    Ok(handles)
+}
+
+/// Gives back the references [`prepare_fork`] took, after a fork that failed.
+pub fn fork_failed(handles: &[u64]) {
+    for chunk in handles.chunks(BUFFER_SIZE / 8) {
+        let _ = with_client(|c| c.close(chunk));
+    }
+}
+
+/// Closes the descriptors marked close-on-exec (`execve` is replacing the program).
+pub fn close_on_exec() {
+    let closed: Vec<Fd> = {
+        let mut state = STATE.lock();
+        state
+            .fds
+            .iter_mut()
+            .filter(|slot| slot.as_ref().is_some_and(|fd| fd.cloexec))
+            .filter_map(Option::take)
+            .collect()
+    };
+    drop(closed);
+}
+
+/// A program file's contents, for `execve`.
+pub enum Contents {
+    /// An unchanged initramfs file, read in place.
+    Archive(&'static [u8]),
+    /// A file read from the server.
+    Read(Vec<u8>),
+}
+
+impl Contents {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Contents::Archive(bytes) => bytes,
+            Contents::Read(bytes) => bytes,
+        }
+    }
+}
+
+/// `path` made absolute against the working directory.
+pub fn absolute_path(path: &[u8]) -> Result<Vec<u8>, Ret> {
+    absolute(AT_FDCWD as u64, path).map(|p| normalize(&p))
+}
+
+/// Most bytes of a program file `execve` reads.
+const EXECUTABLE_MAX: u64 = 64 << 20;
+
+/// The contents of the program file at absolute `path`, if it is a regular file with an
+/// execute permission bit (`EACCES` otherwise, as Linux says for directories too).
+pub fn read_executable(path: &[u8]) -> Result<Contents, Ret> {
+    let stat = with_client(|c| c.stat(path, true))?;
+    if stat.st_mode & S_IFMT != file::S_IFREG || stat.st_mode & 0o111 == 0 {
+        return Err(err(errno::EACCES));
+    }
+    if stat.st_size as u64 > EXECUTABLE_MAX {
+        return Err(err(errno::ENOMEM));
+    }
+    let (handle, info) = with_client(|c| c.open(path, O_RDONLY, 0))?;
+    let in_place = info
+        .archive_offset
+        .and_then(|at| archive().and_then(|a| a.get(at as usize..(at + info.size) as usize)));
+    let contents = match in_place {
+        Some(bytes) => Ok(Contents::Archive(bytes)),
+        None => {
+            let mut bytes = vec![0u8; info.size as usize];
+            let mut done = 0;
+            let mut failed = None;
+            while done < bytes.len() {
+                let end = (done + BUFFER_SIZE).min(bytes.len());
+                match with_client(|c| c.read(handle, &mut bytes[done..end], Some(done as u64))) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            bytes.truncate(done);
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(Contents::Read(bytes)),
+            }
+        }
+    };
+    let _ = with_client(|c| c.close(&[handle]));
+    contents
 }

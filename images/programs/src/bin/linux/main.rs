@@ -19,12 +19,15 @@
 
 extern crate alloc;
 
+mod exec;
 mod files;
+mod fork;
+mod signals;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_guest_lib::virtio::rng;
-use k42_linux_abi::{auxv, errno, mm, process, signal, syscall as nr, time};
+use k42_linux_abi::{auxv, errno, mm, process, syscall as nr, time};
 use k42_programs::devmem::own_ppc_buffer;
 use k42_rt::kabi::{self, Prot, Sys};
 use k42_rt::sys;
@@ -34,16 +37,31 @@ use zerocopy::{FromBytes, IntoBytes};
 /// initial stack is the highest thing it owns).
 const USER_POINTERS: core::ops::Range<u64> = kabi::USER_START..kabi::MAIN_STACK_TOP;
 /// Anonymous mappings are placed downwards from here (below the kernel's fixed areas).
-const MMAP_TOP: u64 = 0x0000_7f00_0000_0000;
+pub(crate) const MMAP_TOP: u64 = 0x0000_7f00_0000_0000;
 /// The break may grow this far above its start (staying below the personality).
 const BRK_MAX: u64 = 1 << 30;
 /// Where this code and its data are: no mapping of the program may touch it.
-const PERSONALITY: core::ops::Range<u64> = kabi::LINUX_PERSONALITY_AREA;
+pub(crate) const PERSONALITY: core::ops::Range<u64> = kabi::LINUX_PERSONALITY_AREA;
 const PAGE: u64 = kabi::PAGE_SIZE;
 
 static BRK_START: AtomicU64 = AtomicU64::new(0);
 static BRK: AtomicU64 = AtomicU64::new(0);
 static MMAP_NEXT: AtomicU64 = AtomicU64::new(MMAP_TOP);
+/// `AT_HWCAP` as the kernel gave it (passed on by `execve`).
+static HWCAP: AtomicU64 = AtomicU64::new(0);
+
+/// The CPU capabilities for `AT_HWCAP`.
+pub(crate) fn hwcap() -> u64 {
+    HWCAP.load(Ordering::Relaxed)
+}
+
+/// A fresh program's memory layout: its break starts at `end`, mappings start at the top.
+pub(crate) fn reset_memory(end: u64) {
+    let end = end.next_multiple_of(PAGE);
+    BRK_START.store(end, Ordering::Relaxed);
+    BRK.store(end, Ordering::Relaxed);
+    MMAP_NEXT.store(MMAP_TOP, Ordering::Relaxed);
+}
 /// Unimplemented system calls already logged (one bit per number below 512).
 static LOGGED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 static RANDOM_STATE: AtomicU64 = AtomicU64::new(0);
@@ -116,6 +134,8 @@ struct Auxv {
     phent: u64,
     phnum: u64,
     entry: u64,
+    hwcap: u64,
+    execfn: u64,
 }
 
 /// Reads the auxiliary vector from the initial stack at `sp`.
@@ -136,6 +156,8 @@ fn read_auxv(sp: u64) -> Auxv {
         phent: 0,
         phnum: 0,
         entry: 0,
+        hwcap: 0,
+        execfn: 0,
     };
     loop {
         let (key, value) = (word(at), word(at + 8));
@@ -145,6 +167,8 @@ fn read_auxv(sp: u64) -> Auxv {
             auxv::AT_PHENT => aux.phent = value,
             auxv::AT_PHNUM => aux.phnum = value,
             auxv::AT_ENTRY => aux.entry = value,
+            auxv::AT_HWCAP => aux.hwcap = value,
+            auxv::AT_EXECFN => aux.execfn = value,
             _ => {}
         }
         at += 16;
@@ -186,9 +210,13 @@ extern "C" fn linux_start(sp: u64) -> ! {
     k42_rt::init_heap();
     files::init();
     let aux = read_auxv(sp);
-    let end = program_end(&aux);
-    BRK_START.store(end, Ordering::Relaxed);
-    BRK.store(end, Ordering::Relaxed);
+    reset_memory(program_end(&aux));
+    HWCAP.store(aux.hwcap, Ordering::Relaxed);
+    if aux.execfn != 0 {
+        if let Ok(path) = files::user_path(aux.execfn) {
+            exec::set_current_exe(&path);
+        }
+    }
     RANDOM_STATE.store(sys::rdtsc() | 1, Ordering::Relaxed);
     let entry = k42_linux_syscall as *const () as u64;
     let registered = sys::check_raw(sys::raw(Sys::LinuxEntry, entry, 0, 0, 0).0);
@@ -265,9 +293,16 @@ fn get<T: FromBytes>(ptr: u64) -> Result<T, Ret> {
 
 /// Handles Linux system call `n` with arguments `a0..a5`.
 extern "C" fn linux_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> Ret {
-    if let Some(ret) = files::syscall(n, [a0, a1, a2, a3, a4, a5]) {
-        return ret;
-    }
+    let ret = match files::syscall(n, [a0, a1, a2, a3, a4, a5]) {
+        Some(ret) => ret,
+        None => process_syscall(n, a0, a1, a2, a3),
+    };
+    signals::deliver();
+    ret
+}
+
+/// The system calls that are not about files.
+fn process_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Ret {
     match n {
         nr::SYS_BRK => brk(a0),
         nr::SYS_MMAP => mmap(a0, a1, a2, a3),
@@ -281,21 +316,39 @@ extern "C" fn linux_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64,
         },
         nr::SYS_ARCH_PRCTL => arch_prctl(a0, a1),
         nr::SYS_SET_TID_ADDRESS | nr::SYS_GETPID | nr::SYS_GETTID => k42_rt::pid() as Ret,
-        nr::SYS_GETPPID => 1,
+        nr::SYS_GETPPID => fork::parent(),
+        nr::SYS_FORK | nr::SYS_VFORK => fork::fork(),
+        nr::SYS_CLONE => fork::clone(a0, a1, a2, a3),
+        nr::SYS_EXECVE => exec::execve(a0, a1, a2),
+        // pid_t is an int: -1 arrives as 0xffff_ffff.
+        nr::SYS_WAIT4 => fork::wait4(i64::from(a0 as i32), a1, a2, a3),
+        nr::SYS_SETPGID => fork::setpgid(a0, a1),
+        nr::SYS_GETPGID => fork::getpgid(a0),
+        nr::SYS_GETPGRP => fork::getpgid(0),
+        nr::SYS_SETSID => fork::setsid(),
+        nr::SYS_GETSID => fork::getsid(a0),
         nr::SYS_GETUID | nr::SYS_GETEUID | nr::SYS_GETGID | nr::SYS_GETEGID => 0,
         nr::SYS_UNAME => put(
             a0,
             &process::Utsname::new("Linux", "k42", "6.1.0-k42", "#1 K42", "x86_64", "(none)"),
         ),
         nr::SYS_CLOCK_GETTIME => clock_gettime(a1),
-        nr::SYS_NANOSLEEP => nanosleep(a0),
+        nr::SYS_NANOSLEEP => clock_nanosleep(0, a0),
+        nr::SYS_CLOCK_NANOSLEEP => clock_nanosleep(a1, a2),
         nr::SYS_GETRANDOM => getrandom(a0, a1),
         nr::SYS_SCHED_YIELD => {
             sys::yield_now();
             0
         }
-        nr::SYS_RT_SIGACTION => sigaction(a0, a1, a2),
-        nr::SYS_RT_SIGPROCMASK => sigprocmask(a2),
+        nr::SYS_RT_SIGACTION => signals::sigaction(a0, a1, a2, a3),
+        nr::SYS_RT_SIGPROCMASK => signals::sigprocmask(a0, a1, a2, a3),
+        nr::SYS_RT_SIGPENDING => signals::sigpending(a0),
+        nr::SYS_RT_SIGSUSPEND => signals::sigsuspend(a0, a1),
+        nr::SYS_PAUSE => signals::sigsuspend(0, 0),
+        nr::SYS_KILL => signals::kill(i64::from(a0 as i32), a1),
+        nr::SYS_TKILL => signals::tgkill(i64::from(a0 as i32), a1),
+        nr::SYS_TGKILL => signals::tgkill(i64::from(a1 as i32), a2),
+        nr::SYS_TIME => time_seconds(a0),
         nr::SYS_SIGALTSTACK => 0,
         // Robust futex lists matter once threads exist; a kernel without rseq says ENOSYS,
         // which C libraries expect.
@@ -341,7 +394,7 @@ fn prctl(option: u64) -> Ret {
 }
 
 /// Ends the process with `status` once its descriptors are closed.
-fn exit(status: i64) -> ! {
+pub(crate) fn exit(status: i64) -> ! {
     files::close_all();
     sys::exit(status)
 }
@@ -359,9 +412,23 @@ fn unimplemented(n: u64) -> Ret {
     err(errno::ENOSYS)
 }
 
-/// Whether `addr..addr + len` touches the personality's own area.
-fn ours(addr: u64, len: u64) -> bool {
-    addr < PERSONALITY.end && addr.saturating_add(len) > PERSONALITY.start
+/// Whether `addr..addr + len` touches the personality's own area or its heap.
+pub(crate) fn ours(addr: u64, len: u64) -> bool {
+    let end = addr.saturating_add(len);
+    let heap = k42_rt::HEAP_START..k42_rt::HEAP_START + k42_rt::HEAP_SIZE;
+    (addr < PERSONALITY.end && end > PERSONALITY.start) || (addr < heap.end && end > heap.start)
+}
+
+/// Logs once per kind that a supported call was asked for something not supported yet.
+pub(crate) fn unimplemented_variant(what: &'static str) -> Ret {
+    static SEEN: spin::Mutex<alloc::vec::Vec<&'static str>> =
+        spin::Mutex::new(alloc::vec::Vec::new());
+    let mut seen = SEEN.lock();
+    if !seen.contains(&what) {
+        seen.push(what);
+        k42_rt::println!("linux: unimplemented: {what}; returns ENOSYS");
+    }
+    err(errno::ENOSYS)
 }
 
 fn prot(linux: u64) -> u64 {
@@ -397,15 +464,14 @@ fn brk(wanted: u64) -> Ret {
         current.next_multiple_of(PAGE),
         wanted.next_multiple_of(PAGE),
     );
-    if wanted_end > mapped_end
-        && sys::map(
+    if wanted_end > mapped_end {
+        if let Err(e) = sys::map(
             mapped_end,
             wanted_end - mapped_end,
             Prot::READ | Prot::WRITE,
-        )
-        .is_err()
-    {
-        return current as Ret;
+        ) {
+            return current as Ret;
+        }
     }
     if wanted_end < mapped_end {
         let _ = sys::unmap(wanted_end, mapped_end - wanted_end);
@@ -475,19 +541,45 @@ fn clock_gettime(ptr: u64) -> Ret {
     )
 }
 
-fn nanosleep(ptr: u64) -> Ret {
-    let t: time::Timespec = match get(ptr) {
+/// `clock_nanosleep(clock, flags, request, remain)`: every clock is the boot clock here, so
+/// an absolute deadline (`TIMER_ABSTIME`) is on it too.
+fn clock_nanosleep(flags: u64, request: u64) -> Ret {
+    const TIMER_ABSTIME: u64 = 1;
+    let t: time::Timespec = match get(request) {
         Ok(t) => t,
         Err(e) => return e,
     };
     if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
         return err(errno::EINVAL);
     }
-    let deadline = sys::now_ns() + t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+    let ns = (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64);
+    let deadline = if flags & TIMER_ABSTIME != 0 {
+        ns
+    } else {
+        sys::now_ns().saturating_add(ns)
+    };
     while sys::now_ns() < deadline {
-        sys::block(deadline);
+        signals::absorb(sys::block(deadline));
+        // A signal to act on ends the sleep early; it is delivered as the call returns.
+        if signals::deliverable() {
+            return err(errno::EINTR);
+        }
     }
     0
+}
+
+/// `time(tloc)`: seconds on the same clock as `clock_gettime`.
+fn time_seconds(tloc: u64) -> Ret {
+    let seconds = (sys::now_ns() / 1_000_000_000) as i64;
+    if tloc != 0 {
+        let r = put(tloc, &seconds);
+        if r < 0 {
+            return r;
+        }
+    }
+    seconds
 }
 
 /// The `random` server (`rngd`): 0 not looked up yet, `u64::MAX` none.
@@ -523,10 +615,17 @@ fn from_random_server(out: &mut [u8]) -> usize {
 
 fn getrandom(ptr: u64, len: u64) -> Ret {
     let len = len.min(1 << 20);
-    let out = match user_bytes_mut(ptr, len) {
-        Ok(out) => out,
-        Err(e) => return e,
-    };
+    match user_bytes_mut(ptr, len) {
+        Ok(out) => {
+            fill_random(out);
+            len as Ret
+        }
+        Err(e) => e,
+    }
+}
+
+/// Fills `out` with random bytes.
+pub(crate) fn fill_random(out: &mut [u8]) {
     // From the virtio-rng driver when one runs; what it cannot give comes from the fallback.
     let served = from_random_server(out);
     let out = &mut out[served..];
@@ -540,45 +639,4 @@ fn getrandom(ptr: u64, len: u64) -> Ret {
         chunk.copy_from_slice(&word[..chunk.len()]);
     }
     RANDOM_STATE.store(state, Ordering::Relaxed);
-    len as Ret
-}
-
-/// Each signal's handler as last set (`SIG_DFL` = 0, `SIG_IGN` = 1, else an address). Handlers
-/// are recorded but not yet delivered; the default and ignore dispositions are honoured where
-/// the personality raises a signal itself (`SIGPIPE`).
-static HANDLERS: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
-
-fn sigaction(sig: u64, new: u64, old: u64) -> Ret {
-    if sig == 0 || sig > 64 || sig == signal::SIGKILL as u64 || sig == signal::SIGSTOP as u64 {
-        return err(errno::EINVAL);
-    }
-    let slot = &HANDLERS[sig as usize];
-    if old != 0 {
-        let r = put(old, &[slot.load(Ordering::Relaxed), 0, 0, 0]);
-        if r < 0 {
-            return r;
-        }
-    }
-    if new != 0 {
-        match get::<u64>(new) {
-            Ok(handler) => slot.store(handler, Ordering::Relaxed),
-            Err(e) => return e,
-        }
-    }
-    0
-}
-
-/// A write to a pipe nobody reads: `SIGPIPE`, whose default action ends the process.
-fn signal_self_pipe() {
-    if HANDLERS[signal::SIGPIPE as usize].load(Ordering::Relaxed) == 0 {
-        files::close_all();
-        sys::exit(128 + signal::SIGPIPE as i64);
-    }
-}
-
-fn sigprocmask(old: u64) -> Ret {
-    if old != 0 {
-        return put(old, &0u64);
-    }
-    0
 }

@@ -1,0 +1,16 @@
+# Signals in busybox sh: trap handlers, kill of itself and of a child, exit statuses of
+# processes ended by a signal, SIGPIPE in a pipeline.
+trap 'echo caught USR1' USR1
+kill -USR1 $$
+echo after kill
+sh -c 'kill -TERM $$; echo not here'
+echo "self-killed child status: $?"
+sleep 30 &
+sleeper=$!
+kill $sleeper
+wait $sleeper
+echo "killed sleeper status: $?"
+seq 1 100000 | head -n 2
+echo "pipeline status: $?"
+trap 'echo bye from EXIT trap' EXIT
+exit 4

@@ -1,0 +1,166 @@
+//! Linux processes over K42 ones: fork (and vfork, and `clone` used as fork) on the kernel's
+//! copy-on-write `fork`, `wait4` on its `wait`, and the process-group and session ids shells
+//! ask for, kept here in the process (a child inherits them with its copy of this memory).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use k42_linux_abi::process::{
+    self, wait_status, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CSIGNAL,
+    WNOHANG,
+};
+use k42_linux_abi::{errno, signal};
+use k42_rt::kabi::{self, Error, WaitFlags};
+use k42_rt::sys::{self, Forked};
+
+use crate::{err, files, put, Ret};
+
+/// The parent's pid (1, init, for a process the kernel or a native program started).
+static PARENT: AtomicU64 = AtomicU64::new(1);
+/// The process group (0: not set, the process's own pid).
+static GROUP: AtomicU64 = AtomicU64::new(0);
+/// The session (0: not set, the process's own pid).
+static SESSION: AtomicU64 = AtomicU64::new(0);
+
+fn or_self(id: u64) -> u64 {
+    if id == 0 {
+        k42_rt::pid()
+    } else {
+        id
+    }
+}
+
+/// `getppid()`.
+pub fn parent() -> Ret {
+    PARENT.load(Ordering::Relaxed) as Ret
+}
+
+/// `fork()` / `vfork()` (a vfork child gets a copy too, which is what vfork allows).
+pub fn fork() -> Ret {
+    let handles = match files::prepare_fork() {
+        Ok(handles) => handles,
+        Err(e) => return e,
+    };
+    let me = k42_rt::pid();
+    let group = or_self(GROUP.load(Ordering::Relaxed));
+    let session = or_self(SESSION.load(Ordering::Relaxed));
+    match sys::fork() {
+        Ok(Forked::Child) => {
+            PARENT.store(me, Ordering::Relaxed);
+            crate::signals::forked_child();
+            GROUP.store(group, Ordering::Relaxed);
+            SESSION.store(session, Ordering::Relaxed);
+            0
+        }
+        Ok(Forked::Parent(pid)) => pid as Ret,
+        Err(e) => {
+            files::fork_failed(&handles);
+            match e {
+                Error::Again => err(errno::EAGAIN),
+                Error::NoMemory => err(errno::ENOMEM),
+                // A process with threads on several CPUs cannot fork yet.
+                _ => err(errno::ENOSYS),
+            }
+        }
+    }
+}
+
+/// `clone(flags, stack, parent_tid, child_tid, tls)`: a new process (what C libraries' `fork`
+/// asks for). New threads (`CLONE_VM`) and other sharing are not supported yet: `-ENOSYS`.
+pub fn clone(flags: u64, stack: u64, parent_tid: u64, child_tid: u64) -> Ret {
+    let allowed = CSIGNAL | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | CLONE_PARENT_SETTID;
+    if flags & !allowed != 0 || stack != 0 {
+        return crate::unimplemented_variant("clone with sharing flags or a new stack");
+    }
+    if flags & CSIGNAL != signal::SIGCHLD as u64 && flags & CSIGNAL != 0 {
+        return err(errno::EINVAL);
+    }
+    let pid = fork();
+    if pid == 0 && flags & CLONE_CHILD_SETTID != 0 {
+        // The child's copy of its thread id word; a bad pointer is the child's problem, as on
+        // Linux (the kernel ignores the failure).
+        let _ = put(child_tid, &(k42_rt::pid() as u32));
+    }
+    if pid > 0 && flags & CLONE_PARENT_SETTID != 0 {
+        let _ = put(parent_tid, &(pid as u32));
+    }
+    pid
+}
+
+/// `wait4(pid, status, options, rusage)`: any child for `pid` -1, 0 or below -1 (process
+/// groups are not tracked across processes yet), else that child.
+pub fn wait4(pid: i64, status: u64, options: u64, rusage: u64) -> Ret {
+    let known = u64::from(WNOHANG | process::WUNTRACED | process::WCONTINUED | process::__WALL);
+    if options & !known != 0 {
+        return err(errno::EINVAL);
+    }
+    let target = if pid > 0 { pid as u64 } else { kabi::WAIT_ANY };
+    let flags = if options & u64::from(WNOHANG) != 0 {
+        WaitFlags::NO_HANG
+    } else {
+        0
+    };
+    match sys::wait_flags(target, flags) {
+        Ok((child, code)) => {
+            if status != 0 {
+                let word = if code & kabi::EXIT_SIGNALED != 0 {
+                    wait_status::signaled((code & 0x7f) as i32, false)
+                } else {
+                    wait_status::exited(code as i32)
+                };
+                let r = put(status, &word);
+                if r < 0 {
+                    return r;
+                }
+            }
+            if rusage != 0 {
+                let r = put(rusage, &process::Rusage::default());
+                if r < 0 {
+                    return r;
+                }
+            }
+            child as Ret
+        }
+        Err(Error::Again) => 0,
+        Err(_) => err(errno::ECHILD),
+    }
+}
+
+/// `setpgid(pid, pgid)` for the caller itself (another process's group is not reachable yet:
+/// `-ESRCH`).
+pub fn setpgid(pid: u64, group: u64) -> Ret {
+    if pid != 0 && pid != k42_rt::pid() {
+        return err(errno::ESRCH);
+    }
+    if (group as i64) < 0 {
+        return err(errno::EINVAL);
+    }
+    GROUP.store(or_self(group), Ordering::Relaxed);
+    0
+}
+
+/// `getpgid(pid)` / `getpgrp()`.
+pub fn getpgid(pid: u64) -> Ret {
+    if pid != 0 && pid != k42_rt::pid() {
+        return err(errno::ESRCH);
+    }
+    or_self(GROUP.load(Ordering::Relaxed)) as Ret
+}
+
+/// `setsid()`: a new session and group led by the caller.
+pub fn setsid() -> Ret {
+    let me = k42_rt::pid();
+    if SESSION.load(Ordering::Relaxed) == me {
+        return err(errno::EPERM);
+    }
+    GROUP.store(me, Ordering::Relaxed);
+    SESSION.store(me, Ordering::Relaxed);
+    me as Ret
+}
+
+/// `getsid(pid)`.
+pub fn getsid(pid: u64) -> Ret {
+    if pid != 0 && pid != k42_rt::pid() {
+        return err(errno::ESRCH);
+    }
+    or_self(SESSION.load(Ordering::Relaxed)) as Ret
+}

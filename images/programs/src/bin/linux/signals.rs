@@ -1,0 +1,279 @@
+//! Linux signals in the personality: dispositions, the blocked mask and the pending set live
+//! here, in the process. Signals arrive as K42 soft interrupts: signal `s` from another
+//! process is soft-interrupt bit `s - 1` (posted by that process's `kill`), a child's exit is
+//! [`kabi::SOFT_INTERRUPT_CHILD`] (posted by the kernel, raised here as `SIGCHLD`), and a
+//! signal the process raises itself (`SIGPIPE`, `kill` of itself) goes straight to the
+//! pending set.
+//!
+//! Delivery happens when a system call returns (and inside `sigsuspend`/`pause`): a handler
+//! is called as a function on the program's stack, with the signal (and with `SA_SIGINFO`, a
+//! `siginfo_t` and an empty `ucontext_t`), under the handler's mask; its return resumes the
+//! system call's return. A default action of Terminate or CoreDump ends the process with
+//! status 128 + the signal. Not yet: interrupting a system call that blocks (it completes and
+//! the signal follows), delivery to a process spinning without system calls, alternate
+//! signal stacks, stop and continue.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use k42_linux_abi::errno;
+use k42_linux_abi::signal::{
+    default_action, is_valid, DefaultAction, KernelSigaction, SigInfo, Sigset, UContext,
+    SA_NODEFER, SA_RESETHAND, SA_SIGINFO, SIGCHLD, SIGKILL, SIGSTOP, SIG_DFL, SIG_IGN,
+};
+use k42_rt::kabi;
+use k42_rt::sys;
+use spin::Mutex;
+
+use crate::{err, get, put, Ret};
+
+/// Soft-interrupt bits that carry signals from other processes (signals 1-31).
+const SIGNAL_BITS: u64 = (1 << 31) - 1;
+
+/// Each signal's action (index = signal number).
+static ACTIONS: Mutex<[KernelSigaction; 65]> = Mutex::new(
+    [KernelSigaction {
+        handler: SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: Sigset::EMPTY,
+    }; 65],
+);
+/// Signals raised and not yet delivered.
+static PENDING: AtomicU64 = AtomicU64::new(0);
+/// The blocked mask.
+static BLOCKED: AtomicU64 = AtomicU64::new(0);
+
+/// Records soft-interrupt `bits` (returned by a `block`, or taken from the dispatcher page) as
+/// pending signals; returns the bits that are not signals.
+pub fn absorb(bits: u64) -> u64 {
+    let mut signals = bits & SIGNAL_BITS;
+    if bits & kabi::SOFT_INTERRUPT_CHILD != 0 {
+        signals |= Sigset::bit(SIGCHLD);
+    }
+    if signals != 0 {
+        PENDING.fetch_or(signals, Ordering::AcqRel);
+    }
+    bits & !(SIGNAL_BITS | kabi::SOFT_INTERRUPT_CHILD)
+}
+
+/// Takes signal bits the kernel posted while the process ran (they wait in its dispatcher
+/// page until a `block` would return them); other bits stay for whoever waits for them.
+fn take_posted() {
+    let word = &k42_rt::dispatcher_page(0).soft_interrupts;
+    let mask = SIGNAL_BITS | kabi::SOFT_INTERRUPT_CHILD;
+    if word.load(Ordering::Relaxed) & mask != 0 {
+        absorb(word.fetch_and(!mask, Ordering::AcqRel) & mask);
+    }
+}
+
+/// Makes `sig` pending in this process.
+pub fn raise(sig: i32) {
+    PENDING.fetch_or(Sigset::bit(sig), Ordering::AcqRel);
+}
+
+/// A forked child starts with no pending signals.
+pub fn forked_child() {
+    PENDING.store(0, Ordering::Release);
+}
+
+/// At `execve`: caught signals go back to their default action (ignored ones stay ignored).
+pub fn reset_for_exec() {
+    for action in ACTIONS.lock().iter_mut() {
+        if action.handler != SIG_IGN {
+            *action = KernelSigaction::default();
+        }
+    }
+}
+
+/// Whether a pending, unblocked signal would do something (run a handler or end the
+/// process): what ends a wait early.
+pub fn deliverable() -> bool {
+    take_posted();
+    let ready = PENDING.load(Ordering::Acquire) & !BLOCKED.load(Ordering::Acquire);
+    if ready == 0 {
+        return false;
+    }
+    let actions = ACTIONS.lock();
+    Sigset(ready).iter().any(|sig| {
+        let handler = actions[sig as usize].handler;
+        handler > SIG_IGN
+            || (handler == SIG_DFL
+                && !matches!(default_action(sig), Some(DefaultAction::Ignore) | None))
+    })
+}
+
+/// Delivers every pending signal that is not blocked (called as each system call returns).
+pub fn deliver() {
+    take_posted();
+    loop {
+        let ready = Sigset(PENDING.load(Ordering::Acquire) & !BLOCKED.load(Ordering::Acquire));
+        let Some(sig) = ready.next_to_deliver() else {
+            return;
+        };
+        PENDING.fetch_and(!Sigset::bit(sig), Ordering::AcqRel);
+        deliver_one(sig);
+    }
+}
+
+fn deliver_one(sig: i32) {
+    let action = {
+        let mut actions = ACTIONS.lock();
+        let action = actions[sig as usize];
+        if action.handler > SIG_IGN && action.flags & SA_RESETHAND != 0 {
+            actions[sig as usize] = KernelSigaction::default();
+        }
+        action
+    };
+    match action.handler {
+        SIG_IGN => {}
+        SIG_DFL => match default_action(sig) {
+            Some(DefaultAction::Terminate | DefaultAction::CoreDump) => {
+                crate::exit(kabi::EXIT_SIGNALED | i64::from(sig))
+            }
+            _ => {}
+        },
+        handler => {
+            let old = BLOCKED.load(Ordering::Acquire);
+            let mut mask = old | action.mask.0;
+            if action.flags & SA_NODEFER == 0 {
+                mask |= Sigset::bit(sig);
+            }
+            BLOCKED.store(Sigset(mask).blockable().0, Ordering::Release);
+            if action.flags & SA_SIGINFO != 0 {
+                let mut info = SigInfo::kill(sig, 0, 0, 0);
+                let mut context = UContext::default();
+                context.uc_sigmask = Sigset(old);
+                let f: extern "C" fn(i32, *mut SigInfo, *mut UContext) =
+                    // SAFETY: the program installed this address as an `SA_SIGINFO` handler,
+                    // whose C type this is; it runs on the program's stack, as on Linux.
+                    unsafe { core::mem::transmute(handler as usize) };
+                f(sig, &mut info, &mut context);
+            } else {
+                // SAFETY: the program installed this address as a `void (*)(int)` handler.
+                let f: extern "C" fn(i32) = unsafe { core::mem::transmute(handler as usize) };
+                f(sig);
+            }
+            BLOCKED.store(old, Ordering::Release);
+        }
+    }
+}
+
+/// `rt_sigaction(sig, new, old, size)`.
+pub fn sigaction(sig: u64, new: u64, old: u64, size: u64) -> Ret {
+    let sig = sig as i32;
+    if !is_valid(sig) || sig == SIGKILL || sig == SIGSTOP || size != 8 {
+        return err(errno::EINVAL);
+    }
+    let new_action = match new {
+        0 => None,
+        ptr => match get::<KernelSigaction>(ptr) {
+            Ok(action) => Some(action),
+            Err(e) => return e,
+        },
+    };
+    let previous = {
+        let mut actions = ACTIONS.lock();
+        let previous = actions[sig as usize];
+        if let Some(mut action) = new_action {
+            action.mask = action.mask.blockable();
+            actions[sig as usize] = action;
+        }
+        previous
+    };
+    if old != 0 {
+        return put(old, &previous);
+    }
+    0
+}
+
+/// `rt_sigprocmask(how, set, old, size)`.
+pub fn sigprocmask(how: u64, set: u64, old: u64, size: u64) -> Ret {
+    if size != 8 {
+        return err(errno::EINVAL);
+    }
+    let current = Sigset(BLOCKED.load(Ordering::Acquire));
+    if set != 0 {
+        let change = match get::<Sigset>(set) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        match current.apply_sigprocmask(how as i32, change) {
+            Ok(new) => BLOCKED.store(new.0, Ordering::Release),
+            Err(e) => return err(e),
+        }
+    }
+    if old != 0 {
+        return put(old, &current);
+    }
+    0
+}
+
+/// `rt_sigpending(set, size)`.
+pub fn sigpending(set: u64) -> Ret {
+    take_posted();
+    let pending = PENDING.load(Ordering::Acquire) & BLOCKED.load(Ordering::Acquire);
+    put(set, &Sigset(pending))
+}
+
+/// `rt_sigsuspend(mask, size)` (and `pause` with `mask` 0: the current mask): waits with
+/// `mask` blocked until a signal is delivered, then returns `-EINTR`.
+pub fn sigsuspend(mask: u64, size: u64) -> Ret {
+    let old = BLOCKED.load(Ordering::Acquire);
+    if mask != 0 {
+        if size != 8 {
+            return err(errno::EINVAL);
+        }
+        match get::<Sigset>(mask) {
+            Ok(set) => BLOCKED.store(set.blockable().0, Ordering::Release),
+            Err(e) => return e,
+        }
+    }
+    loop {
+        // A signal whose action is to ignore it does not end the wait.
+        if deliverable() {
+            deliver();
+            BLOCKED.store(old, Ordering::Release);
+            return err(errno::EINTR);
+        }
+        deliver();
+        // Other bits (a file-server wake-up) matter only to a call that waits for them,
+        // and none does now.
+        absorb(sys::block(0));
+    }
+}
+
+/// `kill(pid, sig)`: to the process itself, or to a child (the kernel lets a parent post soft
+/// interrupts to its children); other targets are not reachable yet (`-EPERM`).
+pub fn kill(pid: i64, sig: u64) -> Ret {
+    let sig = sig as i32;
+    if sig != 0 && !is_valid(sig) {
+        return err(errno::EINVAL);
+    }
+    let me = k42_rt::pid() as i64;
+    if pid == me || pid == 0 {
+        if sig != 0 {
+            raise(sig);
+        }
+        return 0;
+    }
+    if pid < 0 {
+        return crate::unimplemented_variant("kill of a process group or of every process");
+    }
+    if sig == 0 {
+        return 0;
+    }
+    if sig > 31 {
+        return crate::unimplemented_variant("a real-time signal to another process");
+    }
+    match sys::soft_interrupt(pid as u64, 0, Sigset::bit(sig)) {
+        Ok(()) => 0,
+        Err(kabi::Error::NotFound) => err(errno::ESRCH),
+        Err(_) => err(errno::EPERM),
+    }
+}
+
+/// `tgkill(tgid, tid, sig)` / `tkill(tid, sig)`: processes have one thread, whose id is the
+/// pid.
+pub fn tgkill(tid: i64, sig: u64) -> Ret {
+    kill(tid, sig)
+}
