@@ -2,6 +2,7 @@
 
 use core::sync::atomic::Ordering;
 
+use k42_guest_lib::kabi;
 use k42_paravirt::exit_code;
 
 use crate::arch::{apic, idt, idt::TrapFrame, read_cr2};
@@ -104,7 +105,7 @@ fn user_exception(frame: &mut TrapFrame) {
             frame.rip,
             frame.rsp
         );
-        proc::exit(&current.process, 128 + 11);
+        proc::exit(&current.process, fault_status(&current.process, 11));
         return;
     }
     let vector = frame.vector as usize;
@@ -123,7 +124,18 @@ fn user_exception(frame: &mut TrapFrame) {
         6 => 4,     // SIGILL
         _ => 11,    // SIGSEGV
     };
-    proc::exit(&current.process, 128 + signal);
+    proc::exit(&current.process, fault_status(&current.process, signal));
+}
+
+/// The exit status of a process a fault ends with `signal`: 128 + signal, as a shell reports
+/// it; a Linux process is ended by the signal itself, so its parent's `wait4` sees
+/// `WIFSIGNALED` (see [`kabi::EXIT_SIGNALED`]).
+fn fault_status(process: &proc::Process, signal: i64) -> i64 {
+    if process.flags & kabi::SpawnFlags::LINUX != 0 {
+        kabi::EXIT_SIGNALED | signal
+    } else {
+        128 + signal
+    }
 }
 
 /// Any CPU exception in the kernel: report vector, error code, RIP, CR2 and registers, and

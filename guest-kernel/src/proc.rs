@@ -879,6 +879,12 @@ pub fn exit(process: &Arc<Process>, status: i64) {
         }
     }
     if process.pid == INIT_PID {
+        // A Linux init ended by a signal reports 128 + signal, as a shell would.
+        let status = if status & kabi::EXIT_SIGNALED != 0 {
+            128 + (status & 0x7f)
+        } else {
+            status
+        };
         crate::kprintln!("init ({}) exited with status {}", process.name, status);
         platform::shutdown((status as u64 & 0xff) as u32);
     }

@@ -38,6 +38,11 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         "files, directories, pipes and devices work through the file server\n{context}"
     );
     assert!(
+        output.contains("linux-procs: ok (")
+            && output.contains("(/bin/linux-procs): page fault at 0x10 (write)"),
+        "Linux fork/exec/wait4, signals, SIGSEGV from a fault or the fork bomb failed\n{context}"
+    );
+    assert!(
         output.contains("linux: unimplemented system call unknown (400) returns ENOSYS"),
         "unimplemented Linux calls are logged by name (or number)\n{context}"
     );

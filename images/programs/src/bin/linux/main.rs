@@ -464,14 +464,15 @@ fn brk(wanted: u64) -> Ret {
         current.next_multiple_of(PAGE),
         wanted.next_multiple_of(PAGE),
     );
-    if wanted_end > mapped_end {
-        if let Err(e) = sys::map(
+    if wanted_end > mapped_end
+        && sys::map(
             mapped_end,
             wanted_end - mapped_end,
             Prot::READ | Prot::WRITE,
-        ) {
-            return current as Ret;
-        }
+        )
+        .is_err()
+    {
+        return current as Ret;
     }
     if wanted_end < mapped_end {
         let _ = sys::unmap(wanted_end, mapped_end - wanted_end);

@@ -126,12 +126,11 @@ fn deliver_one(sig: i32) {
     };
     match action.handler {
         SIG_IGN => {}
-        SIG_DFL => match default_action(sig) {
-            Some(DefaultAction::Terminate | DefaultAction::CoreDump) => {
+        SIG_DFL => {
+            if let Some(DefaultAction::Terminate | DefaultAction::CoreDump) = default_action(sig) {
                 crate::exit(kabi::EXIT_SIGNALED | i64::from(sig))
             }
-            _ => {}
-        },
+        }
         handler => {
             let old = BLOCKED.load(Ordering::Acquire);
             let mut mask = old | action.mask.0;
@@ -141,8 +140,10 @@ fn deliver_one(sig: i32) {
             BLOCKED.store(Sigset(mask).blockable().0, Ordering::Release);
             if action.flags & SA_SIGINFO != 0 {
                 let mut info = SigInfo::kill(sig, 0, 0, 0);
-                let mut context = UContext::default();
-                context.uc_sigmask = Sigset(old);
+                let mut context = UContext {
+                    uc_sigmask: Sigset(old),
+                    ..UContext::default()
+                };
                 let f: extern "C" fn(i32, *mut SigInfo, *mut UContext) =
                     // SAFETY: the program installed this address as an `SA_SIGINFO` handler,
                     // whose C type this is; it runs on the program's stack, as on Linux.

@@ -1,0 +1,202 @@
+/* A static musl C program for the Linux personality's processes: fork and wait4 with exit
+ * statuses, a child ended by SIGSEGV from a fault and one ended by kill, execve of itself
+ * (arguments arrive), of a file that is not a program and of a missing one, a pipe between
+ * parent and child, signal handlers (raised by the process itself and SIGCHLD from a child's
+ * exit) and a fork bomb that ends at the process limit with EAGAIN, after which fork works
+ * again. Exits 0 only if every check holds; prints each failure. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int failures, checks;
+
+static void check(int ok, const char *what) {
+    checks++;
+    if (!ok) {
+        failures++;
+        printf("linux-procs: FAILED: %s (errno %d)\n", what, errno);
+    }
+}
+
+/* The status a child left, or -1 if waiting failed. */
+static int reap(pid_t pid) {
+    int status = 0;
+    return waitpid(pid, &status, 0) == pid ? status : -1;
+}
+
+static void exit_statuses(void) {
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(7);
+    check(pid > 0, "fork");
+    int status = reap(pid);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 7, "exit status 7");
+    check(waitpid(-1, &status, WNOHANG) == -1 && errno == ECHILD, "no children left: ECHILD");
+}
+
+static void fault_is_sigsegv(void) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* An address nothing maps, hidden from the compiler's bounds checks. */
+        volatile uintptr_t address = 16;
+        *(volatile int *)address = 1;
+        _exit(0);
+    }
+    int status = reap(pid);
+    check(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
+          "a faulting child ends by SIGSEGV");
+}
+
+static void kill_child(void) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (;;)
+            pause();
+    }
+    check(kill(pid, SIGTERM) == 0, "kill a child");
+    int status = reap(pid);
+    check(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+          "a killed child ends by SIGTERM");
+}
+
+static void exec_checks(const char *self) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *argv[] = {(char *)self, "exec-child", "42", NULL};
+        char *envp[] = {"K42_PROCS=exec", NULL};
+        execve(self, argv, envp);
+        _exit(99);
+    }
+    int status = reap(pid);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 42,
+          "execve of itself passes arguments and environment");
+
+    static const char text[] = "this is not a program\n";
+    int fd = open("/tmp/not-a-program", O_CREAT | O_WRONLY | O_TRUNC, 0755);
+    check(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t)(sizeof text - 1),
+          "write /tmp/not-a-program");
+    close(fd);
+    char *argv[] = {"not-a-program", NULL};
+    char *envp[] = {NULL};
+    errno = 0;
+    check(execve("/tmp/not-a-program", argv, envp) == -1 && errno == ENOEXEC,
+          "execve of a text file: ENOEXEC");
+    errno = 0;
+    check(execve("/tmp/no-such-program", argv, envp) == -1 && errno == ENOENT,
+          "execve of a missing file: ENOENT");
+    errno = 0;
+    check(execve("/tmp", argv, envp) == -1 && errno == EACCES, "execve of a directory: EACCES");
+    unlink("/tmp/not-a-program");
+}
+
+static void pipe_to_child(void) {
+    int fds[2];
+    check(pipe(fds) == 0, "pipe");
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        static const char hello[] = "hello from the child";
+        _exit(write(fds[1], hello, sizeof hello) == sizeof hello ? 0 : 1);
+    }
+    close(fds[1]);
+    char buf[64] = {0};
+    ssize_t n = 0, got;
+    while ((got = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0)
+        n += got;
+    close(fds[0]);
+    check(strcmp(buf, "hello from the child") == 0, "the child's bytes arrive through a pipe");
+    int status = reap(pid);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "pipe writer exit");
+}
+
+static volatile sig_atomic_t usr1, chld;
+
+static void on_usr1(int sig) { usr1 += sig == SIGUSR1; }
+static void on_chld(int sig) { chld += sig == SIGCHLD; }
+
+static void signal_handlers(void) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_usr1;
+    check(sigaction(SIGUSR1, &sa, NULL) == 0, "sigaction SIGUSR1");
+    check(kill(getpid(), SIGUSR1) == 0 && usr1 == 1, "a handler runs for a signal to itself");
+
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    check(sigprocmask(SIG_BLOCK, &block, &old) == 0, "block SIGUSR1");
+    raise(SIGUSR1);
+    sigset_t pending;
+    check(usr1 == 1 && sigpending(&pending) == 0 && sigismember(&pending, SIGUSR1),
+          "a blocked signal waits");
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    check(usr1 == 2, "unblocking delivers it");
+
+    sa.sa_handler = on_chld;
+    check(sigaction(SIGCHLD, &sa, NULL) == 0, "sigaction SIGCHLD");
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    reap(pid);
+    getpid(); /* signals are delivered as system calls return */
+    check(chld >= 1, "SIGCHLD from a child's exit");
+    signal(SIGCHLD, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
+}
+
+static void fork_bomb(void) {
+    pid_t pids[4096];
+    int n = 0;
+    int last_errno = 0;
+    while (n < 4096) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (;;)
+                pause();
+        }
+        if (pid < 0) {
+            last_errno = errno;
+            break;
+        }
+        pids[n++] = pid;
+    }
+    check(n > 0 && n < 4096 && last_errno == EAGAIN, "a fork bomb ends with EAGAIN");
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGKILL);
+    int reaped = 0;
+    for (int i = 0; i < n; i++)
+        reaped += reap(pids[i]) != -1;
+    check(reaped == n, "every bomb process is reaped");
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(3);
+    int status = reap(pid);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 3, "fork works again");
+    printf("linux-procs: fork bomb of %d processes ended with EAGAIN\n", n);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "exec-child") == 0) {
+        const char *env = getenv("K42_PROCS");
+        return env && strcmp(env, "exec") == 0 ? atoi(argv[2]) : 1;
+    }
+    exit_statuses();
+    fault_is_sigsegv();
+    kill_child();
+    exec_checks(argv[0]);
+    pipe_to_child();
+    signal_handlers();
+    fork_bomb();
+    if (failures == 0) {
+        printf("linux-procs: ok (%d checks)\n", checks);
+        return 0;
+    }
+    printf("linux-procs: %d of %d checks FAILED\n", failures, checks);
+    return 1;
+}
