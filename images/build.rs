@@ -15,12 +15,13 @@ const PROGRAMS: [&str; 19] = [
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.
-const LINUX_C_PROGRAMS: [&str; 5] = [
+const LINUX_C_PROGRAMS: [&str; 6] = [
     "linux-hello",
     "linux-getpid",
     "linux-files",
     "linux-random",
     "linux-procs",
+    "linux-rewrite",
 ];
 
 /// Where Debian's busybox-static installs busybox.

@@ -3,7 +3,8 @@
 //! measures host peers: `getpid`, a pipe ping-pong between two processes, and a futex
 //! ping-pong between two pthreads (std's Mutex + Condvar). It also runs one static musl
 //! program timing Linux `getpid` both in the guest (through the Linux personality) and on the
-//! host. Prints figures and ratios; on an
+//! host; the guest runs twice, with its `syscall` sites rewritten into calls (the default) and
+//! with `k42.syscall_rewrite=off` (each `syscall` reflected). Prints figures and ratios; on an
 //! emulating KVM the guest's kernel paths cost about 0.6-1 µs per ring-0 instruction, so the
 //! guest-side time divided by that gives the instruction count of the path.
 
@@ -119,23 +120,23 @@ fn host_linux_getpid_ns() -> Result<f64, String> {
         .ok_or_else(|| format!("no metric from {} on the host: {stdout}", program.display()))
 }
 
-fn bench() -> Result<(), String> {
-    require_kvm()?;
-    let k42vm = k42vm_binary()?;
-    let mut cmd = Command::new(&k42vm);
+/// Runs the guest's `/bin/bench` with `extra` on the kernel command line; returns its output.
+fn guest_bench(k42vm: &std::path::Path, extra: &str) -> Result<String, String> {
+    let cmdline = format!("k42.quiet init=/bin/bench {extra}");
+    println!(
+        "user: {} run --initrd <test initramfs> --cmdline \"{cmdline}\"",
+        k42vm.display()
+    );
+    let mut cmd = Command::new(k42vm);
     cmd.args([
         "run",
         "--initrd",
         k42_images::TEST_INITRD_PATH,
         "--cmdline",
-        "k42.quiet init=/bin/bench",
+        &cmdline,
         "--timeout",
         "120s",
     ]);
-    println!(
-        "user: {} run --initrd <test initramfs> --cmdline \"init=/bin/bench\"",
-        k42vm.display()
-    );
     let run = run_timed(&mut cmd, Duration::from_secs(150))?;
     if !run.status.success() {
         return Err(format!(
@@ -144,14 +145,28 @@ fn bench() -> Result<(), String> {
             tail(&run.stdout, 10)
         ));
     }
+    Ok(run.stdout)
+}
+
+fn bench() -> Result<(), String> {
+    require_kvm()?;
+    let k42vm = k42vm_binary()?;
+    let stdout = guest_bench(&k42vm, "")?;
+    let reflected_stdout = guest_bench(&k42vm, "k42.syscall_rewrite=off")?;
     let metric = |name: &str| {
-        parse_metric(&run.stdout, name)
-            .ok_or_else(|| format!("no `metric {name}` line:\n{}", tail(&run.stdout, 10)))
+        parse_metric(&stdout, name)
+            .ok_or_else(|| format!("no `metric {name}` line:\n{}", tail(&stdout, 10)))
     };
     let null = metric("null_syscall_ns")?;
     let ppc = metric("ppc_roundtrip_ns")?;
     let switch = metric("uthread_switch_ns")?;
     let linux_getpid = metric("linux_getpid_ns")?;
+    let reflected_getpid = parse_metric(&reflected_stdout, "linux_getpid_ns").ok_or_else(|| {
+        format!(
+            "no `metric linux_getpid_ns` line without rewriting:\n{}",
+            tail(&reflected_stdout, 10)
+        )
+    })?;
     let host_linux_getpid = host_linux_getpid_ns()?;
     let host_getpid = getpid_ns();
     let pipe = pipe_ping_pong_ns()?;
@@ -174,8 +189,13 @@ fn bench() -> Result<(), String> {
         pthread,
     );
     row(
-        "Linux getpid (same static binary) guest vs host",
+        "Linux getpid, site rewritten, guest vs host",
         linux_getpid,
+        host_linux_getpid,
+    );
+    row(
+        "Linux getpid, syscall reflected, guest vs host",
+        reflected_getpid,
         host_linux_getpid,
     );
     println!();

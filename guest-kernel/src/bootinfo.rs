@@ -115,6 +115,9 @@ pub struct Switches {
     /// `k42.max_processes=N`: fewer live processes than `kabi::MAX_PROCESSES` (tests run a
     /// small fork bomb against it).
     pub max_processes: Option<usize>,
+    /// `k42.syscall_rewrite=off`: Linux system-call sites stay `syscall` instructions (they
+    /// are rewritten into calls by default).
+    pub no_syscall_rewrite: bool,
 }
 
 impl Switches {
@@ -138,6 +141,7 @@ impl Switches {
                 "init" if !value.is_empty() => s.init = Some(value),
                 "k42.arg" => s.init_arg = value.parse().unwrap_or(0),
                 "k42.max_processes" => s.max_processes = value.parse().ok(),
+                "k42.syscall_rewrite" => s.no_syscall_rewrite = value == "off",
                 _ => {}
             }
         }

@@ -123,6 +123,7 @@ pub fn probe() -> Result<EntryKind, &'static str> {
         _ => write_frame(page, &STUB_INT3),
     }
     proc::set_entry_frame(page);
+    proc::make_sled_frame()?;
     KIND.store(
         if found == EntryKind::Syscall { 1 } else { 2 },
         Ordering::Release,

@@ -140,6 +140,7 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
         if let Some(limit) = switches.max_processes {
             proc::set_process_limit(limit);
         }
+        proc::set_syscall_rewrite(!switches.no_syscall_rewrite);
         let devices = device::init(info.cmdline, info.memmap);
         if devices > 0 && !switches.quiet {
             kprintln!("devices: {} virtio-mmio device(s) for drivers", devices);

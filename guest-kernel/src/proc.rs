@@ -317,6 +317,48 @@ pub fn set_entry_frame(frame: u64) {
     ENTRY_FRAME.store(frame, Ordering::Release);
 }
 
+/// The frame of the [`kabi::LINUX_SYSCALL_SLED`] page (0 until the first program starts).
+static SLED_FRAME: AtomicU64 = AtomicU64::new(0);
+/// Whether Linux system-call sites are rewritten (`k42.syscall_rewrite=off` clears it).
+static SYSCALL_REWRITE: AtomicBool = AtomicBool::new(true);
+
+/// Turns the rewriting of Linux system-call sites on or off (before the first program runs).
+pub fn set_syscall_rewrite(on: bool) {
+    SYSCALL_REWRITE.store(on, Ordering::Release);
+}
+
+/// Builds the [`kabi::LINUX_SYSCALL_SLED`] page, shared read-only by every Linux process.
+pub fn make_sled_frame() -> Result<(), &'static str> {
+    let frame = mm::alloc_frame().ok_or("no memory for the system-call sled page")?;
+    static SLED: [u8; FRAME_SIZE as usize] = kabi::linux_sled_page();
+    mm::write_phys(frame, &SLED);
+    SLED_FRAME.store(frame, Ordering::Release);
+    Ok(())
+}
+
+/// Maps the system-call sled page into the Linux process `me` once rewriting is on; returns
+/// whether it is mapped.
+pub fn map_linux_sled(process: &Process) -> Result<bool, kabi::Error> {
+    let frame = SLED_FRAME.load(Ordering::Acquire);
+    if !SYSCALL_REWRITE.load(Ordering::Acquire) || frame == 0 {
+        return Ok(false);
+    }
+    let mut guard = process.aspace.lock();
+    let space = guard.as_mut().ok_or(kabi::Error::NotFound)?;
+    if space.region_at(kabi::LINUX_SYSCALL_SLED).is_some() {
+        return Ok(true);
+    }
+    let region = Region {
+        start: kabi::LINUX_SYSCALL_SLED,
+        end: kabi::LINUX_SYSCALL_SLED + FRAME_SIZE,
+        prot: Prot::READ | Prot::EXEC,
+        backing: Backing::Shared,
+    };
+    space.add_region(region)?;
+    space.map_page(region.start, frame, region.prot, false)?;
+    Ok(true)
+}
+
 /// The live process `pid`.
 pub fn process(pid: u64) -> Option<Arc<Process>> {
     PROCESSES.lock().get(&pid).cloned()
@@ -389,6 +431,10 @@ fn new_dispatcher(
     for (chunk, word) in bytes.chunks_exact_mut(8).zip(words) {
         chunk.copy_from_slice(&word.to_le_bytes());
     }
+    // A forked Linux child's rewritten system-call sites go where its parent's did.
+    let linux_entry = process.linux_entry.load(Ordering::Acquire);
+    bytes[kabi::LINUX_ENTRY_OFFSET..kabi::LINUX_ENTRY_OFFSET + 8]
+        .copy_from_slice(&linux_entry.to_le_bytes());
     mm::write_phys(page, &bytes);
     Ok(Arc::new(Dispatcher {
         process: process.clone(),

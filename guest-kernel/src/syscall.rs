@@ -104,6 +104,7 @@ fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Opt
         Sys::MemobjGrant => memobj::grant(&me.process, a0, a1).map(|_| 0),
         Sys::Info => info(&me, a0),
         Sys::LinuxEntry => linux_entry(&me, a0),
+        Sys::LinuxRewrite => linux_rewrite(&me, a0),
         Sys::Fork => proc::fork(&me, frame).map(|child| child.pid),
         Sys::DeviceList => device::list(&me.process, a0, a1),
         Sys::DeviceMap => device::map(&me.process, a0, a1),
@@ -311,7 +312,26 @@ fn linux_entry(me: &Arc<Dispatcher>, entry: u64) -> SysResult {
     me.process
         .linux_entry
         .store(entry, core::sync::atomic::Ordering::Release);
+    // The sled page's code jumps through dispatcher 0's page.
+    for dispatcher in me.process.dispatchers.lock().iter() {
+        crate::mm::frame_atomic(dispatcher.page, kabi::LINUX_ENTRY_OFFSET)
+            .store(entry, core::sync::atomic::Ordering::Release);
+    }
     crate::entry::route_linux_syscalls(entry);
+    proc::map_linux_sled(&me.process).map(u64::from)
+}
+
+/// `linux_rewrite(site)`: turns the `syscall` at `site` into `call rax` (see
+/// [`kabi::Sys::LinuxRewrite`]).
+fn linux_rewrite(me: &Arc<Dispatcher>, site: u64) -> SysResult {
+    let mut guard = me.process.aspace.lock();
+    let space = guard.as_mut().ok_or(Error::NotFound)?;
+    if me.process.flags & SpawnFlags::LINUX == 0
+        || space.region_at(kabi::LINUX_SYSCALL_SLED).is_none()
+    {
+        return Err(Error::NotPermitted);
+    }
+    space.patch_text(site, [0x0f, 0x05], [0xff, 0xd0])?;
     Ok(0)
 }
 

@@ -105,9 +105,12 @@ pub enum Sys {
     Receive = 20,
     /// `null()`: returns 0 at once (measures kernel entry and exit).
     Null = 21,
-    /// `linux_entry(addr)`: where this Linux process's `syscall` instructions go (its Linux
-    /// personality's entry, inside [`LINUX_PERSONALITY_AREA`]). Only for processes spawned
-    /// with [`SpawnFlags::LINUX`].
+    /// `linux_entry(addr) -> rewriting`: where this Linux process's `syscall` instructions go
+    /// (its Linux personality's entry, inside [`LINUX_PERSONALITY_AREA`]). Only for processes
+    /// spawned with [`SpawnFlags::LINUX`]. Returns 1 when system-call sites may be rewritten
+    /// ([`Sys::LinuxRewrite`]): the kernel has then mapped the [`LINUX_SYSCALL_SLED`] page,
+    /// whose code goes on to `addr`. Returns 0 when the kernel switch
+    /// `k42.syscall_rewrite=off` turned rewriting off.
     LinuxEntry = 22,
     /// `fork() -> child pid` (0 in the child): a new process, child of the caller, whose
     /// memory is a copy-on-write copy of the caller's and whose one dispatcher (index 0, on the
@@ -146,10 +149,18 @@ pub enum Sys {
     /// `memobj_phys(id, page) -> physical address` of page `page` of a memory object this
     /// process created (for DMA). [`SpawnFlags::DEVICES`] only.
     MemobjPhys = 27,
+    /// `linux_rewrite(site) -> 0`: replaces the `syscall` instruction (`0f 05`) at `site` in
+    /// the caller's program text with `call rax` (`ff d0`), which reaches the personality
+    /// through the [`LINUX_SYSCALL_SLED`] page without trapping (the zpoline technique). The
+    /// page gets a private copy first if fork shares it. Only for Linux processes that
+    /// [`Sys::LinuxEntry`] told rewriting is on (`NotPermitted` otherwise). `Invalid` unless
+    /// the two bytes are a `syscall`, lie in one page of an executable region of the
+    /// program's own memory; `Fault` if that page is not mapped.
+    LinuxRewrite = 28,
 }
 
 /// How many system calls there are.
-pub const SYS_COUNT: u64 = 28;
+pub const SYS_COUNT: u64 = 29;
 
 /// Most processes alive at once (running, init and servers included): `spawn` and `fork`
 /// beyond it fail with `Again`, which bounds a fork bomb. Exited processes whose status waits
@@ -207,6 +218,7 @@ impl Sys {
             Sys::DeviceMap,
             Sys::DeviceIrq,
             Sys::MemobjPhys,
+            Sys::LinuxRewrite,
         ];
         ALL.get(usize::try_from(nr).ok()?).copied()
     }
@@ -341,6 +353,55 @@ pub const LINUX_PERSONALITY: &str = "lib/k42/linux";
 /// the program's own mappings there.
 pub const LINUX_PERSONALITY_AREA: core::ops::Range<u64> = 0x7000_0000..0x8000_0000;
 
+/// The page a rewritten Linux system-call site calls into: `call rax` with the system-call
+/// number in `rax` lands in a run of `nop`s at address `rax` and slides to code that takes the
+/// return address into `rcx` (as `syscall` would) and jumps to the personality entry held in
+/// dispatcher 0's [`DispatcherPage::linux_entry`]. The kernel maps it read-only into Linux
+/// processes while rewriting is on; it is not part of the range user mappings may use.
+pub const LINUX_SYSCALL_SLED: u64 = 0;
+/// System-call numbers below this go through the sled; a site is rewritten only while the
+/// number it was called with is below it (every Linux x86_64 number is).
+pub const LINUX_SLED_CALLS: u64 = 512;
+
+/// Bytes of the code at the end of each run of `nop`s in the sled page.
+const SLED_CODE_LEN: usize = 14;
+
+/// The contents of the [`LINUX_SYSCALL_SLED`] page: `nop`s up to [`LINUX_SLED_CALLS`], the
+/// code, then `nop`s again up to a second copy of the code at the end of the page, so a call
+/// with a larger number (at a site rewritten earlier) still reaches the personality, which
+/// says `ENOSYS`. Only numbers that land inside the first copy of the code (a few above
+/// [`LINUX_SLED_CALLS`]) or beyond the page (negative ones) fault instead.
+pub const fn linux_sled_page() -> [u8; PAGE_SIZE as usize] {
+    let mut page = [0x90u8; PAGE_SIZE as usize];
+    let slot = (dispatcher_page(0) + LINUX_ENTRY_OFFSET as u64).to_le_bytes();
+    let mut code = [0u8; SLED_CODE_LEN];
+    // pop rcx; movabs r11, slot; jmp qword ptr [r11]
+    code[0] = 0x59;
+    code[1] = 0x49;
+    code[2] = 0xbb;
+    let mut i = 0;
+    while i < 8 {
+        code[3 + i] = slot[i];
+        i += 1;
+    }
+    code[11] = 0x41;
+    code[12] = 0xff;
+    code[13] = 0x23;
+    let ends = [
+        LINUX_SLED_CALLS as usize,
+        PAGE_SIZE as usize - SLED_CODE_LEN,
+    ];
+    let mut e = 0;
+    while e < ends.len() {
+        let mut i = 0;
+        while i < SLED_CODE_LEN {
+            page[ends[e] + i] = code[i];
+            i += 1;
+        }
+        e += 1;
+    }
+    page
+}
 /// What `info` reports.
 #[repr(u64)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -540,10 +601,15 @@ pub struct DispatcherPage {
     pub reserved: u32,
     /// The context the last upcall interrupted or blocked.
     pub save_area: SaveArea,
+    /// A Linux process's personality entry (written by the kernel; read by the code of the
+    /// [`LINUX_SYSCALL_SLED`] page).
+    pub linux_entry: u64,
 }
 
 /// Byte offset of [`DispatcherPage::disabled`].
 pub const DISABLED_OFFSET: usize = core::mem::offset_of!(DispatcherPage, disabled);
+/// Byte offset of [`DispatcherPage::linux_entry`].
+pub const LINUX_ENTRY_OFFSET: usize = core::mem::offset_of!(DispatcherPage, linux_entry);
 /// Byte offset of [`DispatcherPage::save_area`].
 pub const SAVE_AREA_OFFSET: usize = core::mem::offset_of!(DispatcherPage, save_area);
 
@@ -631,7 +697,27 @@ mod tests {
         assert!(USER_END <= MAIN_STACK_TOP - MAIN_STACK_SIZE);
         assert!(USER_START <= LINUX_PERSONALITY_AREA.start);
         assert!(LINUX_PERSONALITY_AREA.end <= 1 << 31);
+        // The sled page lies below what user mappings may use, so a program cannot replace it.
+        assert!(LINUX_SYSCALL_SLED + PAGE_SIZE <= USER_START);
+        assert!(LINUX_ENTRY_OFFSET + 8 <= core::mem::size_of::<DispatcherPage>());
     };
+
+    #[test]
+    fn linux_sled_slides_into_a_jump_through_dispatcher_zero() {
+        let page = linux_sled_page();
+        let sled = LINUX_SLED_CALLS as usize;
+        let last = PAGE_SIZE as usize - SLED_CODE_LEN;
+        // Every number below the limit lands on a `nop` and slides to the code; so do larger
+        // ones between the two copies of it.
+        assert!(page[..sled].iter().all(|&b| b == 0x90));
+        assert!(page[sled + SLED_CODE_LEN..last].iter().all(|&b| b == 0x90));
+        for code in [&page[sled..sled + SLED_CODE_LEN], &page[last..]] {
+            assert_eq!(&code[..3], &[0x59, 0x49, 0xbb]);
+            let slot = u64::from_le_bytes(code[3..11].try_into().unwrap());
+            assert_eq!(slot, DISPATCHER_AREA + LINUX_ENTRY_OFFSET as u64);
+            assert_eq!(&code[11..], &[0x41, 0xff, 0x23]);
+        }
+    }
 
     #[test]
     fn linux_args_split_on_nul() {

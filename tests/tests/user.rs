@@ -12,6 +12,52 @@ fn initrd() -> &'static str {
 /// reaches it in a few dozen processes (each fork costs milliseconds of emulated ring 0 here).
 const MAX_PROCESSES: u32 = 24;
 
+/// Whether the kernel rewrites Linux system-call sites into calls (its default) or leaves
+/// every `syscall` to be reflected (`k42.syscall_rewrite=off`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Rewrite {
+    On,
+    Off,
+}
+
+impl Rewrite {
+    /// The kernel command line of a `/bin/init` run.
+    fn cmdline(self) -> String {
+        let base = format!("init=/bin/init k42.arg=50 k42.max_processes={MAX_PROCESSES}");
+        match self {
+            Rewrite::On => base,
+            Rewrite::Off => format!("{base} k42.syscall_rewrite=off"),
+        }
+    }
+}
+
+/// How many rewritten system-call sites `/bin/linux-rewrite` found in its own text.
+fn rewritten_sites(output: &str, context: &str) -> u32 {
+    let line = output
+        .lines()
+        .find_map(|l| l.strip_prefix("linux-rewrite: ok ("))
+        .unwrap_or_else(|| panic!("linux-rewrite did not pass\n{context}"));
+    line.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no site count in `{line}`\n{context}"))
+}
+
+/// Rewritten sites as the switch says: several of them (getpid, open, read, fork, ...), or none.
+fn assert_rewriting(output: &str, rewrite: Rewrite, context: &str) {
+    let sites = rewritten_sites(output, context);
+    match rewrite {
+        Rewrite::On => assert!(
+            sites >= 5,
+            "only {sites} system-call sites were rewritten\n{context}"
+        ),
+        Rewrite::Off => assert_eq!(
+            sites, 0,
+            "sites were rewritten with k42.syscall_rewrite=off\n{context}"
+        ),
+    }
+}
+
 /// What every successful run of `/bin/init` prints, in some order.
 fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
     assert!(
@@ -86,9 +132,9 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
     );
 }
 
-fn k42vm_user(cpus: u32) {
+fn k42vm_user(cpus: u32, rewrite: Rewrite) {
     let cpus_arg = cpus.to_string();
-    let cmdline = format!("init=/bin/init k42.arg=50 k42.max_processes={MAX_PROCESSES}");
+    let cmdline = rewrite.cmdline();
     let run = k42vm_run(&[
         "--cpus",
         &cpus_arg,
@@ -103,21 +149,27 @@ fn k42vm_user(cpus: u32) {
     assert_eq!(run.status, Some(0), "init did not exit with 0\n{context}");
     assert!(run.stdout.contains("user entry: Int3"), "{context}");
     assert_user_checks_passed(&run.stdout, cpus, &context);
+    assert_rewriting(&run.stdout, rewrite, &context);
 }
 
 #[test]
 fn k42vm_user_level_1_cpu() {
-    k42vm_user(1);
+    k42vm_user(1, Rewrite::On);
 }
 
 #[test]
 fn k42vm_user_level_2_cpus() {
-    k42vm_user(2);
+    k42vm_user(2, Rewrite::On);
+}
+
+#[test]
+fn k42vm_user_level_2_cpus_syscalls_reflected() {
+    k42vm_user(2, Rewrite::Off);
 }
 
 #[test]
 fn k42vm_user_level_4_cpus() {
-    k42vm_user(4);
+    k42vm_user(4, Rewrite::On);
 }
 
 #[test]
@@ -168,9 +220,8 @@ fn missing_or_bad_init_is_a_clear_error() {
     assert!(run.stdout.contains("no initramfs was given"), "{context}");
 }
 
-fn qemu_user(cpus: u32) {
-    let cmdline = format!("init=/bin/init k42.arg=50 k42.max_processes={MAX_PROCESSES}");
-    let run = qemu_tcg_microvm(cpus, Some(initrd()), &cmdline);
+fn qemu_user(cpus: u32, rewrite: Rewrite) {
+    let run = qemu_tcg_microvm(cpus, Some(initrd()), &rewrite.cmdline());
     let context = run.all();
     assert_eq!(
         run.status,
@@ -182,14 +233,20 @@ fn qemu_user(cpus: u32) {
         "real x86 takes the syscall path\n{context}"
     );
     assert_user_checks_passed(&run.stdout, cpus, &context);
+    assert_rewriting(&run.stdout, rewrite, &context);
 }
 
 #[test]
 fn qemu_tcg_user_level_1_cpu() {
-    qemu_user(1);
+    qemu_user(1, Rewrite::On);
+}
+
+#[test]
+fn qemu_tcg_user_level_1_cpu_syscalls_reflected() {
+    qemu_user(1, Rewrite::Off);
 }
 
 #[test]
 fn qemu_tcg_user_level_2_cpus() {
-    qemu_user(2);
+    qemu_user(2, Rewrite::On);
 }

@@ -188,11 +188,16 @@ impl AddressSpace {
     }
 
     /// Adds a region; it must be page-aligned, inside user space (or, for `Shared` regions the
-    /// kernel creates, in the fixed kernel-managed areas), and overlap no other region.
+    /// kernel creates, in the fixed kernel-managed areas or the Linux system-call sled page),
+    /// and overlap no other region.
     pub fn add_region(&mut self, region: Region) -> Result<(), AspaceError> {
         let aligned =
             region.start.is_multiple_of(FRAME_SIZE) && region.end.is_multiple_of(FRAME_SIZE);
-        let in_user = region.start >= kabi::USER_START
+        // The Linux system-call sled is the one kernel-made page below USER_START.
+        let sled = region.start == kabi::LINUX_SYSCALL_SLED
+            && region.end == kabi::LINUX_SYSCALL_SLED + FRAME_SIZE
+            && region.backing == Backing::Shared;
+        let in_user = (region.start >= kabi::USER_START || sled)
             && region.end <= 0x0000_8000_0000_0000
             && region.start < region.end;
         if !aligned || !in_user {
@@ -591,7 +596,8 @@ impl AddressSpace {
     /// The frame behind user address `va` for an access by the kernel on the process's behalf,
     /// faulting it in like the process would. Returns the frame's physical address.
     fn frame_for(&mut self, va: u64, write: bool) -> Result<u64, AspaceError> {
-        if !kabi::user_range_ok(va, 1) && self.region_at(va).is_none() {
+        // Nothing below USER_START (the system-call sled page) is a pointer a call may pass.
+        if va < kabi::USER_START || (!kabi::user_range_ok(va, 1) && self.region_at(va).is_none()) {
             return Err(AspaceError::Fault);
         }
         let region = *self.region_at(va).ok_or(AspaceError::Fault)?;
@@ -612,6 +618,44 @@ impl AddressSpace {
                     .ok_or(AspaceError::Fault)
             }
         }
+    }
+
+    /// Replaces the bytes `old` at `va` in the process's own program text with `new` (a
+    /// system-call site rewritten into a call): the page must be mapped, in an executable
+    /// anonymous region, and hold `old` there within one page. A page fork shares is copied
+    /// first (it stays read-only), so the rewrite is private to this process, like the text
+    /// itself, which was copied from the file when it was loaded.
+    pub fn patch_text(&mut self, va: u64, old: [u8; 2], new: [u8; 2]) -> Result<(), AspaceError> {
+        let region = *self.region_at(va).ok_or(AspaceError::BadRange)?;
+        if region.backing != Backing::Anonymous
+            || region.prot & Prot::EXEC == 0
+            || va % FRAME_SIZE > FRAME_SIZE - 2
+            || va < kabi::USER_START
+        {
+            return Err(AspaceError::BadRange);
+        }
+        let page = va & !(FRAME_SIZE - 1);
+        let (t, index) = self.leaf_slot(page).ok_or(AspaceError::Fault)?;
+        let entry = read_entry(t, index);
+        if entry & PRESENT == 0 || entry & OWNED == 0 {
+            return Err(AspaceError::Fault);
+        }
+        if entry & WRITABLE == 0 && super::frames::shares().is_shared(entry & ADDRESS_MASK) {
+            // Give this space its own copy, keeping the region's protection.
+            self.copy_on_write(page, t, index, entry, region.prot & !Prot::WRITE)?;
+        }
+        let frame = read_entry(t, index) & ADDRESS_MASK;
+        let at = (phys_to_virt(frame) + va % FRAME_SIZE) as *mut [u8; 2];
+        // SAFETY: `frame` is a RAM frame this space owns alone (checked above), reached through
+        // the direct map; the two bytes lie inside it. A Linux process runs on one
+        // dispatcher, so no other CPU executes this text while it changes.
+        unsafe {
+            if at.read_volatile() != old {
+                return Err(AspaceError::BadRange);
+            }
+            at.write_volatile(new);
+        }
+        Ok(())
     }
 
     /// Copies `out.len()` bytes from user address `va` (checked page by page).

@@ -279,6 +279,7 @@ extern "C" fn commit(prepared: *mut Prepared) -> ! {
     };
     let (_, hi) = p.image.span();
     crate::reset_memory(hi + p.bias);
+    crate::rewrite::reset();
     crate::signals::reset_for_exec();
     files::close_on_exec();
     set_current_exe(&p.exe);

@@ -8,11 +8,12 @@
 //! On an emulating KVM `syscall` stays in ring 3 and jumps to LSTAR, which the kernel points
 //! at [`k42_linux_syscall`]; on real x86 it enters the kernel, which reflects it here unchanged.
 //! Either way `rcx` holds the return address and the caller's stack is in `rsp`.
+//! The first call from each site has the kernel rewrite it into `call rax` (see `rewrite`), so
+//! later calls from there arrive the same way without a `syscall` instruction.
 //!
-//! Covered so far: what static musl programs need to start, print, allocate and exit (write,
-//! writev, read of an empty stdin, brk, anonymous mmap/munmap/mprotect, arch_prctl, ids, uname,
-//! clock_gettime, nanosleep, getrandom, poll of the standard descriptors, the terminal size).
-//! Signals are accepted but never delivered; files, processes and threads come next. Anything
+//! Covered so far: memory (brk, anonymous mmap/munmap/mprotect), arch_prctl, ids, uname,
+//! clocks and sleeps, getrandom, rlimits; files, directories, pipes and terminals (`files`);
+//! fork, execve and wait4 (`fork`, `exec`); signals (`signals`). Threads come next. Anything
 //! else returns `-ENOSYS`, and the first use of each is logged by name.
 #![no_std]
 #![no_main]
@@ -22,6 +23,7 @@ extern crate alloc;
 mod exec;
 mod files;
 mod fork;
+mod rewrite;
 mod signals;
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +49,8 @@ const PAGE: u64 = kabi::PAGE_SIZE;
 static BRK_START: AtomicU64 = AtomicU64::new(0);
 static BRK: AtomicU64 = AtomicU64::new(0);
 static MMAP_NEXT: AtomicU64 = AtomicU64::new(MMAP_TOP);
+/// Whether system-call sites are rewritten into calls (the kernel said so at registration).
+static REWRITE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// `AT_HWCAP` as the kernel gave it (passed on by `execve`).
 static HWCAP: AtomicU64 = AtomicU64::new(0);
 
@@ -81,7 +85,9 @@ _start:
 
 // A Linux `syscall`: rax = number, rdi, rsi, rdx, r10, r8, r9 = arguments, rcx = where to
 // return. Runs on the caller's stack below its red zone; preserves every register Linux does
-// (all but rax, rcx and r11), flags included.
+// (all but rax, rcx and r11), flags included. A rewritten site (`call rax`) arrives the same
+// way: the sled page's code pops the return address into rcx and jumps here. The return
+// address is passed on as the dispatcher's eighth argument.
 core::arch::global_asm!(
     r#"
     .global k42_linux_syscall
@@ -98,7 +104,7 @@ k42_linux_syscall:
     push rbp
     mov rbp, rsp
     and rsp, -16
-    sub rsp, 8
+    push qword ptr [rbp + 64]
     push r9
     mov r9, r8
     mov r8, r10
@@ -220,9 +226,12 @@ extern "C" fn linux_start(sp: u64) -> ! {
     RANDOM_STATE.store(sys::rdtsc() | 1, Ordering::Relaxed);
     let entry = k42_linux_syscall as *const () as u64;
     let registered = sys::check_raw(sys::raw(Sys::LinuxEntry, entry, 0, 0, 0).0);
-    if registered.is_err() || aux.entry == 0 {
-        k42_rt::println!("linux: cannot start the program: {registered:?}");
-        sys::exit(127);
+    match registered {
+        Ok(rewriting) if aux.entry != 0 => REWRITE.store(rewriting == 1, Ordering::Relaxed),
+        _ => {
+            k42_rt::println!("linux: cannot start the program: {registered:?}");
+            sys::exit(127);
+        }
     }
     // SAFETY: enters the program as Linux does: rsp = its initial stack, rdx = 0 (no exit
     // handler), at its entry point; nothing of ours is needed afterwards.
@@ -291,8 +300,21 @@ fn get<T: FromBytes>(ptr: u64) -> Result<T, Ret> {
     T::read_from_bytes(bytes).map_err(|_| err(errno::EFAULT))
 }
 
-/// Handles Linux system call `n` with arguments `a0..a5`.
-extern "C" fn linux_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> Ret {
+/// Handles Linux system call `n` with arguments `a0..a5`, made by the instruction that ends
+/// just before `resume`.
+extern "C" fn linux_syscall(
+    n: u64,
+    a0: u64,
+    a1: u64,
+    a2: u64,
+    a3: u64,
+    a4: u64,
+    a5: u64,
+    resume: u64,
+) -> Ret {
+    if REWRITE.load(Ordering::Relaxed) && n < kabi::LINUX_SLED_CALLS {
+        rewrite::site(resume - 2);
+    }
     let ret = match files::syscall(n, [a0, a1, a2, a3, a4, a5]) {
         Some(ret) => ret,
         None => process_syscall(n, a0, a1, a2, a3),
