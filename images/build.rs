@@ -15,13 +15,14 @@ const PROGRAMS: [&str; 19] = [
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.
-const LINUX_C_PROGRAMS: [&str; 6] = [
+const LINUX_C_PROGRAMS: [&str; 7] = [
     "linux-hello",
     "linux-getpid",
     "linux-files",
     "linux-random",
     "linux-procs",
     "linux-rewrite",
+    "linux-procbench",
 ];
 
 /// Where Debian's busybox-static installs busybox.

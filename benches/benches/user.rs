@@ -1,10 +1,11 @@
 //! User-level bench (issue 4): the guest's `/bin/bench` (run as init) times an empty K42 system
 //! call, a PPC round trip to a server process and a user-level thread switch; the same run
 //! measures host peers: `getpid`, a pipe ping-pong between two processes, and a futex
-//! ping-pong between two pthreads (std's Mutex + Condvar). It also runs one static musl
-//! program timing Linux `getpid` both in the guest (through the Linux personality) and on the
-//! host; the guest runs twice, with its `syscall` sites rewritten into calls (the default) and
-//! with `k42.syscall_rewrite=off` (each `syscall` reflected). Prints figures and ratios; on an
+//! ping-pong between two pthreads (std's Mutex + Condvar). Two static musl programs time
+//! themselves in the guest (through the Linux personality) and on the host: `linux-getpid`
+//! and `linux-procbench` (pipe round trip, fork+exec+wait, first-touch faults). The guest runs
+//! twice, with its `syscall` sites rewritten into calls (the default) and with
+//! `k42.syscall_rewrite=off` (each `syscall` reflected). Prints figures and ratios; on an
 //! emulating KVM the guest's kernel paths cost about 0.6-1 µs per ring-0 instruction, so the
 //! guest-side time divided by that gives the instruction count of the path.
 
@@ -109,15 +110,23 @@ fn getpid_ns() -> f64 {
     start.elapsed().as_secs_f64() * 1e9 / f64::from(ROUNDS)
 }
 
-/// The guest's `linux-getpid` program, run natively on the host.
-fn host_linux_getpid_ns() -> Result<f64, String> {
-    let program = std::path::Path::new(k42_images::LINUX_PROGRAMS_DIR).join("linux-getpid");
+/// The output of the guest's static Linux program `name`, run natively on the host.
+fn host_linux_program(name: &str) -> Result<String, String> {
+    let program = std::path::Path::new(k42_images::LINUX_PROGRAMS_DIR).join(name);
     let out = Command::new(&program)
         .output()
         .map_err(|e| format!("run {}: {e}", program.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    parse_metric(&stdout, "linux_getpid_ns")
-        .ok_or_else(|| format!("no metric from {} on the host: {stdout}", program.display()))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `metric name` from `output`, or an error naming where it was missing.
+fn metric_in(output: &str, name: &str, source: &str) -> Result<f64, String> {
+    parse_metric(output, name).ok_or_else(|| {
+        format!(
+            "no `metric {name}` line from {source}:\n{}",
+            tail(output, 10)
+        )
+    })
 }
 
 /// Runs the guest's `/bin/bench` with `extra` on the kernel command line; returns its output.
@@ -153,21 +162,37 @@ fn bench() -> Result<(), String> {
     let k42vm = k42vm_binary()?;
     let stdout = guest_bench(&k42vm, "")?;
     let reflected_stdout = guest_bench(&k42vm, "k42.syscall_rewrite=off")?;
-    let metric = |name: &str| {
-        parse_metric(&stdout, name)
-            .ok_or_else(|| format!("no `metric {name}` line:\n{}", tail(&stdout, 10)))
-    };
+    let metric = |name: &str| metric_in(&stdout, name, "the guest");
     let null = metric("null_syscall_ns")?;
     let ppc = metric("ppc_roundtrip_ns")?;
     let switch = metric("uthread_switch_ns")?;
     let linux_getpid = metric("linux_getpid_ns")?;
-    let reflected_getpid = parse_metric(&reflected_stdout, "linux_getpid_ns").ok_or_else(|| {
-        format!(
-            "no `metric linux_getpid_ns` line without rewriting:\n{}",
-            tail(&reflected_stdout, 10)
-        )
-    })?;
-    let host_linux_getpid = host_linux_getpid_ns()?;
+    let reflected_getpid = metric_in(
+        &reflected_stdout,
+        "linux_getpid_ns",
+        "the guest without rewriting",
+    )?;
+    let host_getpid_program = host_linux_program("linux-getpid")?;
+    let host_linux_getpid = metric_in(&host_getpid_program, "linux_getpid_ns", "the host")?;
+    let host_procbench = host_linux_program("linux-procbench")?;
+    let processes = [
+        (
+            "linux_pipe_roundtrip_ns",
+            "Linux pipe round trip (fork, 2 pipes)",
+        ),
+        ("linux_fork_exec_wait_us", "Linux fork+exec+wait (us)"),
+        (
+            "linux_fault_ns_per_page",
+            "Linux first touch of 64 MiB, per page",
+        ),
+    ]
+    .map(|(name, what)| {
+        Ok::<_, String>((
+            what,
+            metric(name)?,
+            metric_in(&host_procbench, name, "the host")?,
+        ))
+    });
     let host_getpid = getpid_ns();
     let pipe = pipe_ping_pong_ns()?;
     let pthread = pthread_switch_ns();
@@ -198,6 +223,10 @@ fn bench() -> Result<(), String> {
         reflected_getpid,
         host_linux_getpid,
     );
+    for process in processes {
+        let (what, ours, peer) = process?;
+        row(what, ours, peer);
+    }
     println!();
     println!(
         "kernel entry+exit of the empty call ~ {:.0}-{:.0} ring-0 instructions at 1.0-0.6 us each \

@@ -116,6 +116,12 @@ pub struct AddressSpace {
 /// kernel per process and made fresh for a child.
 pub const FORK_END: u64 = kabi::PPC_STACK_AREA;
 
+/// Pages a demand-zero fault maps beyond the one that faulted (see
+/// [`AddressSpace::fault_ahead`]).
+const FAULT_AHEAD_PAGES: u64 = 15;
+/// Free frames below which faults map only the page that faulted.
+const FAULT_AHEAD_RESERVE: u64 = 4096;
+
 /// What [`AddressSpace::fork`] did, for measurements.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ForkStats {
@@ -272,16 +278,34 @@ impl AddressSpace {
         let first = self.regions.partition_point(|r| r.start < start);
         let last = self.regions.partition_point(|r| r.start < end);
         let removed: Vec<Region> = self.regions.drain(first..last).collect();
+        let shares = super::frames::shares();
+        let mut owned_removed = false;
         for region in removed {
             let mut va = region.start;
             while va < region.end {
-                if let Some(old) = self.unmap_page(va) {
-                    if old & OWNED != 0 && super::frames::shares().release(old & ADDRESS_MASK) {
-                        freed.push(old & ADDRESS_MASK);
+                let Some((t, index)) = self.leaf_slot(va) else {
+                    // No leaf table: nothing is mapped up to the next 2 MiB block.
+                    va = ((va >> 21) + 1) << 21;
+                    continue;
+                };
+                let old = read_entry(t, index);
+                if old & PRESENT != 0 {
+                    write_entry(t, index, 0);
+                    arch::invlpg(va);
+                    if old & OWNED != 0 {
+                        owned_removed = true;
+                        if shares.release(old & ADDRESS_MASK) {
+                            freed.push(old & ADDRESS_MASK);
+                        }
                     }
                 }
                 va += FRAME_SIZE;
             }
+        }
+        // One pass over the owned list for the whole range (a search per page made unmapping
+        // n pages cost n^2).
+        if owned_removed {
+            self.owned.retain(|&(v, _)| v < start || v >= end);
         }
         Ok(())
     }
@@ -467,7 +491,41 @@ impl AddressSpace {
             super::free_zeroed(&[frame]);
             return Err(e);
         }
+        self.fault_ahead(page, &region);
         Ok(())
+    }
+
+    /// After a demand-zero fault at `page`, maps the next few unmapped pages of its region in
+    /// the same leaf table too (fresh frames are zero, so this is only a mapping): a program
+    /// touching memory in order then takes one fault per [`FAULT_AHEAD_PAGES`] + 1 pages
+    /// instead of one per page, and a fault is the expensive part (a trap and hypervisor
+    /// exits). Best effort: it stops at the first mapped page, region or table end, or when
+    /// frames run short.
+    fn fault_ahead(&mut self, page: u64, region: &Region) {
+        let Some((t, _)) = self.leaf_slot(page) else {
+            return;
+        };
+        let end = region
+            .end
+            .min(page + (FAULT_AHEAD_PAGES + 1) * FRAME_SIZE)
+            .min(((page >> 21) + 1) << 21);
+        let mut wanted = 0;
+        let mut va = page + FRAME_SIZE;
+        while va < end && read_entry(t, indices(va)[3]) & PRESENT == 0 {
+            wanted += 1;
+            va += FRAME_SIZE;
+        }
+        if wanted == 0 || super::frames::free_count() < FAULT_AHEAD_RESERVE {
+            return;
+        }
+        let mut frames = [0u64; FAULT_AHEAD_PAGES as usize];
+        let got = super::frames::alloc_frames(&mut frames[..wanted]);
+        let flags = leaf_flags(region.prot) | OWNED;
+        for (i, &frame) in frames[..got].iter().enumerate() {
+            let va = page + (i as u64 + 1) * FRAME_SIZE;
+            self.owned.push((va, frame));
+            write_entry(t, indices(va)[3], frame | flags);
+        }
     }
 
     /// A write to the copy-on-write page at `page` (leaf entry `entry` at `t[index]`): makes it

@@ -171,8 +171,12 @@ fn pool_free(pool: &mut Pool, frame: u64) {
 pub trait FrameManager: Send + Sync {
     /// Allocates a frame.
     fn alloc(&self) -> Option<u64>;
+    /// Allocates up to `out.len()` frames into `out` under one lock; returns how many.
+    fn alloc_many(&self, out: &mut [u64]) -> usize;
     /// Frees a frame the caller owns (already validated).
     fn free(&self, frame: u64);
+    /// Frees frames the caller owns (already validated) under one lock.
+    fn free_many(&self, frames: &[u64]);
     /// Frames cached by this rep.
     fn cached(&self) -> usize;
 }
@@ -196,6 +200,23 @@ impl FrameManager for FrameRep {
         cache.pop()
     }
 
+    fn alloc_many(&self, out: &mut [u64]) -> usize {
+        let mut cache = self.cache.lock();
+        let mut n = 0;
+        while n < out.len() {
+            if cache.is_empty() {
+                let mut pool = POOL.lock();
+                cache.refill(|| pool_alloc(&mut pool));
+            }
+            match cache.pop() {
+                Some(frame) => out[n] = frame,
+                None => break,
+            }
+            n += 1;
+        }
+        n
+    }
+
     fn free(&self, frame: u64) {
         self.cache.lock().push(frame, |batch| {
             let mut pool = POOL.lock();
@@ -203,6 +224,18 @@ impl FrameManager for FrameRep {
                 pool_free(&mut pool, f);
             }
         });
+    }
+
+    fn free_many(&self, frames: &[u64]) {
+        let mut cache = self.cache.lock();
+        for &frame in frames {
+            cache.push(frame, |batch| {
+                let mut pool = POOL.lock();
+                for &f in batch {
+                    pool_free(&mut pool, f);
+                }
+            });
+        }
     }
 
     fn cached(&self) -> usize {
@@ -238,6 +271,34 @@ pub fn alloc_frame() -> Option<u64> {
     }?;
     ALLOCATED.fetch_add(1, Ordering::Relaxed);
     Some(frame)
+}
+
+/// Allocates up to `out.len()` zero frames at once (one call of this CPU's rep rather than one
+/// per frame); returns how many it got.
+pub fn alloc_frames(out: &mut [u64]) -> usize {
+    let n = match crate::cobj::frame_manager() {
+        Some((cos, frames)) => {
+            let n = cos.call(frames, |f| f.alloc_many(out));
+            if let Some(stats) = crate::cobj::stats() {
+                cos.call(stats, |c| c.add(crate::percpu::index(), n as u64));
+            }
+            n
+        }
+        None => {
+            let mut pool = POOL.lock();
+            let mut n = 0;
+            while n < out.len() {
+                match pool_alloc(&mut pool) {
+                    Some(frame) => out[n] = frame,
+                    None => break,
+                }
+                n += 1;
+            }
+            n
+        }
+    };
+    ALLOCATED.fetch_add(n as u64, Ordering::Relaxed);
+    n
 }
 
 /// Error freeing a frame that the allocator never handed out.
@@ -296,15 +357,25 @@ pub fn read_word(frame: u64) -> u64 {
 /// Zeroes `frames` in bulk (one k42vm hypercall, or in place elsewhere) and frees them.
 /// Frames the allocator does not manage are skipped and counted in the result.
 pub fn free_zeroed(frames: &[u64]) -> usize {
-    let managed: alloc::vec::Vec<u64> = frames
-        .iter()
-        .copied()
-        .filter(|&f| f.is_multiple_of(FRAME_SIZE) && is_managed(f))
-        .collect();
+    let managed: alloc::vec::Vec<u64> = {
+        let pool = POOL.lock();
+        frames
+            .iter()
+            .copied()
+            .filter(|&f| f.is_multiple_of(FRAME_SIZE) && pool.usable.contains(f))
+            .collect()
+    };
     super::zero_frames(&managed);
-    for &f in &managed {
-        // Checked above: cannot fail.
-        let _ = free_frame(f);
+    // Checked above: all are the allocator's. One call of this CPU's rep for the lot.
+    ALLOCATED.fetch_sub(managed.len() as u64, Ordering::Relaxed);
+    match crate::cobj::frame_manager() {
+        Some((cos, manager)) => cos.call(manager, |f| f.free_many(&managed)),
+        None => {
+            let mut pool = POOL.lock();
+            for &f in &managed {
+                pool_free(&mut pool, f);
+            }
+        }
     }
     frames.len() - managed.len()
 }

@@ -1,12 +1,13 @@
 //! User-level benchmarks, run as init (`init=/bin/bench`): an empty K42 system call, a PPC
-//! round trip to a server process, and a user-level thread switch. Prints `metric` lines.
+//! round trip to a server process, and a user-level thread switch; then static Linux programs
+//! that time themselves (getpid, pipes, fork+exec+wait, page faults). Prints `metric` lines.
 #![no_std]
 #![no_main]
 
 use k42_guest_lib::uthread::k42::K42Platform;
 use k42_guest_lib::uthread::{self, Runtime};
 use k42_programs::kv;
-use k42_rt::kabi::Info;
+use k42_rt::kabi::{Info, SpawnFlags};
 use k42_rt::{println, sys};
 
 k42_rt::entry!(main);
@@ -75,9 +76,23 @@ fn main(_arg: u64) -> i64 {
     println!("metric uthread_switch_ns {}", ns_since(start) / switches);
 
     // Linux getpid through the personality (the program prints its own metric line).
-    let flags = k42_rt::kabi::SpawnFlags::LINUX | k42_rt::kabi::SpawnFlags::CONSOLE;
+    let flags = SpawnFlags::LINUX | SpawnFlags::CONSOLE;
     if let Err(e) = sys::spawn("/bin/linux-getpid", 0, flags).and_then(sys::wait) {
         println!("bench: linux-getpid: {e:?}");
+    }
+    // Linux processes need the file server (execve reads the program through it), which
+    // prints through the console server.
+    if let Err(e) = sys::spawn("/bin/console", 0, SpawnFlags::CONSOLE) {
+        println!("bench: cannot start the console server: {e:?}");
+        return 1;
+    }
+    if let Err(e) = k42_programs::start_file_server() {
+        println!("bench: {e}");
+        return 1;
+    }
+    match sys::spawn("/bin/linux-procbench", 0, flags).and_then(sys::wait) {
+        Ok(0) => {}
+        other => println!("bench: linux-procbench: {other:?}"),
     }
     println!("metric uthread_switches {switches}");
     0
