@@ -131,15 +131,14 @@ pub struct BlkDevice<R: Regs, D: Dma> {
 impl<R: Regs, D: Dma> BlkDevice<R, D> {
     /// Brings the device in `regs` up, with its queue in `dma` (zeroed, [`DMA_PAGES`] pages).
     pub fn new(regs: R, dma: D) -> Result<Self, BlkError> {
-        if Transport::probe(&regs)? != super::DEVICE_ID_BLOCK {
-            return Err(BlkError::Setup);
-        }
-        let transport = Transport::negotiate(regs, F_RO | F_FLUSH)?;
-        let size = transport.queue_size(0, QUEUE_SIZE)?;
-        let queue = SplitQueue::new(size, QUEUE_PAGE)?;
-        let (desc, avail, used) = queue.parts();
-        transport.setup_queue(0, size, dma.phys(desc), dma.phys(avail), dma.phys(used))?;
-        transport.driver_ok();
+        let (transport, queue) = Transport::single_queue::<BlkError>(
+            regs,
+            super::DEVICE_ID_BLOCK,
+            F_RO | F_FLUSH,
+            QUEUE_SIZE,
+            QUEUE_PAGE,
+            &dma,
+        )?;
         let sectors = transport.config_u64(0);
         let readonly = transport.features() & F_RO != 0;
         Ok(BlkDevice {

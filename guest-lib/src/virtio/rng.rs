@@ -57,15 +57,14 @@ pub struct RngDevice<R: Regs, D: Dma> {
 impl<R: Regs, D: Dma> RngDevice<R, D> {
     /// Brings the device in `regs` up, with its queue in `dma` (zeroed, [`DMA_PAGES`] pages).
     pub fn new(regs: R, dma: D) -> Result<Self, RngError> {
-        if Transport::probe(&regs)? != super::DEVICE_ID_RNG {
-            return Err(RngError::Setup);
-        }
-        let transport = Transport::negotiate(regs, 0)?;
-        let size = transport.queue_size(0, QUEUE_SIZE)?;
-        let queue = SplitQueue::new(size, 0)?;
-        let (desc, avail, used) = queue.parts();
-        transport.setup_queue(0, size, dma.phys(desc), dma.phys(avail), dma.phys(used))?;
-        transport.driver_ok();
+        let (transport, queue) = Transport::single_queue::<RngError>(
+            regs,
+            super::DEVICE_ID_RNG,
+            0,
+            QUEUE_SIZE,
+            0,
+            &dma,
+        )?;
         Ok(RngDevice {
             transport,
             dma,
@@ -213,6 +212,22 @@ mod tests {
 
     fn never_wait() {
         panic!("the driver waited for a request the model had completed");
+    }
+
+    #[test]
+    fn another_driver_leaves_the_device_alone() {
+        let model = Model {
+            mem: RefCell::new(vec![0; DMA_PAGES * 4096]),
+            regs: RefCell::new([0; 0x40]),
+            last_avail: RefCell::new(0),
+            next: RefCell::new(0),
+            limit: 100,
+        };
+        let blk = crate::virtio::blk::BlkDevice::new(&model, &model);
+        assert_eq!(blk.err(), Some(crate::virtio::blk::BlkError::Setup));
+        // Refused at the probe: the status register was never written.
+        assert_eq!(model.regs.borrow()[reg::STATUS / 4], 0);
+        assert!(RngDevice::new(&model, &model).is_ok());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! machine, feature negotiation, queue setup, notification, interrupt acknowledgement and
 //! config space.
 
+use super::queue::{Dma, QueueError, SplitQueue};
+
 /// A device's register window, accessed in 32-bit words at byte offsets.
 pub trait Regs {
     /// Reads the register at `offset`.
@@ -86,6 +88,8 @@ pub enum TransportError {
     FeaturesRefused,
     /// The queue does not exist or is already in use.
     NoQueue(u32),
+    /// Another kind of device than the driver drives (its device ID).
+    WrongDevice(u32),
 }
 
 /// A virtio-mmio device being driven.
@@ -110,6 +114,30 @@ impl<R: Regs> Transport<R> {
             0 => Err(TransportError::NoDevice),
             id => Ok(id),
         }
+    }
+
+    /// Brings up a device of type `device_id` that uses one queue: negotiates `wanted`
+    /// features, sets queue 0 up (at most `max_size` entries, its rings at `queue_base` in
+    /// `dma`) and sets DRIVER_OK. The bring-up every single-queue driver shares.
+    pub fn single_queue<E: From<TransportError> + From<QueueError>>(
+        regs: R,
+        device_id: u32,
+        wanted: u64,
+        max_size: u16,
+        queue_base: usize,
+        dma: &dyn Dma,
+    ) -> Result<(Transport<R>, SplitQueue), E> {
+        let found = Self::probe(&regs)?;
+        if found != device_id {
+            return Err(TransportError::WrongDevice(found).into());
+        }
+        let transport = Self::negotiate(regs, wanted)?;
+        let size = transport.queue_size(0, max_size)?;
+        let queue = SplitQueue::new(size, queue_base)?;
+        let (desc, avail, used) = queue.parts();
+        transport.setup_queue(0, size, dma.phys(desc), dma.phys(avail), dma.phys(used))?;
+        transport.driver_ok();
+        Ok((transport, queue))
     }
 
     /// Resets the device and negotiates features: accepts those of `wanted` it offers (plus
