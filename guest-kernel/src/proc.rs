@@ -348,14 +348,7 @@ pub fn map_linux_sled(process: &Process) -> Result<bool, kabi::Error> {
     if space.region_at(kabi::LINUX_SYSCALL_SLED).is_some() {
         return Ok(true);
     }
-    let region = Region {
-        start: kabi::LINUX_SYSCALL_SLED,
-        end: kabi::LINUX_SYSCALL_SLED + FRAME_SIZE,
-        prot: Prot::READ | Prot::EXEC,
-        backing: Backing::Shared,
-    };
-    space.add_region(region)?;
-    space.map_page(region.start, frame, region.prot, false)?;
+    map_code_page(space, kabi::LINUX_SYSCALL_SLED, frame)?;
     Ok(true)
 }
 
@@ -504,19 +497,24 @@ fn new_process(parent: u64, name: &str, flags: u64, spawn_arg: u64) -> Arc<Proce
 
 /// Maps the entry page (read-only, shared by every process) into `space`.
 fn map_entry_page(space: &mut AddressSpace) -> Result<(), mm::aspace::AspaceError> {
-    let entry = Region {
-        start: kabi::ENTRY_PAGE,
-        end: kabi::ENTRY_PAGE + FRAME_SIZE,
+    map_code_page(space, kabi::ENTRY_PAGE, ENTRY_FRAME.load(Ordering::Acquire))
+}
+
+/// Maps the kernel's code page `frame` read-only and executable at `va` in `space`, as a
+/// region of its own.
+fn map_code_page(
+    space: &mut AddressSpace,
+    va: u64,
+    frame: u64,
+) -> Result<(), mm::aspace::AspaceError> {
+    let region = Region {
+        start: va,
+        end: va + FRAME_SIZE,
         prot: Prot::READ | Prot::EXEC,
         backing: Backing::Shared,
     };
-    space.add_region(entry)?;
-    space.map_page(
-        kabi::ENTRY_PAGE,
-        ENTRY_FRAME.load(Ordering::Acquire),
-        entry.prot,
-        false,
-    )
+    space.add_region(region)?;
+    space.map_page(va, frame, region.prot, false)
 }
 
 /// Makes `process` (fully built, with dispatcher 0) live: its parent learns of it, it enters

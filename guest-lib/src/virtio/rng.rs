@@ -214,15 +214,20 @@ mod tests {
         panic!("the driver waited for a request the model had completed");
     }
 
-    #[test]
-    fn another_driver_leaves_the_device_alone() {
-        let model = Model {
+    /// A fresh model device that gives at most `limit` bytes per request.
+    fn model(limit: usize) -> Model {
+        Model {
             mem: RefCell::new(vec![0; DMA_PAGES * 4096]),
             regs: RefCell::new([0; 0x40]),
             last_avail: RefCell::new(0),
             next: RefCell::new(0),
-            limit: 100,
-        };
+            limit,
+        }
+    }
+
+    #[test]
+    fn another_driver_leaves_the_device_alone() {
+        let model = model(100);
         let blk = crate::virtio::blk::BlkDevice::new(&model, &model);
         assert_eq!(blk.err(), Some(crate::virtio::blk::BlkError::Setup));
         // Refused at the probe: the status register was never written.
@@ -232,13 +237,7 @@ mod tests {
 
     #[test]
     fn fills_buffers_and_takes_short_answers() {
-        let model = Model {
-            mem: RefCell::new(vec![0; DMA_PAGES * 4096]),
-            regs: RefCell::new([0; 0x40]),
-            last_avail: RefCell::new(0),
-            next: RefCell::new(0),
-            limit: 100,
-        };
+        let model = model(100);
         let mut dev = RngDevice::new(&model, &model).unwrap();
         assert_eq!(
             model.regs.borrow()[reg::QUEUE_NUM / 4],
