@@ -8,6 +8,13 @@ use k42_guest_lib::virtio::{Dma, Regs};
 use k42_rt::kabi::{self, Error, Prot};
 use k42_rt::sys;
 
+/// Where a driver server maps its device's registers.
+pub const REGS_ADDR: u64 = 0x0000_4000_0000_0000;
+/// Where a driver server maps its DMA memory.
+pub const DMA_ADDR: u64 = 0x0000_4000_0100_0000;
+/// The soft-interrupt bit a driver server's device interrupt posts.
+pub const IRQ_BIT: u64 = 1;
+
 /// A device's register window, mapped by `device_map` (uncached).
 #[derive(Debug)]
 pub struct MmioRegs {

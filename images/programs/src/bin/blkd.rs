@@ -17,7 +17,9 @@ use alloc::format;
 use k42_guest_lib::virtio::blk::{op, BlkDevice, BlkError, Request, BLOCK_SIZE, DATA};
 use k42_guest_lib::virtio::cache::BlockCache;
 use k42_guest_lib::virtio::{Dma, DEVICE_ID_BLOCK};
-use k42_programs::devmem::{ppc_window_read, ppc_window_write, DmaRegion, MmioRegs};
+use k42_programs::devmem::{
+    ppc_window_read, ppc_window_write, DmaRegion, MmioRegs, DMA_ADDR, IRQ_BIT, REGS_ADDR,
+};
 use k42_rt::kabi::{self, DeviceDesc};
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
@@ -25,12 +27,6 @@ use spin::Mutex;
 
 k42_rt::entry!(main);
 
-/// Where the device's registers are mapped.
-const REGS_ADDR: u64 = 0x0000_4000_0000_0000;
-/// Where the DMA memory is mapped.
-const DMA_ADDR: u64 = 0x0000_4000_0100_0000;
-/// The soft-interrupt bit the device's interrupt posts.
-const IRQ_BIT: u64 = 1;
 /// Blocks the cache holds (64 pages).
 const CACHE_BLOCKS: usize = 64;
 

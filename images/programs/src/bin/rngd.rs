@@ -7,20 +7,13 @@
 
 use k42_guest_lib::virtio::rng::{op, RngDevice, RngError, DMA_PAGES, MAX_REQUEST};
 use k42_guest_lib::virtio::DEVICE_ID_RNG;
-use k42_programs::devmem::{ppc_window_write, DmaRegion, MmioRegs};
+use k42_programs::devmem::{ppc_window_write, DmaRegion, MmioRegs, DMA_ADDR, IRQ_BIT, REGS_ADDR};
 use k42_rt::kabi::{self, DeviceDesc};
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
 use spin::Mutex;
 
 k42_rt::entry!(main);
-
-/// Where the device's registers are mapped.
-const REGS_ADDR: u64 = 0x0000_4000_0000_0000;
-/// Where the DMA memory is mapped.
-const DMA_ADDR: u64 = 0x0000_4000_0100_0000;
-/// The soft-interrupt bit the device's interrupt posts.
-const IRQ_BIT: u64 = 1;
 
 struct Driver {
     dev: RngDevice<MmioRegs, DmaRegion>,
