@@ -8,10 +8,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The native programs packed into the initramfs as `bin/<name>`.
-const PROGRAMS: [&str; 19] = [
+const PROGRAMS: [&str; 20] = [
     "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench", "fpu", "upcall",
-    "fsd", "runlist", "fork", "drvinit", "blkd", "blktest", "devcheck", "rngd", "rngtest",
+    "fsd", "runlist", "fork", "drvinit", "blkd", "blktest", "devcheck", "rngd", "rngtest", "shell",
 ];
+/// The native programs of the default initramfs (embedded in `k42vm`): its init and the
+/// servers busybox needs.
+const DEFAULT_PROGRAMS: [&str; 3] = ["shell", "console", "fsd"];
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.
@@ -149,8 +152,49 @@ fn main() {
     let initrd = out_dir.join("test-initramfs.cpio");
     std::fs::write(&initrd, &archive).expect("write the test initramfs");
     println!("cargo:rustc-env=K42_TEST_INITRD={}", initrd.display());
+
+    let initrd = out_dir.join("default-initramfs.cpio");
+    let default = default_initramfs(&bin_dir, &personality, &busybox, &linux_dir);
+    std::fs::write(&initrd, default).expect("write the default initramfs");
+    println!("cargo:rustc-env=K42_DEFAULT_INITRD={}", initrd.display());
     println!("cargo:rustc-env=K42_LINUX_PROGRAMS={}", out_dir.display());
     println!("cargo:rustc-env=K42_LINUX_SOURCES={}", linux_dir.display());
+}
+
+/// The default guest's initramfs: `/bin/shell` (its init), the console and file servers, the
+/// Linux personality, busybox, the demonstration script `/etc/k42/demo.sh`, `/etc/motd` and an
+/// empty `/tmp`.
+fn default_initramfs(
+    bin_dir: &std::path::Path,
+    personality: &[u8],
+    busybox: &[u8],
+    linux_dir: &std::path::Path,
+) -> Vec<u8> {
+    let mut archive = Vec::new();
+    for dir in ["bin", "etc", "etc/k42", "lib", "lib/k42", "tmp"] {
+        append_entry(&mut archive, dir, 0o040755, &[]);
+    }
+    for name in DEFAULT_PROGRAMS {
+        let bytes = std::fs::read(bin_dir.join(name))
+            .unwrap_or_else(|e| panic!("read the built program {name}: {e}"));
+        append_entry(&mut archive, &format!("bin/{name}"), 0o100755, &bytes);
+    }
+    append_entry(&mut archive, "lib/k42/linux", 0o100755, personality);
+    append_entry(&mut archive, "bin/busybox", 0o100755, busybox);
+    // `sh` by its usual path, for scripts' `#!/bin/sh` and for typing.
+    append_entry(&mut archive, "bin/sh", 0o120777, b"busybox");
+    let demo = linux_dir.join("demo.sh");
+    println!("cargo:rerun-if-changed={}", demo.display());
+    let bytes = std::fs::read(&demo).expect("read images/linux/demo.sh");
+    append_entry(&mut archive, "etc/k42/demo.sh", 0o100755, &bytes);
+    append_entry(
+        &mut archive,
+        "etc/motd",
+        0o100644,
+        b"Welcome to the k42 kernel: busybox is an unmodified Linux binary here.\n",
+    );
+    append_entry(&mut archive, "TRAILER!!!", 0, &[]);
+    archive
 }
 
 /// The Linux test programs in C (`images/linux/*.c`), built static with musl-gcc (Debian's

@@ -118,6 +118,8 @@ pub struct Switches {
     /// `k42.syscall_rewrite=off`: Linux system-call sites stay `syscall` instructions (they
     /// are rewritten into calls by default).
     pub no_syscall_rewrite: bool,
+    /// `k42.console_input=off`: the console has no input (reads of it end at once).
+    pub no_console_input: bool,
 }
 
 impl Switches {
@@ -142,6 +144,7 @@ impl Switches {
                 "k42.arg" => s.init_arg = value.parse().unwrap_or(0),
                 "k42.max_processes" => s.max_processes = value.parse().ok(),
                 "k42.syscall_rewrite" => s.no_syscall_rewrite = value == "off",
+                "k42.console_input" => s.no_console_input = value == "off",
                 _ => {}
             }
         }

@@ -49,7 +49,7 @@ static TARGETS: [Mutex<Target>; idt::DEVICE_VECTORS as usize] =
 
 /// Reads the devices announced on `cmdline`, keeping those whose window is page-aligned, at
 /// most 1 MiB, outside every RAM range of `memmap`, and not overlapping another, and whose
-/// line is an I/O APIC pin not used by another; logs the others. Returns how many it kept.
+/// line is an I/O APIC pin not used by another or by the console's UART; logs the others. Returns how many it kept.
 pub fn init(cmdline: &str, memmap: &[HvmMemmapEntry]) -> usize {
     let mut kept: Vec<DeviceDesc> = Vec::new();
     for found in virtio::devices(cmdline) {
@@ -71,6 +71,7 @@ pub fn init(cmdline: &str, memmap: &[HvmMemmapEntry]) -> usize {
             && dev.base.is_multiple_of(FRAME_SIZE)
             && end.is_some_and(|end| !overlaps_ram(dev.base, end))
             && dev.irq < ioapic::PINS
+            && dev.irq != crate::console_input::LINE
             && kept.len() < kabi::MAX_DEVICES
             && !kept.iter().any(|k| {
                 k.irq == u64::from(dev.irq)
@@ -103,10 +104,6 @@ pub fn init(cmdline: &str, memmap: &[HvmMemmapEntry]) -> usize {
                 0
             },
         });
-    }
-    if !kept.is_empty() {
-        // The legacy PICs would turn low device lines into exception vectors.
-        ioapic::mask_legacy_pics();
     }
     let count = kept.len();
     DEVICES.call_once(|| kept);

@@ -172,6 +172,9 @@ pub fn interrupt(vector: u8) {
         idt::WAKE_VECTOR => {
             cpu.wakes.fetch_add(1, Ordering::AcqRel);
         }
+        v if v == idt::DEVICE_VECTOR_BASE + crate::console_input::LINE as u8 => {
+            crate::console_input::interrupt();
+        }
         v if (idt::DEVICE_VECTOR_BASE..idt::DEVICE_VECTOR_BASE + idt::DEVICE_VECTORS)
             .contains(&v) =>
         {

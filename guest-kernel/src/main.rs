@@ -9,6 +9,7 @@ mod arch;
 mod bootinfo;
 mod cobj;
 mod console;
+mod console_input;
 mod device;
 mod entry;
 mod interrupts;
@@ -60,6 +61,9 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
     let bsp = percpu::create(0, apic::id());
     percpu::install(bsp);
     apic::init(idt::SPURIOUS_VECTOR);
+    // Interrupts come through the I/O APIC; the legacy PICs, never programmed, would turn
+    // low lines (the UART's 4) into exception vectors.
+    arch::ioapic::mask_legacy_pics();
     bsp.online.store(true, Ordering::Release);
     platform::boot_stage(BootStage::InterruptsReady);
 
@@ -145,14 +149,19 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
         if devices > 0 && !switches.quiet {
             kprintln!("devices: {} virtio-mmio device(s) for drivers", devices);
         }
-        start_init(init, switches.init_arg, info.initrd);
+        start_init(
+            init,
+            switches.init_arg,
+            info.initrd,
+            !switches.no_console_input,
+        );
     }
     platform::shutdown(switches.exit_code)
 }
 
 /// Starts the first user program and schedules from then on; fails the boot with a clear
 /// message when it cannot be started.
-fn start_init(path: &str, arg: u64, initrd: Option<(u64, u64)>) -> ! {
+fn start_init(path: &str, arg: u64, initrd: Option<(u64, u64)>, console_input: bool) -> ! {
     let Some((start, size)) = initrd else {
         kprintln!("init={}: no initramfs was given (k42vm --initrd)", path);
         platform::shutdown(exit_code::NO_INIT);
@@ -162,6 +171,7 @@ fn start_init(path: &str, arg: u64, initrd: Option<(u64, u64)>) -> ! {
         Ok(kind) => kprintln!("user entry: {:?}", kind),
         Err(e) => panic!("user-mode entry probe failed: {e}"),
     }
+    console_input::init(console_input);
     match proc::init_initrd(start, size) {
         Ok(files) => kprintln!("initramfs: {} files; starting {}", files, path),
         Err(e) => {

@@ -41,6 +41,7 @@ fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Opt
             return Ok(None);
         }
         Sys::ConsoleWrite => console_write(&me, a0, a1),
+        Sys::ConsoleRead => crate::console_input::read(&me, a0, a1, a2),
         Sys::Yield => {
             sched::request_resched();
             Ok(0)

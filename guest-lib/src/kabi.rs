@@ -157,10 +157,17 @@ pub enum Sys {
     /// the two bytes are a `syscall`, lie in one page of an executable region of the
     /// program's own memory; `Fault` if that page is not mapped.
     LinuxRewrite = 28,
+    /// `console_read(ptr, len, bits) -> n`: moves up to `len` bytes of console input (what is
+    /// typed or piped into k42vm, arriving on the UART) to `ptr` and returns how many; 0 when
+    /// there is none, and then, if `bits` is not 0, the next input posts `bits` to the
+    /// caller's dispatcher 0 (one waiter; a later call replaces it). `len` 0 counts the bytes
+    /// waiting instead of taking them. `Ended` when none wait and none will come (k42vm's
+    /// standard input ended, or `k42.console_input=off`). [`SpawnFlags::CONSOLE`] only.
+    ConsoleRead = 29,
 }
 
 /// How many system calls there are.
-pub const SYS_COUNT: u64 = 29;
+pub const SYS_COUNT: u64 = 30;
 
 /// Most processes alive at once (running, init and servers included): `spawn` and `fork`
 /// beyond it fail with `Again`, which bounds a fork bomb. Exited processes whose status waits
@@ -219,6 +226,7 @@ impl Sys {
             Sys::DeviceIrq,
             Sys::MemobjPhys,
             Sys::LinuxRewrite,
+            Sys::ConsoleRead,
         ];
         ALL.get(usize::try_from(nr).ok()?).copied()
     }
@@ -248,12 +256,14 @@ pub enum Error {
     Again = -11,
     /// The process has no such child to wait for.
     NoChild = -10,
+    /// Nothing more will come (console input after k42vm's standard input ended).
+    Ended = -32,
 }
 
 impl Error {
     /// The error a negative return value stands for (`None` for values that are not errors).
     pub fn from_return(value: i64) -> Option<Error> {
-        const ALL: [Error; 10] = [
+        const ALL: [Error; 11] = [
             Error::NotPermitted,
             Error::NotFound,
             Error::NoMemory,
@@ -264,6 +274,7 @@ impl Error {
             Error::NotExecutable,
             Error::Again,
             Error::NoChild,
+            Error::Ended,
         ];
         ALL.into_iter().find(|e| *e as i64 == value)
     }

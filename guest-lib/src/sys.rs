@@ -84,6 +84,22 @@ pub fn console_write(bytes: &[u8]) -> SysResult<usize> {
     .map(|n| n as usize)
 }
 
+/// Takes console input into `buf` ([`Sys::ConsoleRead`]): the bytes moved (0 when none), and
+/// with `notify_bits` not 0, arms a soft interrupt of dispatcher 0 for the next input.
+pub fn console_read(buf: &mut [u8], notify_bits: u64) -> SysResult<usize> {
+    check(
+        raw(
+            Sys::ConsoleRead,
+            buf.as_mut_ptr() as u64,
+            buf.len() as u64,
+            notify_bits,
+            0,
+        )
+        .0,
+    )
+    .map(|n| n as usize)
+}
+
 /// Lets another dispatcher of this CPU run.
 pub fn yield_now() {
     raw(Sys::Yield, 0, 0, 0, 0);

@@ -1,7 +1,9 @@
-//! Guest images built with the project: the default kernel, embedded in `k42vm`.
+//! Guest images built with the project: the default kernel and the default initramfs, both
+//! embedded in `k42vm`, and the test initramfs.
 //!
 //! `build.rs` builds `guest-kernel/` for `x86_64-unknown-none` (release profile, always
-//! optimized) into `target/guest-kernel/` and copies the ELF into this crate's `OUT_DIR`.
+//! optimized) into `target/guest-kernel/` and copies the ELF into this crate's `OUT_DIR`; it
+//! packs the initramfs images there too.
 
 /// Path of the built kernel ELF (a PVH ELF that also boots on QEMU `-kernel`).
 pub const KERNEL_ELF_PATH: &str = env!("K42_KERNEL_ELF");
@@ -23,6 +25,20 @@ pub const LINUX_SOURCES_DIR: &str = env!("K42_LINUX_SOURCES");
 /// The default guest kernel, embedded.
 pub static DEFAULT_KERNEL: &[u8] = include_bytes!(env!("K42_KERNEL_ELF"));
 
+/// Path of the default initramfs (cpio newc): `/bin/shell` (the init that runs busybox `sh`),
+/// the console and file servers, the Linux personality, Debian's busybox (also as `/bin/sh`),
+/// the demonstration script `/etc/k42/demo.sh`, `/etc/motd` and an empty `/tmp`.
+pub const DEFAULT_INITRD_PATH: &str = env!("K42_DEFAULT_INITRD");
+
+/// The default initramfs, embedded.
+pub static DEFAULT_INITRD: &[u8] = include_bytes!(env!("K42_DEFAULT_INITRD"));
+
+/// The kernel command line of the default guest: `/bin/shell` runs the demonstration script
+/// (`interactive` false) or an interactive shell on the console.
+pub fn default_cmdline(interactive: bool) -> String {
+    format!("init=/bin/shell k42.arg={}", u8::from(interactive))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +50,28 @@ mod tests {
         assert_eq!(std::fs::read(KERNEL_ELF_PATH).unwrap(), DEFAULT_KERNEL);
         // The Xen PVH entry note's owner string is present.
         assert!(DEFAULT_KERNEL.windows(4).any(|w| w == b"Xen\0"));
+    }
+
+    #[test]
+    fn default_initrd_holds_the_shell_and_its_servers() {
+        assert_eq!(std::fs::read(DEFAULT_INITRD_PATH).unwrap(), DEFAULT_INITRD);
+        for name in [
+            "bin/shell",
+            "bin/console",
+            "bin/fsd",
+            "bin/busybox",
+            "lib/k42/linux",
+            "etc/k42/demo.sh",
+        ] {
+            let mut header_name = name.as_bytes().to_vec();
+            header_name.push(0);
+            assert!(
+                DEFAULT_INITRD
+                    .windows(header_name.len())
+                    .any(|w| w == header_name),
+                "{name} missing from the default initramfs"
+            );
+        }
+        assert_eq!(default_cmdline(false), "init=/bin/shell k42.arg=0");
     }
 }

@@ -219,6 +219,16 @@ impl Termios {
             c_cc,
         }
     }
+
+    /// A terminal whose lines are edited and echoed before they arrive (by the host's terminal,
+    /// for a console behind k42vm): canonical mode with every echo flag off, so programs
+    /// neither echo again nor switch to their own line editing (busybox's line editor steps
+    /// aside when it sees `ICANON` without `ECHO`).
+    pub fn host_edited() -> Self {
+        let mut t = Self::linux_default();
+        t.c_lflag &= !(ECHO | ECHOE | ECHOK | ECHOCTL | ECHOKE);
+        t
+    }
 }
 
 /// `struct winsize` of `TIOCGWINSZ` (8 bytes).
@@ -260,5 +270,13 @@ mod tests {
         let bytes = t.as_bytes();
         assert_eq!(bytes.len(), 36);
         assert_eq!(bytes[17 + VERASE], 0x7f);
+    }
+
+    #[test]
+    fn host_edited_is_canonical_without_echo() {
+        let t = Termios::host_edited();
+        assert_eq!(t.c_lflag & (ICANON | ECHO), ICANON);
+        assert_eq!(t.c_lflag & (ECHOE | ECHOK | ECHOCTL | ECHOKE), 0);
+        assert_eq!(t.c_cc, Termios::linux_default().c_cc);
     }
 }

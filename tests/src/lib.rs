@@ -1,5 +1,6 @@
 //! Helpers for the integration tests: find `k42vm`, require KVM, run guests with a hard limit.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -60,6 +61,9 @@ pub fn qemu_tcg_microvm(cpus: u32, initrd: Option<&str>, append: &str) -> Run {
         "qemu-system-x86_64 is missing; install Debian's qemu-system-x86 (scripts/setup does)"
     );
     let smp = cpus.to_string();
+    // QEMU's UART cannot say that input has ended, and these runs have none: reads of the
+    // console must end at once, as they do on k42vm with no standard input.
+    let append = format!("{append} k42.console_input=off");
     let mut args = vec![
         "-accel",
         "tcg",
@@ -81,7 +85,7 @@ pub fn qemu_tcg_microvm(cpus: u32, initrd: Option<&str>, append: &str) -> Run {
         "-kernel",
         kernel_elf(),
         "-append",
-        append,
+        &append,
     ];
     if let Some(initrd) = initrd {
         args.extend_from_slice(&["-initrd", initrd]);
@@ -113,13 +117,31 @@ impl Run {
 /// Runs `program args` with no stdin, killing it after `limit` (a test-harness safety net; the
 /// tests pass `--timeout` to k42vm themselves).
 pub fn run_with_limit(program: &Path, args: &[&str], limit: Duration) -> Run {
+    run_fed(program, args, None, limit)
+}
+
+/// Runs `program args` with `input` on its stdin (a pipe, closed after it), killing it after
+/// `limit`.
+pub fn run_with_input(program: &Path, args: &[&str], input: &[u8], limit: Duration) -> Run {
+    run_fed(program, args, Some(input), limit)
+}
+
+fn run_fed(program: &Path, args: &[&str], input: Option<&[u8]>, limit: Duration) -> Run {
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Small enough for the pipe's buffer; the child reads it as it goes.
+        stdin.write_all(bytes).expect("feed the child's stdin");
+    }
     let start = Instant::now();
     loop {
         if child.try_wait().expect("wait for child").is_some() {

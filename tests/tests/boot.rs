@@ -76,10 +76,11 @@ fn memory_4g_crosses_the_mmio_hole() {
     assert_all_ktests_passed(&run.stdout, &context);
 }
 
+/// `--cmdline ""` boots the bare embedded kernel: banner, boot timeline, exit 0, no init.
 #[test]
-fn default_boot_prints_banner_and_exits_zero() {
+fn bare_kernel_prints_banner_and_exits_zero() {
     require_kvm();
-    let run = k42vm_run(&["--timeline"]);
+    let run = k42vm_run(&["--cmdline", "", "--timeline"]);
     let context = run.all();
     assert_eq!(run.status, Some(0), "{context}");
     assert!(
@@ -90,6 +91,7 @@ fn default_boot_prints_banner_and_exits_zero() {
         run.stdout.contains("256 MiB RAM") || run.stdout.contains("255 MiB RAM"),
         "{context}"
     );
+    assert!(!run.stdout.contains("initramfs:"), "{context}");
     for stage in [
         "first guest instruction",
         "memory ready",

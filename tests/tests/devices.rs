@@ -46,6 +46,8 @@ fn k42_kernel_boots_with_every_kind_of_device() {
     let before = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     let b_ro = format!("{},readonly,id=ro-disk", b.display());
     let run = k42vm_run(&[
+        "--cmdline",
+        "",
         "--disk",
         s(&a),
         "--disk",

@@ -29,11 +29,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot a guest and run it until it shuts down; k42vm exits with the guest's exit code.
-    #[command(after_help = EXIT_HELP)]
+    #[command(after_help = RUN_HELP)]
     Run(RunArgs),
 }
 
-const EXIT_HELP: &str = "Exit status: the guest's exit code (0-255; larger codes become 255), or \
+const RUN_HELP: &str = "The default guest: `k42vm run` with none of --kernel, --initrd and --cmdline \
+boots the default guest: the embedded k42 kernel runs Debian's busybox sh, an unmodified static \
+Linux binary, from the embedded initramfs. On a terminal the shell is interactive (`exit` ends \
+it and the VM); otherwise it runs a short demonstration script and the VM exits with its status.\n\n\
+Exit status: the guest's exit code (0-255; larger codes become 255), or \
 2 for a usage or setup error (bad flag, no /dev/kvm, bad kernel image, too little memory, a disk \
 image or TAP device that cannot be opened), \
 124 when --timeout stopped the guest, 125 when the VM failed (triple fault, KVM internal error, \
@@ -47,7 +51,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
 
-    /// Initial ramdisk, passed to the guest as PVH module 0 (e.g. a cpio archive).
+    /// Initial ramdisk, passed to the guest as PVH module 0 (e.g. a cpio archive) [default:
+    /// the embedded busybox initramfs, when neither --kernel nor --cmdline is given either].
     #[arg(long, value_name = "FILE")]
     pub initrd: Option<PathBuf>,
 
@@ -60,9 +65,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_memory)]
     pub memory: u64,
 
-    /// Kernel command line (k42 kernel switches: k42.ktest, k42.exit=N, k42.quiet, ...).
-    #[arg(long, value_name = "STR", default_value = "")]
-    pub cmdline: String,
+    /// Kernel command line (k42 kernel switches: init=PATH, k42.ktest, k42.exit=N, k42.quiet,
+    /// ...). `--cmdline ""` boots the bare kernel, which prints its banner and exits.
+    /// [default: run busybox sh from the embedded initramfs, when neither --kernel nor --initrd
+    /// is given either]
+    #[arg(long, value_name = "STR")]
+    pub cmdline: Option<String>,
 
     /// Stop the guest after this long, e.g. 500ms, 10s, 2m (exit status 124).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -92,6 +100,15 @@ pub struct RunArgs {
     /// console.
     #[arg(long = "virtio-console", value_name = "FILE", num_args = 0..=1, require_equals = true)]
     pub virtio_console: Option<Option<PathBuf>>,
+}
+
+impl RunArgs {
+    /// Whether this run boots the default guest: none of `--kernel`, `--initrd` and
+    /// `--cmdline` given, so the embedded kernel runs busybox `sh` from the embedded
+    /// initramfs (interactive on a terminal, the demonstration script otherwise).
+    pub fn default_guest(&self) -> bool {
+        self.kernel.is_none() && self.initrd.is_none() && self.cmdline.is_none()
+    }
 }
 
 /// Parses a memory size such as `256M`, `4G`, `65536K` or `512` (MiB).

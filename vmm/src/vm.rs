@@ -1,6 +1,7 @@
 //! One virtual machine: KVM setup, guest memory, vCPU threads, the exit path and the event loop.
 
-use std::io::{IsTerminal, Read, Write};
+use std::borrow::Cow;
+use std::io::{ErrorKind, IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -126,18 +127,26 @@ pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
             "the embedded kernel".to_string(),
         ),
     };
-    let initrd = match &args.initrd {
-        Some(path) => Some(std::fs::read(path).map_err(|source| VmmError::ReadImage {
-            kind: "initrd",
-            path: path.clone(),
-            source,
-        })?),
+    let initrd: Option<Cow<'static, [u8]>> = match &args.initrd {
+        Some(path) => Some(Cow::Owned(std::fs::read(path).map_err(|source| {
+            VmmError::ReadImage {
+                kind: "initrd",
+                path: path.clone(),
+                source,
+            }
+        })?)),
+        None if args.default_guest() => Some(Cow::Borrowed(k42_images::DEFAULT_INITRD)),
         None => None,
+    };
+    let base_cmdline = match &args.cmdline {
+        Some(cmdline) => cmdline.clone(),
+        None if args.default_guest() => k42_images::default_cmdline(std::io::stdin().is_terminal()),
+        None => String::new(),
     };
     // Device backends are opened before KVM is touched: a wrong path or TAP name is reported
     // first, and the guest's command line needs the devices' places.
     let devices = virtio::plan(args)?;
-    let cmdline = layout::guest_cmdline(&args.cmdline, &devices.announcements());
+    let cmdline = layout::guest_cmdline(&base_cmdline, &devices.announcements());
 
     let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
     match kvm.get_api_version() {
@@ -654,17 +663,21 @@ impl MutEventSubscriber for ExitWatcher {
     }
 }
 
-/// Forwards terminal input to the guest's UART.
+/// Forwards k42vm's standard input (a terminal or a pipe) to the guest's UART, whose backlog
+/// keeps what the guest has not read yet; its end drops the UART's carrier.
 struct StdinToSerial {
     shared: Arc<VmShared>,
 }
 
 impl MutEventSubscriber for StdinToSerial {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 4096];
         match std::io::stdin().lock().read(&mut buf) {
+            Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {}
             Ok(0) | Err(_) => {
                 let _ = ops.remove(events);
+                let mut serial = self.shared.serial.lock().unwrap_or_else(|e| e.into_inner());
+                serial.end_input();
             }
             Ok(n) => {
                 let mut serial = self.shared.serial.lock().unwrap_or_else(|e| e.into_inner());
@@ -674,7 +687,17 @@ impl MutEventSubscriber for StdinToSerial {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        let _ = ops.add(Events::new_raw(std::io::stdin().as_raw_fd(), EventSet::IN));
+        if ops
+            .add(Events::new_raw(std::io::stdin().as_raw_fd(), EventSet::IN))
+            .is_err()
+        {
+            // Not pollable (a regular file) or not open: what can be read now is all of it.
+            let mut all = Vec::new();
+            let _ = std::io::stdin().lock().read_to_end(&mut all);
+            let mut serial = self.shared.serial.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = serial.enqueue_input(&all);
+            serial.end_input();
+        }
     }
 }
 
@@ -697,11 +720,11 @@ fn event_loop(
     for device in devices {
         manager.add_subscriber(Arc::new(Mutex::new(device)));
     }
-    if std::io::stdin().is_terminal() {
-        manager.add_subscriber(Arc::new(Mutex::new(StdinToSerial {
-            shared: shared.clone(),
-        })));
-    }
+    // /dev/null as standard input ends at once (the guest then sees its input end); a regular
+    // file, which epoll refuses, is read whole at the start.
+    manager.add_subscriber(Arc::new(Mutex::new(StdinToSerial {
+        shared: shared.clone(),
+    })));
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         if let Some(reason) = shared.exit_reason() {

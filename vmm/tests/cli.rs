@@ -28,6 +28,7 @@ fn help_explains_every_flag() {
         "--rng",
         "--virtio-console",
         "Exit status",
+        "default guest",
     ] {
         assert!(
             help.contains(flag),

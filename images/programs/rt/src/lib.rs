@@ -89,6 +89,71 @@ static CONSOLE_SERVER: AtomicU64 = AtomicU64::new(0);
 
 /// Console server operation: write `a0` bytes from the caller's PPC buffer.
 pub const CONSOLE_OP_WRITE: u64 = 1;
+/// Console server operation: move up to `a0` bytes (at most a page, at most one line) of
+/// console input into the caller's PPC buffer. Replies `(0, n)` with n bytes; `(0, 0)` when
+/// there are none yet, and the server then posts [`CONSOLE_WAKE_SOFT_INTERRUPT`] to the
+/// caller's dispatcher 0 when input arrives; [`CONSOLE_INPUT_ENDED`] when none will come. With
+/// `a0` = 0 it counts the bytes waiting instead of taking them.
+pub const CONSOLE_OP_READ: u64 = 2;
+/// `r0` of a console read: the input has ended (k42vm's standard input closed).
+pub const CONSOLE_INPUT_ENDED: u64 = 3;
+/// The soft-interrupt bit the console server posts to a reader waiting for input (the same
+/// bit the file server posts for pipes: "what you wait for may be ready").
+pub const CONSOLE_WAKE_SOFT_INTERRUPT: u64 = k42_guest_lib::fs::server::WAKE_SOFT_INTERRUPT;
+
+/// What a console read found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleInput {
+    /// This many bytes (taken, or waiting when only counted).
+    Bytes(usize),
+    /// None yet; [`CONSOLE_WAKE_SOFT_INTERRUPT`] comes when there are.
+    NoneYet,
+    /// None, and none will come.
+    Ended,
+}
+
+fn console_server() -> Result<u64, Error> {
+    let mut server = CONSOLE_SERVER.load(Ordering::Relaxed);
+    if server == 0 {
+        server = lookup_retrying("console")?;
+        CONSOLE_SERVER.store(server, Ordering::Relaxed);
+    }
+    Ok(server)
+}
+
+/// Asks the console server for up to `want` bytes (0: only count them).
+fn console_read_call(want: usize) -> Result<ConsoleInput, Error> {
+    let server = console_server()?;
+    match sys::ppc_call(server, [CONSOLE_OP_READ, want as u64, 0, 0])? {
+        (0, 0) => Ok(ConsoleInput::NoneYet),
+        (0, n) if want == 0 || n as usize <= want => Ok(ConsoleInput::Bytes(n as usize)),
+        (CONSOLE_INPUT_ENDED, _) => Ok(ConsoleInput::Ended),
+        _ => Err(Error::Invalid),
+    }
+}
+
+/// Takes console input through the console server into `buf` (at most a page, at most one
+/// line).
+pub fn read_console(buf: &mut [u8]) -> Result<ConsoleInput, Error> {
+    let want = buf.len().min(kabi::PAGE_SIZE as usize);
+    if want == 0 {
+        return Ok(ConsoleInput::Bytes(0));
+    }
+    let dispatcher = current_dispatcher();
+    let got = console_read_call(want)?;
+    if let ConsoleInput::Bytes(n) = got {
+        // SAFETY: the kernel maps each dispatcher's PPC buffer (a page) when it creates the
+        // dispatcher; the server wrote `n` <= `want` <= a page bytes into it during the call.
+        unsafe { core::ptr::copy_nonoverlapping(sys::ppc_buffer(dispatcher), buf.as_mut_ptr(), n) };
+    }
+    Ok(got)
+}
+
+/// Whether console input waits (`Bytes(n)`), may come (`NoneYet`, and a wake-up follows when
+/// it does) or has ended.
+pub fn console_input_state() -> Result<ConsoleInput, Error> {
+    console_read_call(0)
+}
 
 /// Writes bytes to the console, directly or through the console server.
 pub fn write(bytes: &[u8]) -> Result<(), Error> {
@@ -102,11 +167,7 @@ pub fn write(bytes: &[u8]) -> Result<(), Error> {
             Err(e) => return Err(e),
         }
     }
-    let mut server = CONSOLE_SERVER.load(Ordering::Relaxed);
-    if server == 0 {
-        server = lookup_retrying("console")?;
-        CONSOLE_SERVER.store(server, Ordering::Relaxed);
-    }
+    let server = console_server()?;
     let dispatcher = current_dispatcher();
     for chunk in bytes.chunks(kabi::PAGE_SIZE as usize) {
         let buffer = sys::ppc_buffer(dispatcher);

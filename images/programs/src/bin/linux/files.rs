@@ -24,6 +24,7 @@ use k42_linux_abi::file::{
 use k42_linux_abi::{errno, syscall as nr, tty};
 use k42_rt::kabi::{self, Info};
 use k42_rt::sys;
+use k42_rt::ConsoleInput;
 use spin::Mutex;
 
 use crate::{err, get, put, user_bytes, user_bytes_mut, Ret};
@@ -397,7 +398,7 @@ fn read_into(f: &OpenFile, out: &mut [u8], at: Option<u64>) -> Result<usize, Ret
         return Err(err(errno::EBADF));
     }
     match f.kind {
-        Kind::Console => return Ok(0),
+        Kind::Console => return console_read(f, out),
         Kind::Directory => return Err(err(errno::EISDIR)),
         Kind::Pipe if at.is_some() => return Err(err(errno::ESPIPE)),
         _ => {}
@@ -431,6 +432,31 @@ fn read_into(f: &OpenFile, out: &mut [u8], at: Option<u64>) -> Result<usize, Ret
         }
     }
     Ok(done)
+}
+
+/// Reads console input through the console server, waiting for some unless the file is
+/// non-blocking; a signal that can be delivered ends the wait with `EINTR`.
+fn console_read(f: &OpenFile, out: &mut [u8]) -> Result<usize, Ret> {
+    if out.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        match k42_rt::read_console(out) {
+            Ok(ConsoleInput::Bytes(n)) => return Ok(n),
+            Ok(ConsoleInput::Ended) => return Ok(0),
+            Ok(ConsoleInput::NoneYet) => {}
+            Err(_) => return Err(err(errno::EIO)),
+        }
+        if f.flags & O_NONBLOCK != 0 {
+            return Err(err(errno::EAGAIN));
+        }
+        // The server posts the wake bit once input arrives; other bits are signals or
+        // leftovers from the file server, after which asking again is harmless.
+        let woke = crate::signals::absorb(sys::block(0));
+        if woke & k42_rt::CONSOLE_WAKE_SOFT_INTERRUPT == 0 && crate::signals::deliverable() {
+            return Err(err(errno::EINTR));
+        }
+    }
 }
 
 fn write(fd: u64, ptr: u64, len: u64, at: Option<u64>) -> Result<Ret, Ret> {
@@ -794,7 +820,7 @@ fn ioctl(fd: u64, request: u64, arg: u64) -> Result<Ret, Ret> {
                 ws_ypixel: 0,
             },
         )),
-        tty::TCGETS => Ok(put(arg, &tty::Termios::linux_default())),
+        tty::TCGETS => Ok(put(arg, &tty::Termios::host_edited())),
         tty::TCSETS | tty::TCSETSW | tty::TCSETSF => Ok(0),
         _ => Err(err(errno::ENOTTY)),
     }
@@ -841,8 +867,15 @@ fn revents(p: &file::Pollfd) -> Result<i16, Ret> {
         return Ok(POLLNVAL);
     };
     let bits = match (f.kind, f.handle) {
-        // Standard input is empty (never ready) until the console has an input path.
-        (Kind::Console, _) if p.fd == 0 => 0,
+        // Readable when input waits; asking also makes the console server wake this process
+        // when input arrives, which ends `poll`'s block below.
+        (Kind::Console, _) if p.events & POLLIN != 0 => {
+            match k42_rt::console_input_state().map_err(|_| err(errno::EIO))? {
+                ConsoleInput::Bytes(_) => POLLIN | POLLOUT,
+                ConsoleInput::Ended => POLLIN | POLLOUT | POLLHUP,
+                ConsoleInput::NoneYet => POLLOUT,
+            }
+        }
         (Kind::Console, _) => POLLOUT,
         (Kind::Pipe, Some(h)) => {
             let bits = with_client(|c| c.poll(h))?;

@@ -1,0 +1,107 @@
+//! The default guest (`k42vm run` with no --kernel, --initrd or --cmdline): Debian's busybox
+//! sh from the embedded initramfs, running the demonstration script when k42vm's stdin is not a
+//! terminal and reading commands from the console when it is (or when `k42.arg=1` asks).
+
+use std::path::Path;
+use std::time::Duration;
+
+use k42_tests::*;
+
+/// `k42vm run` with no guest options boots the default guest: busybox sh runs the embedded
+/// demonstration script (stdin is not a terminal here) and the VM exits with its status.
+#[test]
+fn default_guest_runs_the_busybox_demonstration() {
+    require_kvm();
+    let run = k42vm_run(&["--timeline", "--timeout", "200s"]);
+    let context = run.all();
+    assert_eq!(run.status, Some(0), "{context}");
+    assert!(
+        run.stdout.contains("k42 kernel:") && run.stdout.contains("1 CPU,"),
+        "{context}"
+    );
+    // What only a working busybox sh with pipes, files, jobs and $(...) prints.
+    for line in [
+        "== k42: busybox sh, a static Linux binary, on the k42 kernel\n",
+        "Welcome to the k42 kernel: busybox is an unmodified Linux binary here.\n",
+        "97 87 79 \n",
+        "sum of 1..100: 5050\n",
+        "b7751c7c7c138f149fc332ea5d5a7e46  /tmp/note\n",
+        "b7751c7c7c138f149fc332ea5d5a7e46  /tmp/copy\n",
+        "job 1 done\n",
+        "job 2 done\n",
+        "sh -c 'exit 7' gave 7\n",
+        "there are 5 files in /bin\n",
+        "== done\n",
+    ] {
+        assert!(run.stdout.contains(line), "missing {line:?}\n{context}");
+    }
+    for stage in [
+        "first guest instruction",
+        "kernel init done",
+        "guest shutdown",
+    ] {
+        assert!(
+            run.stderr.contains(&format!(" {stage}\n")),
+            "timeline lacks '{stage}'\n{context}"
+        );
+    }
+}
+
+/// Input piped into k42vm reaches an interactive shell through the UART, the kernel, the
+/// console server and the personality, one line per read as from a terminal: the `read`
+/// builtin gets the line after its own, not what the shell read before.
+#[test]
+fn piped_input_reaches_an_interactive_shell() {
+    require_kvm();
+    let input =
+        b"echo typed $((6*7))\nread a b; echo \"a=$a b=$b\"\nfirst second\nls /etc\nexit 3\n";
+    let run = run_with_input(
+        &k42vm_binary(),
+        &[
+            "run",
+            "--initrd",
+            k42_images::DEFAULT_INITRD_PATH,
+            "--cmdline",
+            "init=/bin/shell k42.arg=1",
+            "--timeout",
+            "200s",
+        ],
+        input,
+        Duration::from_secs(240),
+    );
+    let context = run.all();
+    assert_eq!(run.status, Some(3), "the shell's exit status\n{context}");
+    for wanted in ["typed 42\n", "a=first b=second\n", "k42   motd\n"] {
+        assert!(run.stdout.contains(wanted), "missing {wanted:?}\n{context}");
+    }
+}
+
+/// On a terminal (`script` gives k42vm a pseudo-terminal), `k42vm run` alone starts the
+/// interactive shell, and `exit N` ends the VM with N.
+#[test]
+fn default_guest_on_a_terminal_is_an_interactive_shell() {
+    require_kvm();
+    let script = Path::new("/usr/bin/script");
+    assert!(
+        script.exists(),
+        "bsdutils' script (installed by scripts/setup) is needed"
+    );
+    let command = format!("{} run --timeout 200s", k42vm_binary().display());
+    let run = run_with_input(
+        script,
+        &["-q", "-e", "-c", &command, "/dev/null"],
+        b"echo on a terminal $((2+3))\nexit 4\n",
+        Duration::from_secs(240),
+    );
+    let context = run.all();
+    assert_eq!(run.status, Some(4), "{context}");
+    assert!(
+        run.stdout.contains("busybox sh on the Linux personality"),
+        "{context}"
+    );
+    assert!(run.stdout.contains("on a terminal 5"), "{context}");
+    assert!(
+        !run.stdout.contains("== done"),
+        "the demonstration ran\n{context}"
+    );
+}
