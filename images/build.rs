@@ -28,6 +28,10 @@ const LINUX_C_PROGRAMS: [&str; 7] = [
     "linux-procbench",
 ];
 
+/// Static Linux programs in Rust with the standard library (`images/linux/rust/<name>.rs`),
+/// built for `x86_64-unknown-linux-musl` and packed as `bin/<name>`.
+const LINUX_RUST_PROGRAMS: [&str; 1] = ["linux-rust-threads"];
+
 /// Where Debian's busybox-static installs busybox.
 const BUSYBOX: &str = "/bin/busybox";
 /// Data files of the busybox test commands (`images/linux/data/<name>`, packed as
@@ -107,7 +111,13 @@ fn main() {
     let personality =
         std::fs::read(bin_dir.join(LINUX_PERSONALITY)).expect("read the built Linux personality");
     append_entry(&mut archive, "lib/k42/linux", 0o100755, &personality);
-    for (name, bytes) in build_linux_programs(&manifest_dir.join("linux"), &out_dir) {
+    let linux_programs = build_linux_programs(&manifest_dir.join("linux"), &out_dir)
+        .into_iter()
+        .chain(build_rust_programs(
+            &manifest_dir.join("linux/rust"),
+            &out_dir,
+        ));
+    for (name, bytes) in linux_programs {
         append_entry(&mut archive, &format!("bin/{name}"), 0o100755, &bytes);
     }
     // Debian's busybox-static (installed by scripts/setup), the data its test commands read,
@@ -218,6 +228,47 @@ fn build_linux_programs(
             });
         assert!(status.success(), "musl-gcc failed on {}", source.display());
         let bytes = std::fs::read(&out).expect("read the built Linux program");
+        programs.push((name.to_string(), bytes));
+    }
+    programs
+}
+
+/// The Rust test programs (`images/linux/rust/*.rs`), built with the toolchain's `rustc` for
+/// `x86_64-unknown-linux-musl` (static-PIE, the standard library included; the target is
+/// added by scripts/setup); returns (name, ELF bytes) pairs.
+fn build_rust_programs(dir: &std::path::Path, out_dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let mut programs = Vec::new();
+    for name in LINUX_RUST_PROGRAMS {
+        let source = dir.join(format!("{name}.rs"));
+        println!("cargo:rerun-if-changed={}", source.display());
+        let out = out_dir.join(name);
+        let status = Command::new(&rustc)
+            .args([
+                "--edition",
+                "2021",
+                "-O",
+                "--target",
+                "x86_64-unknown-linux-musl",
+                "-C",
+                "target-feature=+crt-static",
+                "-C",
+                "strip=symbols",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(&source)
+            // A build script's environment would otherwise point the inner rustc at this
+            // crate's own target settings.
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {rustc} ({e})"));
+        assert!(
+            status.success(),
+            "rustc failed on {} (is the x86_64-unknown-linux-musl target added? scripts/setup adds it)",
+            source.display()
+        );
+        let bytes = std::fs::read(&out).expect("read the built Rust program");
         programs.push((name.to_string(), bytes));
     }
     programs

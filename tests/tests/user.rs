@@ -89,6 +89,10 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         "Linux fork/exec/wait4, signals, SIGSEGV from a fault or the fork bomb failed\n{context}"
     );
     assert!(
+        output.contains("linux-rust-threads: all checks passed"),
+        "a std Rust program's threads, locks, condition variables and channels failed\n{context}"
+    );
+    assert!(
         output.contains("linux: unimplemented system call unknown (400) returns ENOSYS"),
         "unimplemented Linux calls are logged by name (or number)\n{context}"
     );

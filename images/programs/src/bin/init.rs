@@ -65,6 +65,13 @@ fn main(arg: u64) -> i64 {
     ok &= run("/bin/linux-procs", 0, k42_rt::kabi::SpawnFlags::LINUX, 0);
     // System-call sites rewritten into calls, the file unchanged (or none, when switched off).
     ok &= run("/bin/linux-rewrite", 0, k42_rt::kabi::SpawnFlags::LINUX, 0);
+    // A Rust program with the standard library: threads, Mutex, Condvar, channels, TLS.
+    ok &= run(
+        "/bin/linux-rust-threads",
+        0,
+        k42_rt::kabi::SpawnFlags::LINUX,
+        0,
+    );
     // User-level threads on a dispatcher per CPU.
     ok &= run("/bin/threads", 0, 0, 0);
     // Copy-on-write fork, wait for any child, the process limit.

@@ -281,6 +281,7 @@ extern "C" fn commit(prepared: *mut Prepared) -> ! {
     crate::reset_memory(hi + p.bias);
     crate::rewrite::reset();
     crate::signals::reset_for_exec();
+    crate::threads::reset();
     files::close_on_exec();
     set_current_exe(&p.exe);
     let (entry, sp) = (p.image.entry + p.bias, p.stack.sp);

@@ -47,6 +47,7 @@ pub fn fork() -> Ret {
         Ok(Forked::Child) => {
             PARENT.store(me, Ordering::Relaxed);
             crate::signals::forked_child();
+            crate::threads::reset();
             GROUP.store(group, Ordering::Relaxed);
             SESSION.store(session, Ordering::Relaxed);
             0
@@ -64,8 +65,8 @@ pub fn fork() -> Ret {
     }
 }
 
-/// `clone(flags, stack, parent_tid, child_tid, tls)`: a new process (what C libraries' `fork`
-/// asks for). New threads (`CLONE_VM`) and other sharing are not supported yet: `-ENOSYS`.
+/// `clone(flags, stack, parent_tid, child_tid, tls)` without `CLONE_VM`: a new process (what C
+/// libraries' `fork` asks for); threads are `threads::spawn`. Other sharing is `-ENOSYS`.
 pub fn clone(flags: u64, stack: u64, parent_tid: u64, child_tid: u64) -> Ret {
     let allowed = CSIGNAL | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | CLONE_PARENT_SETTID;
     if flags & !allowed != 0 || stack != 0 {

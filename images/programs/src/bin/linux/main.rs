@@ -13,8 +13,8 @@
 //!
 //! Covered so far: memory (brk, anonymous mmap/munmap/mprotect), arch_prctl, ids, uname,
 //! clocks and sleeps, getrandom, rlimits; files, directories, pipes and terminals (`files`);
-//! fork, execve and wait4 (`fork`, `exec`); signals (`signals`). Threads come next. Anything
-//! else returns `-ENOSYS`, and the first use of each is logged by name.
+//! fork, execve and wait4 (`fork`, `exec`); signals (`signals`); threads and futexes
+//! (`threads`). Anything else returns `-ENOSYS`, and the first use of each is logged by name.
 #![no_std]
 #![no_main]
 
@@ -25,6 +25,7 @@ mod files;
 mod fork;
 mod rewrite;
 mod signals;
+mod threads;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -315,9 +316,15 @@ extern "C" fn linux_syscall(
     if REWRITE.load(Ordering::Relaxed) && n < kabi::LINUX_SLED_CALLS {
         rewrite::site(resume - 2);
     }
-    let ret = match files::syscall(n, [a0, a1, a2, a3, a4, a5]) {
-        Some(ret) => ret,
-        None => process_syscall(n, a0, a1, a2, a3),
+    let ret = match n {
+        nr::SYS_CLONE if a0 & process::CLONE_VM != 0 => {
+            threads::spawn(a0, a1, a2, a3, a4, [a0, a1, a2, a3, a4, a5], resume)
+        }
+        nr::SYS_FUTEX => threads::futex(a0, a1, a2, a3, a4, a5),
+        _ => match files::syscall(n, [a0, a1, a2, a3, a4, a5]) {
+            Some(ret) => ret,
+            None => process_syscall(n, a0, a1, a2, a3),
+        },
     };
     signals::deliver();
     ret
@@ -330,6 +337,7 @@ fn process_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Ret {
         nr::SYS_MMAP => mmap(a0, a1, a2, a3),
         nr::SYS_MUNMAP => match ours(a0, a1) {
             true => err(errno::EINVAL),
+            false if threads::defer_own_stack_unmap(a0, a1.next_multiple_of(PAGE)) => 0,
             false => memory(sys::unmap(a0, a1.next_multiple_of(PAGE))),
         },
         nr::SYS_MPROTECT => match ours(a0, a1) {
@@ -337,7 +345,9 @@ fn process_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Ret {
             false => memory(sys::protect(a0, a1.next_multiple_of(PAGE), prot(a2))),
         },
         nr::SYS_ARCH_PRCTL => arch_prctl(a0, a1),
-        nr::SYS_SET_TID_ADDRESS | nr::SYS_GETPID | nr::SYS_GETTID => k42_rt::pid() as Ret,
+        nr::SYS_GETPID => k42_rt::pid() as Ret,
+        nr::SYS_GETTID => threads::gettid(),
+        nr::SYS_SET_TID_ADDRESS => threads::set_tid_address(a0),
         nr::SYS_GETPPID => fork::parent(),
         nr::SYS_FORK | nr::SYS_VFORK => fork::fork(),
         nr::SYS_CLONE => fork::clone(a0, a1, a2, a3),
@@ -359,7 +369,7 @@ fn process_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Ret {
         nr::SYS_CLOCK_NANOSLEEP => clock_nanosleep(a1, a2),
         nr::SYS_GETRANDOM => getrandom(a0, a1),
         nr::SYS_SCHED_YIELD => {
-            sys::yield_now();
+            threads::yield_now();
             0
         }
         nr::SYS_RT_SIGACTION => signals::sigaction(a0, a1, a2, a3),
@@ -372,14 +382,15 @@ fn process_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Ret {
         nr::SYS_TGKILL => signals::tgkill(i64::from(a1 as i32), a2),
         nr::SYS_TIME => time_seconds(a0),
         nr::SYS_SIGALTSTACK => 0,
-        // Robust futex lists matter once threads exist; a kernel without rseq says ENOSYS,
-        // which C libraries expect.
+        // Robust futex lists matter only for threads of several processes sharing a lock;
+        // a kernel without rseq says ENOSYS, which C libraries expect.
         nr::SYS_SET_ROBUST_LIST => 0,
         nr::SYS_RSEQ => err(errno::ENOSYS),
         nr::SYS_PRLIMIT64 => rlimit(a1, a3),
         nr::SYS_GETRLIMIT => rlimit(a0, a1),
         nr::SYS_PRCTL => prctl(a0),
-        nr::SYS_EXIT | nr::SYS_EXIT_GROUP => exit((a0 & 0xff) as i64),
+        nr::SYS_EXIT => threads::exit_thread((a0 & 0xff) as i64),
+        nr::SYS_EXIT_GROUP => exit((a0 & 0xff) as i64),
         _ => unimplemented(n),
     }
 }
@@ -583,6 +594,10 @@ fn clock_nanosleep(flags: u64, request: u64) -> Ret {
     } else {
         sys::now_ns().saturating_add(ns)
     };
+    // With other threads, only this one sleeps.
+    if threads::sleep_until(deadline) {
+        return 0;
+    }
     while sys::now_ns() < deadline {
         signals::absorb(sys::block(deadline));
         // A signal to act on ends the sleep early; it is delivered as the call returns.

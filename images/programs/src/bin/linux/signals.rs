@@ -273,8 +273,11 @@ pub fn kill(pid: i64, sig: u64) -> Ret {
     }
 }
 
-/// `tgkill(tgid, tid, sig)` / `tkill(tid, sig)`: processes have one thread, whose id is the
-/// pid.
+/// `tgkill(tgid, tid, sig)` / `tkill(tid, sig)`: a signal to one of this process's threads is
+/// the process's (signals are kept per process here); another id is a process id.
 pub fn tgkill(tid: i64, sig: u64) -> Ret {
+    if tid > 0 && crate::threads::is_ours(tid as u64) {
+        return kill(k42_rt::pid() as i64, sig);
+    }
     kill(tid, sig)
 }

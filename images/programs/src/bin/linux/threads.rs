@@ -1,0 +1,577 @@
+//! Linux threads (`clone` with `CLONE_VM | CLONE_THREAD`) as user-level threads of the process,
+//! as K42 ran them: the kernel sees one dispatcher; this module switches between the program's
+//! threads in ring 3, each on the stack the C library gave it, with its own FS base (TLS).
+//!
+//! Switching is cooperative: a thread runs until it waits (a futex, a sleep, `sched_yield`) or
+//! exits. That is what C and Rust threading libraries need (their locks, condition variables,
+//! joins and channels all end in `futex`); a thread that blocks in some other call (a pipe
+//! read, `wait4`) holds up the others meanwhile. Futex waits stay in the process: no kernel
+//! call unless every thread waits, and then one `block` until a deadline or a soft interrupt.
+//!
+//! No lock is held across a switch: the table is locked to decide, unlocked, then the stacks
+//! are switched.
+
+use alloc::vec::Vec;
+
+use k42_linux_abi::futex::{self, FUTEX_BITSET_MATCH_ANY};
+use k42_linux_abi::process::{
+    CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_FILES, CLONE_FS, CLONE_PARENT_SETTID,
+    CLONE_SETTLS, CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_THREAD, CLONE_VM,
+};
+use k42_linux_abi::{errno, time};
+use k42_rt::sys;
+use spin::Mutex;
+
+use crate::{err, get, put, Ret};
+
+/// What a thread is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Running,
+    Runnable,
+    /// In `futex` wait on `addr` (with `bits`), until `deadline` (0: none).
+    Waiting {
+        addr: u64,
+        bits: u32,
+        deadline: u64,
+    },
+    /// In a sleep until `deadline`.
+    Sleeping {
+        deadline: u64,
+    },
+    Exited,
+}
+
+struct Thread {
+    tid: u64,
+    /// The stack pointer while switched out.
+    rsp: u64,
+    /// The FS base (the C library's thread pointer) while switched out.
+    fs_base: u64,
+    /// Zeroed and futex-woken at exit (`CLONE_CHILD_CLEARTID`, `set_tid_address`).
+    clear_tid: u64,
+    state: State,
+    /// Whether the last wait ended by a wake (not by its deadline).
+    woken: bool,
+    /// An unmap of its own stack, done once it has exited (see [`defer_own_stack_unmap`]).
+    stack_unmap: Option<(u64, u64)>,
+}
+
+struct Threads {
+    list: Vec<Thread>,
+    /// Index of the running thread.
+    current: usize,
+    /// Threads created so far (for thread ids).
+    created: u64,
+}
+
+static THREADS: Mutex<Threads> = Mutex::new(Threads {
+    list: Vec::new(),
+    current: 0,
+    created: 0,
+});
+
+/// Thread ids of new threads are `pid + n * TID_STRIDE`: distinct from every process id.
+const TID_STRIDE: u64 = 1 << 20;
+
+// switch(save: *mut u64 (rdi), load: u64 (rsi)): saves the callee-saved registers on this
+// stack and its pointer at `save`, then continues on the stack `load` (saved the same way, or
+// prepared by `spawn` to return into `k42_linux_thread_start`).
+core::arch::global_asm!(
+    r#"
+    .global k42_linux_switch
+k42_linux_switch:
+    push rbp
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    mov [rdi], rsp
+    mov rsp, rsi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+
+    .global k42_linux_thread_start
+k42_linux_thread_start:
+    pop rdi
+    pop rsi
+    pop rdx
+    pop r10
+    pop r8
+    pop r9
+    popfq
+    pop rcx
+    pop rsp
+    mov eax, 0
+    jmp rcx
+    "#
+);
+
+extern "C" {
+    fn k42_linux_switch(save: *mut u64, load: u64);
+    fn k42_linux_thread_start();
+}
+
+fn fs_base() -> u64 {
+    let base: u64;
+    // SAFETY: RDFSBASE only reads the FS base (the personality enables nothing else; see
+    // `arch_prctl`).
+    unsafe { core::arch::asm!("rdfsbase {}", out(reg) base, options(nostack)) };
+    base
+}
+
+fn set_fs_base(base: u64) {
+    // SAFETY: WRFSBASE sets the program's thread pointer; this code never uses FS itself.
+    unsafe { core::arch::asm!("wrfsbase {}", in(reg) base, options(nostack)) };
+}
+
+impl Threads {
+    /// The table, with the main thread in it once.
+    fn ensure_main(&mut self) {
+        if self.list.is_empty() {
+            self.list.push(Thread {
+                tid: k42_rt::pid(),
+                rsp: 0,
+                fs_base: 0,
+                clear_tid: 0,
+                state: State::Running,
+                woken: false,
+                stack_unmap: None,
+            });
+            self.current = 0;
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.list
+            .iter()
+            .filter(|t| t.state != State::Exited)
+            .count()
+    }
+
+    /// Wakes up to `count` threads waiting on `addr` whose bits meet `bits`.
+    fn wake(&mut self, addr: u64, bits: u32, count: u64) -> u64 {
+        let mut woken = 0;
+        for t in self.list.iter_mut() {
+            if woken == count {
+                break;
+            }
+            if let State::Waiting {
+                addr: a, bits: b, ..
+            } = t.state
+            {
+                if a == addr && b & bits != 0 {
+                    t.state = State::Runnable;
+                    t.woken = true;
+                    woken += 1;
+                }
+            }
+        }
+        woken
+    }
+
+    /// Makes threads whose deadline has passed runnable; returns the earliest deadline left
+    /// (0: none).
+    fn expire(&mut self, now: u64) -> u64 {
+        let mut earliest = 0u64;
+        for t in self.list.iter_mut() {
+            let deadline = match t.state {
+                State::Waiting { deadline, .. } | State::Sleeping { deadline } => deadline,
+                _ => continue,
+            };
+            if deadline == 0 {
+                continue;
+            }
+            if deadline <= now {
+                t.state = State::Runnable;
+                t.woken = false;
+            } else if earliest == 0 || deadline < earliest {
+                earliest = deadline;
+            }
+        }
+        earliest
+    }
+
+    /// The next runnable thread after the current one (the current one last).
+    fn next_runnable(&self) -> Option<usize> {
+        let n = self.list.len();
+        (1..=n)
+            .map(|i| (self.current + i) % n)
+            .find(|&i| self.list[i].state == State::Runnable)
+    }
+}
+
+/// Runs other threads until the current one is runnable again, then returns on its stack.
+/// The caller has set the current thread's state (anything but `Running`).
+fn schedule() {
+    loop {
+        let mut threads = THREADS.lock();
+        let now = sys::now_ns();
+        let earliest = threads.expire(now);
+        // Exited threads are dropped here, by another thread: their switch is long over, and
+        // their stacks may go now.
+        let current_tid = threads.list[threads.current].tid;
+        let mut unmaps = Vec::new();
+        threads.list.retain(|t| {
+            let gone = t.state == State::Exited && t.tid != current_tid;
+            if gone {
+                unmaps.extend(t.stack_unmap);
+            }
+            !gone
+        });
+        threads.current = threads
+            .list
+            .iter()
+            .position(|t| t.tid == current_tid)
+            .unwrap_or(0);
+        let me = threads.current;
+        for (addr, len) in unmaps {
+            // The C library asked for it; a failure would have been its error to see, and
+            // the thread that asked is gone.
+            let _ = sys::unmap(addr, len);
+        }
+        match threads.next_runnable() {
+            Some(next) if next == me => {
+                threads.list[me].state = State::Running;
+                return;
+            }
+            Some(next) => {
+                threads.list[me].fs_base = fs_base();
+                threads.list[next].state = State::Running;
+                threads.current = next;
+                let save: *mut u64 = &mut threads.list[me].rsp;
+                let load = threads.list[next].rsp;
+                set_fs_base(threads.list[next].fs_base);
+                drop(threads);
+                // SAFETY: `save` points at the current thread's entry, which nothing changes
+                // before the switch writes it (one dispatcher: nothing else runs in between);
+                // `load` is a stack saved by this function or prepared by `spawn`. No lock is
+                // held.
+                unsafe { k42_linux_switch(save, load) };
+                // Back on this thread: someone made it runnable and switched here.
+                return;
+            }
+            None => {
+                drop(threads);
+                // Every thread waits: block the dispatcher until the earliest deadline or a
+                // soft interrupt (signals are kept for delivery).
+                crate::signals::absorb(sys::block(earliest));
+            }
+        }
+    }
+}
+
+/// `clone` with `CLONE_VM | CLONE_THREAD`: a new thread of this process that starts where the
+/// caller returns, with `rax` 0, on `stack`, with `tls` as its FS base and the caller's
+/// argument registers (`regs`: rdi, rsi, rdx, r10, r8, r9). Returns its thread id.
+pub fn spawn(
+    flags: u64,
+    stack: u64,
+    parent_tid: u64,
+    child_tid: u64,
+    tls: u64,
+    regs: [u64; 6],
+    resume: u64,
+) -> Ret {
+    let required = CLONE_VM | CLONE_THREAD | CLONE_SIGHAND;
+    let allowed = required
+        | CLONE_FS
+        | CLONE_FILES
+        | CLONE_SYSVSEM
+        | CLONE_SETTLS
+        | CLONE_PARENT_SETTID
+        | CLONE_CHILD_CLEARTID
+        | CLONE_CHILD_SETTID
+        | k42_linux_abi::process::CLONE_DETACHED;
+    if flags & required != required || flags & !allowed != 0 {
+        return crate::unimplemented_variant("clone of a thread with other sharing flags");
+    }
+    if stack == 0 || !stack.is_multiple_of(8) {
+        return err(errno::EINVAL);
+    }
+    // The start frame, below the new stack pointer (memory the new thread owns and has not
+    // used yet): six callee-saved registers for `k42_linux_switch`, its return into
+    // `k42_linux_thread_start`, then that code's registers, flags, resume address and stack.
+    let frame: [u64; 16] = [
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        k42_linux_thread_start as *const () as u64,
+        regs[0],
+        regs[1],
+        regs[2],
+        regs[3],
+        regs[4],
+        regs[5],
+        0x202,
+        resume,
+        stack,
+    ];
+    let frame_at = stack - 8 * frame.len() as u64;
+    let words: Vec<u8> = frame.iter().flat_map(|w| w.to_le_bytes()).collect();
+    match crate::user_bytes_mut(frame_at, words.len() as u64) {
+        Ok(out) => out.copy_from_slice(&words),
+        Err(e) => return e,
+    }
+    let mut threads = THREADS.lock();
+    threads.ensure_main();
+    threads.created += 1;
+    let tid = k42_rt::pid() + threads.created * TID_STRIDE;
+    threads.list.push(Thread {
+        tid,
+        rsp: frame_at,
+        fs_base: if flags & CLONE_SETTLS != 0 {
+            tls
+        } else {
+            fs_base()
+        },
+        clear_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
+            child_tid
+        } else {
+            0
+        },
+        state: State::Runnable,
+        woken: false,
+        stack_unmap: None,
+    });
+    drop(threads);
+    if flags & CLONE_CHILD_SETTID != 0 {
+        let _ = put(child_tid, &(tid as u32));
+    }
+    if flags & CLONE_PARENT_SETTID != 0 {
+        let _ = put(parent_tid, &(tid as u32));
+    }
+    tid as Ret
+}
+
+/// The calling thread's id.
+pub fn gettid() -> Ret {
+    let mut threads = THREADS.lock();
+    threads.ensure_main();
+    threads.list[threads.current].tid as Ret
+}
+
+/// `set_tid_address`: the word zeroed and woken when this thread exits.
+pub fn set_tid_address(addr: u64) -> Ret {
+    let mut threads = THREADS.lock();
+    threads.ensure_main();
+    let me = threads.current;
+    threads.list[me].clear_tid = addr;
+    threads.list[me].tid as Ret
+}
+
+/// `munmap` of the stack the calling thread runs on (a detached thread's C library frees its
+/// own stack right before `exit`): done once the thread has exited, since this code still
+/// runs on that stack. Returns whether it was deferred.
+pub fn defer_own_stack_unmap(addr: u64, len: u64) -> bool {
+    let here = core::ptr::addr_of!(addr) as u64;
+    if !(addr..addr.saturating_add(len)).contains(&here) {
+        return false;
+    }
+    let mut threads = THREADS.lock();
+    threads.ensure_main();
+    let me = threads.current;
+    threads.list[me].stack_unmap = Some((addr, len));
+    true
+}
+
+/// Whether `tid` is a live thread of this process.
+pub fn is_ours(tid: u64) -> bool {
+    let threads = THREADS.lock();
+    tid == k42_rt::pid()
+        || threads
+            .list
+            .iter()
+            .any(|t| t.tid == tid && t.state != State::Exited)
+}
+
+/// `exit` of one thread: the process ends with `status` when it was the last one.
+pub fn exit_thread(status: i64) -> ! {
+    let clear = {
+        let mut threads = THREADS.lock();
+        threads.ensure_main();
+        if threads.live() <= 1 {
+            drop(threads);
+            crate::exit(status);
+        }
+        let me = threads.current;
+        threads.list[me].state = State::Exited;
+        threads.list[me].clear_tid
+    };
+    if clear != 0 && put(clear, &0u32) == 0 {
+        THREADS.lock().wake(clear, FUTEX_BITSET_MATCH_ANY, 1);
+    }
+    schedule();
+    unreachable!("an exited thread was scheduled again");
+}
+
+/// After a fork (in the child) or an exec: only the calling thread is left, with the
+/// process's id.
+pub fn reset() {
+    let mut threads = THREADS.lock();
+    threads.list.clear();
+    threads.created = 0;
+    threads.ensure_main();
+}
+
+/// `sched_yield`: lets the other runnable threads run first.
+pub fn yield_now() {
+    {
+        let mut threads = THREADS.lock();
+        threads.ensure_main();
+        if threads.next_runnable().is_none() {
+            drop(threads);
+            sys::yield_now();
+            return;
+        }
+        let me = threads.current;
+        threads.list[me].state = State::Runnable;
+    }
+    schedule();
+}
+
+/// Sleeps the calling thread until `deadline` (boot-clock ns) while the others run; `false`
+/// when there are no other threads (the caller sleeps the dispatcher itself).
+pub fn sleep_until(deadline: u64) -> bool {
+    {
+        let mut threads = THREADS.lock();
+        if threads.live() <= 1 {
+            return false;
+        }
+        let me = threads.current;
+        threads.list[me].state = State::Sleeping { deadline };
+    }
+    schedule();
+    true
+}
+
+/// `futex(addr, op, val, timeout_or_val2, addr2, val3)`.
+pub fn futex(addr: u64, op: u64, val: u64, timeout: u64, addr2: u64, val3: u64) -> Ret {
+    let op = op as i32;
+    if op & futex::FUTEX_CLOCK_REALTIME != 0
+        && !matches!(
+            futex::command(op),
+            futex::FUTEX_WAIT | futex::FUTEX_WAIT_BITSET
+        )
+    {
+        return err(errno::ENOSYS);
+    }
+    if !addr.is_multiple_of(4) {
+        return err(errno::EINVAL);
+    }
+    match futex::command(op) {
+        futex::FUTEX_WAIT => wait(addr, val as u32, FUTEX_BITSET_MATCH_ANY, timeout, false),
+        futex::FUTEX_WAIT_BITSET if val3 as u32 != 0 => {
+            wait(addr, val as u32, val3 as u32, timeout, true)
+        }
+        futex::FUTEX_WAKE => wake(addr, FUTEX_BITSET_MATCH_ANY, val),
+        futex::FUTEX_WAKE_BITSET if val3 as u32 != 0 => wake(addr, val3 as u32, val),
+        futex::FUTEX_REQUEUE => requeue(addr, val, timeout, addr2, None),
+        futex::FUTEX_CMP_REQUEUE => requeue(addr, val, timeout, addr2, Some(val3 as u32)),
+        futex::FUTEX_WAIT_BITSET | futex::FUTEX_WAKE_BITSET => err(errno::EINVAL),
+        _ => crate::unimplemented_variant("futex operation other than wait, wake and requeue"),
+    }
+}
+
+fn wait(addr: u64, expected: u32, bits: u32, timeout: u64, absolute: bool) -> Ret {
+    let deadline = if timeout == 0 {
+        0
+    } else {
+        let t: time::Timespec = match get(timeout) {
+            Ok(t) => t,
+            Err(e) => return e,
+        };
+        if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
+            return err(errno::EINVAL);
+        }
+        let ns = (t.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec as u64);
+        // Every clock is the boot clock here (see `clock_gettime`).
+        let at = if absolute {
+            ns
+        } else {
+            sys::now_ns().saturating_add(ns)
+        };
+        at.max(1)
+    };
+    {
+        let mut threads = THREADS.lock();
+        threads.ensure_main();
+        // Checked under the table's lock: a waker on this dispatcher cannot slip in between.
+        let word: u32 = match get(addr) {
+            Ok(w) => w,
+            Err(e) => return e,
+        };
+        if word != expected {
+            return err(errno::EAGAIN);
+        }
+        if deadline != 0 && deadline <= sys::now_ns() {
+            return err(errno::ETIMEDOUT);
+        }
+        let me = threads.current;
+        threads.list[me].state = State::Waiting {
+            addr,
+            bits,
+            deadline,
+        };
+        threads.list[me].woken = false;
+    }
+    schedule();
+    let threads = THREADS.lock();
+    if threads.list[threads.current].woken {
+        0
+    } else {
+        err(errno::ETIMEDOUT)
+    }
+}
+
+fn wake(addr: u64, bits: u32, count: u64) -> Ret {
+    let count = count.min(i32::MAX as u64);
+    let mut threads = THREADS.lock();
+    threads.ensure_main();
+    threads.wake(addr, bits, count) as Ret
+}
+
+/// Wakes `count` waiters of `addr` and moves up to `moved` more to `addr2` (if `addr` still
+/// holds `expected`, when given).
+fn requeue(addr: u64, count: u64, moved: u64, addr2: u64, expected: Option<u32>) -> Ret {
+    let mut threads = THREADS.lock();
+    threads.ensure_main();
+    if let Some(expected) = expected {
+        match get::<u32>(addr) {
+            Ok(word) if word == expected => {}
+            Ok(_) => return err(errno::EAGAIN),
+            Err(e) => return e,
+        }
+    }
+    let woken = threads.wake(addr, FUTEX_BITSET_MATCH_ANY, count.min(i32::MAX as u64));
+    let mut requeued = 0;
+    for t in threads.list.iter_mut() {
+        if requeued >= moved {
+            break;
+        }
+        if let State::Waiting { addr: a, .. } = t.state {
+            if a == addr {
+                if let State::Waiting { bits, deadline, .. } = t.state {
+                    t.state = State::Waiting {
+                        addr: addr2,
+                        bits,
+                        deadline,
+                    };
+                }
+                requeued += 1;
+            }
+        }
+    }
+    (woken + requeued) as Ret
+}
