@@ -3,7 +3,8 @@
 //! measures host peers: `getpid`, a pipe ping-pong between two processes, and a futex
 //! ping-pong between two pthreads (std's Mutex + Condvar). Two static musl programs time
 //! themselves in the guest (through the Linux personality) and on the host: `linux-getpid`
-//! and `linux-procbench` (pipe round trip, fork+exec+wait, first-touch faults). The guest runs
+//! and `linux-procbench` (pipe round trip, fork+exec+wait, first-touch faults); Debian's
+//! busybox `sh` runs the same generated 1000-line script in both (start to exit). The guest runs
 //! twice, with its `syscall` sites rewritten into calls (the default) and with
 //! `k42.syscall_rewrite=off` (each `syscall` reflected). Prints figures and ratios; on an
 //! emulating KVM the guest's kernel paths cost about 0.6-1 µs per ring-0 instruction, so the
@@ -119,6 +120,25 @@ fn host_linux_program(name: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The host's busybox running the guest's shell benchmark script, start to exit, in
+/// microseconds (the best of five runs).
+fn host_sh_script_us() -> Result<f64, String> {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let out = Command::new("/bin/busybox")
+            .args(["sh", k42_images::SH_BENCH_SCRIPT_PATH])
+            .output()
+            .map_err(|e| format!("run the host's busybox sh: {e}"))?;
+        let elapsed = start.elapsed().as_secs_f64() * 1e6;
+        if !out.status.success() {
+            return Err(format!("the host's busybox sh failed: {}", out.status));
+        }
+        best = best.min(elapsed);
+    }
+    Ok(best)
+}
+
 /// `metric name` from `output`, or an error naming where it was missing.
 fn metric_in(output: &str, name: &str, source: &str) -> Result<f64, String> {
     parse_metric(output, name).ok_or_else(|| {
@@ -193,6 +213,8 @@ fn bench() -> Result<(), String> {
             metric_in(&host_procbench, name, "the host")?,
         ))
     });
+    let sh_script = metric("linux_sh_script_us")?;
+    let host_sh_script = host_sh_script_us()?;
     let host_getpid = getpid_ns();
     let pipe = pipe_ping_pong_ns()?;
     let pthread = pthread_switch_ns();
@@ -227,6 +249,11 @@ fn bench() -> Result<(), String> {
         let (what, ours, peer) = process?;
         row(what, ours, peer);
     }
+    row(
+        "busybox sh, 1000-line script, start to exit (us)",
+        sh_script,
+        host_sh_script,
+    );
     println!();
     println!(
         "kernel entry+exit of the empty call ~ {:.0}-{:.0} ring-0 instructions at 1.0-0.6 us each \

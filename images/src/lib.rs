@@ -22,6 +22,10 @@ pub const LINUX_PROGRAMS_DIR: &str = env!("K42_LINUX_PROGRAMS");
 /// (`busybox-commands`, packed as `etc/k42/commands`) and its `data/` (packed as `/data`).
 pub const LINUX_SOURCES_DIR: &str = env!("K42_LINUX_SOURCES");
 
+/// Path of the shell benchmark's script (1000 lines of busybox `sh`; packed in the test
+/// initramfs as `/scripts/sh-bench.sh`).
+pub const SH_BENCH_SCRIPT_PATH: &str = env!("K42_SH_BENCH");
+
 /// The default guest kernel, embedded.
 pub static DEFAULT_KERNEL: &[u8] = include_bytes!(env!("K42_KERNEL_ELF"));
 

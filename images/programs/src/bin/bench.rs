@@ -1,8 +1,11 @@
 //! User-level benchmarks, run as init (`init=/bin/bench`): an empty K42 system call, a PPC
 //! round trip to a server process, and a user-level thread switch; then static Linux programs
-//! that time themselves (getpid, pipes, fork+exec+wait, page faults). Prints `metric` lines.
+//! that time themselves (getpid, pipes, fork+exec+wait, page faults), and busybox `sh` running
+//! a 1000-line script. Prints `metric` lines.
 #![no_std]
 #![no_main]
+
+extern crate alloc;
 
 use k42_guest_lib::uthread::k42::K42Platform;
 use k42_guest_lib::uthread::{self, Runtime};
@@ -93,6 +96,19 @@ fn main(_arg: u64) -> i64 {
     match sys::spawn("/bin/linux-procbench", 0, flags).and_then(sys::wait) {
         Ok(0) => {}
         other => println!("bench: linux-procbench: {other:?}"),
+    }
+    // busybox sh running the 1000-line benchmark script, start to exit.
+    let mut scratch = alloc::vec::Vec::new();
+    let start = sys::rdtsc();
+    match sys::spawn_linux(
+        "/bin/busybox",
+        &[b"sh", b"/scripts/sh-bench.sh"],
+        &mut scratch,
+    )
+    .and_then(sys::wait)
+    {
+        Ok(0) => println!("metric linux_sh_script_us {}", ns_since(start) / 1000),
+        other => println!("bench: busybox sh /scripts/sh-bench.sh: {other:?}"),
     }
     println!("metric uthread_switches {switches}");
     0
