@@ -378,5 +378,6 @@ fn info(me: &Arc<Dispatcher>, what: u64) -> SysResult {
         Info::InitrdOffset => proc::initrd_range().map_or(0, |(phys, _)| phys % FRAME_SIZE),
         Info::FreeFrames => crate::mm::frames::free_count(),
         Info::MaxProcesses => proc::process_limit() as u64,
+        Info::TotalFrames => crate::mm::frames::total_count(),
     })
 }

@@ -440,6 +440,8 @@ pub enum Info {
     FreeFrames = 9,
     /// The live-process limit in force ([`MAX_PROCESSES`] or lower).
     MaxProcesses = 10,
+    /// Page frames the kernel's frame allocator manages (free or handed out).
+    TotalFrames = 11,
 }
 
 impl Info {
@@ -457,6 +459,7 @@ impl Info {
             Info::InitrdOffset,
             Info::FreeFrames,
             Info::MaxProcesses,
+            Info::TotalFrames,
         ]
         .into_iter()
         .find(|i| *i as u64 == nr)
@@ -666,7 +669,10 @@ mod tests {
         assert_eq!(Info::from_number(8), Some(Info::InitrdOffset));
         assert_eq!(Info::from_number(9), Some(Info::FreeFrames));
         assert_eq!(Info::from_number(10), Some(Info::MaxProcesses));
-        assert_eq!(Info::from_number(11), None);
+        assert_eq!(Info::from_number(11), Some(Info::TotalFrames));
+        assert_eq!(Info::from_number(12), None);
+        assert_eq!(Error::from_return(-32), Some(Error::Ended));
+        assert_eq!(Sys::from_number(29), Some(Sys::ConsoleRead));
         assert_eq!(Sys::from_number(23), Some(Sys::Fork));
     }
 

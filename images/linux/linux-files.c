@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 static int failures, checks;
@@ -151,8 +152,67 @@ static void bad_requests(void) {
     check(open("", O_RDONLY) == -1 && errno == ENOENT, "empty path");
 }
 
+/* Reads a whole small file into buf (NUL-terminated); returns its length or -1. */
+static int slurp(const char *path, char *buf, int size) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return -1;
+    int n = 0, got;
+    while (n < size - 1 && (got = read(fd, buf + n, size - 1 - n)) > 0)
+        n += got;
+    close(fd);
+    buf[n] = 0;
+    return n;
+}
+
+static void proc_files(void) {
+    static char buf[16384];
+    check(slurp("/proc/cpuinfo", buf, sizeof buf) > 0 && strstr(buf, "processor\t: 0\n") &&
+              strstr(buf, "\nflags\t\t: fpu "),
+          "/proc/cpuinfo");
+    long total = 0, free_kb = -1;
+    if (slurp("/proc/meminfo", buf, sizeof buf) > 0) {
+        char *t = strstr(buf, "MemTotal:"), *f = strstr(buf, "MemFree:");
+        if (t && f) {
+            total = strtol(t + 9, 0, 10);
+            free_kb = strtol(f + 8, 0, 10);
+        }
+    }
+    check(total > 0 && free_kb > 0 && free_kb <= total, "/proc/meminfo");
+    check(slurp("/proc/uptime", buf, sizeof buf) > 0 && strtod(buf, 0) > 0, "/proc/uptime");
+    check(slurp("/proc/mounts", buf, sizeof buf) > 0 && strncmp(buf, "rootfs / ", 9) == 0,
+          "/proc/mounts");
+    check(slurp("/proc/self/mounts", buf, sizeof buf) > 0 && strncmp(buf, "rootfs / ", 9) == 0,
+          "/proc/self/mounts");
+    check(slurp("/proc/version", buf, sizeof buf) > 0 && strncmp(buf, "Linux version ", 14) == 0,
+          "/proc/version");
+    char link[32] = {0}, pid[32];
+    snprintf(pid, sizeof pid, "%d", getpid());
+    check(readlink("/proc/self", link, sizeof link - 1) == (ssize_t)strlen(pid) &&
+              strcmp(link, pid) == 0,
+          "/proc/self names this process");
+    check(open("/proc/uptime", O_WRONLY) == -1 && errno == EACCES, "/proc files are read-only");
+    struct stat st;
+    check(stat("/proc/cpuinfo", &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0,
+          "/proc files stat as on Linux (size 0)");
+    DIR *d = opendir("/proc");
+    int listed = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        listed += strcmp(e->d_name, "meminfo") == 0;
+    if (d)
+        closedir(d);
+    check(listed == 1, "/proc lists its files");
+    struct sysinfo info;
+    check(sysinfo(&info) == 0 && info.mem_unit == 4096 && info.totalram > 0 &&
+              info.freeram <= info.totalram &&
+              (long)(info.totalram * info.mem_unit / 1024) == total,
+          "sysinfo agrees with /proc/meminfo");
+}
+
 int main(void) {
     archive_file();
+    proc_files();
     new_files();
     pipes_and_devices();
     bad_requests();

@@ -133,8 +133,12 @@ pub fn shares() -> &'static ShareCounts<'static> {
 
 /// Frames not handed out (per-CPU caches count as free).
 pub fn free_count() -> u64 {
-    let usable = POOL.lock().usable.total() / FRAME_SIZE;
-    usable.saturating_sub(ALLOCATED.load(Ordering::Relaxed))
+    total_count().saturating_sub(ALLOCATED.load(Ordering::Relaxed))
+}
+
+/// Frames the allocator manages, free or handed out.
+pub fn total_count() -> u64 {
+    POOL.lock().usable.total() / FRAME_SIZE
 }
 
 /// Takes `count` physically contiguous fresh (zero) frames; for early boot structures.

@@ -25,6 +25,11 @@ pub mod kv {
     pub const UNKNOWN: u64 = 0xbad;
 }
 
+/// The files of `/proc` whose contents the Linux personality makes at each open (the file
+/// server holds them as empty read-only files, so they list and stat as on Linux, where they
+/// also report size 0).
+pub const PROC_FILES: [&str; 5] = ["cpuinfo", "meminfo", "mounts", "uptime", "version"];
+
 /// Where worker dispatchers' stacks are mapped (one [`STACK_SIZE`] slot each).
 pub const STACKS_BASE: u64 = 0x0000_2000_0000_0000;
 /// Size of a worker dispatcher's stack.

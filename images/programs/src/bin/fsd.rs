@@ -1,4 +1,5 @@
-//! The file-system server: holds the initramfs as a RAM file system (plus `/dev` and `/tmp`)
+//! The file-system server: holds the initramfs as a RAM file system (plus `/dev`, `/tmp` and
+//! the `/proc` placeholders)
 //! and serves it by PPC as `fs` ([`k42_guest_lib::fs::server`] has the protocol and the
 //! logic; this program only maps the archive, fills the file system and moves calls).
 //! Started by init; it prints `fsd: ready (N entries)` once it serves.
@@ -58,6 +59,19 @@ fn build() -> Result<FileSystem, &'static str> {
     }
     let tmp = fs.lookup(ROOT_INO, b"/tmp", true).map_err(|_| "no /tmp")?;
     fs.chmod(tmp, 0o1777, ctx).map_err(|_| "chmod /tmp")?;
+    let proc_dir = match fs.mkdir(ROOT_INO, b"/proc", 0o555, ctx) {
+        Ok(ino) => ino,
+        Err(_) => return Err("cannot make /proc"),
+    };
+    for name in k42_programs::PROC_FILES {
+        // Empty placeholders: the Linux personality fills what a program reads.
+        if fs
+            .create(proc_dir, name.as_bytes(), 0o444, true, ctx)
+            .is_err()
+        {
+            return Err("cannot make the /proc files");
+        }
+    }
     for (name, major, minor) in [
         (&b"/dev/null"[..], 1, 3),
         (b"/dev/zero", 1, 5),

@@ -89,6 +89,9 @@ struct OpenFile {
     flags: u32,
     /// The file's bytes in the archive mapping (an unchanged initramfs file opened read-only).
     archive: Option<&'static [u8]>,
+    /// Contents made here at open (a `/proc` file), always read locally: after a fork the
+    /// child reads its own copy with its own offset.
+    generated: Option<Vec<u8>>,
     /// Whether reads are served here from `archive`, with the offset kept in `offset`: true
     /// while only this process holds the file. A fork hands the offset to the server and
     /// clears it, since parent and child then share the offset (K42's exclusive-to-shared
@@ -109,8 +112,12 @@ impl Drop for OpenFile {
 }
 
 impl OpenFile {
-    /// The archive bytes, while this process reads the file locally.
-    fn local_bytes(&self) -> Option<&'static [u8]> {
+    /// The bytes read here: generated contents, or the archive's while this process reads
+    /// the file locally.
+    fn local_bytes(&self) -> Option<&[u8]> {
+        if let Some(bytes) = &self.generated {
+            return Some(bytes);
+        }
         self.archive.filter(|_| self.local.load(Ordering::Relaxed))
     }
 }
@@ -140,6 +147,7 @@ pub fn init() {
         kind: Kind::Console,
         flags: O_RDWR,
         archive: None,
+        generated: None,
         local: AtomicBool::new(false),
         offset: AtomicU64::new(0),
         path: b"/dev/console".to_vec(),
@@ -194,8 +202,10 @@ fn archive() -> Option<&'static [u8]> {
     *ARCHIVE.call_once(|| fits.then(|| sys::map_initrd(ARCHIVE_AT).ok()).flatten())
 }
 
-/// The link to the running program's file (the only `/proc` entry so far).
+/// The link to the running program's file.
 pub const SELF_EXE: &[u8] = b"/proc/self/exe";
+/// The link to this process's `/proc` directory (its target is the pid).
+const PROC_SELF: &[u8] = b"/proc/self";
 
 /// Reads a NUL-terminated path from the program.
 pub fn user_path(ptr: u64) -> Result<Vec<u8>, Ret> {
@@ -219,6 +229,9 @@ fn absolute(dirfd: u64, path: &[u8]) -> Result<Vec<u8>, Ret> {
     }
     if path == SELF_EXE {
         return Ok(crate::exec::current_exe());
+    }
+    if path == b"/proc/self/mounts" {
+        return Ok(b"/proc/mounts".to_vec());
     }
     if path[0] == b'/' {
         return Ok(path.to_vec());
@@ -346,6 +359,10 @@ pub fn syscall(n: u64, a: [u64; 6]) -> Option<Ret> {
 
 fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
     let path = absolute(dirfd, &user_path(path)?)?;
+    let generated = crate::procfs::contents(&normalize(&path));
+    if generated.is_some() && flags & O_ACCMODE != O_RDONLY {
+        return Err(err(errno::EACCES));
+    }
     let umask = STATE.lock().umask;
     let (handle, info) = with_client(|c| c.open(&path, flags, mode & 0o7777 & !umask))?;
     let kind = match info.kind & S_IFMT {
@@ -366,6 +383,7 @@ fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
         kind,
         flags,
         archive,
+        generated,
         local: AtomicBool::new(archive.is_some()),
         offset: AtomicU64::new(0),
         path: normalize(&path),
@@ -658,6 +676,12 @@ fn readlink(dirfd: u64, path: u64, buf: u64, size: u64) -> Result<Ret, Ret> {
         return Err(err(errno::EINVAL));
     }
     let out = user_bytes_mut(buf, size.min(BUFFER_SIZE as u64))?;
+    if normalize(&raw) == PROC_SELF {
+        let target = crate::procfs::self_link();
+        let n = target.len().min(out.len());
+        out[..n].copy_from_slice(&target[..n]);
+        return Ok(n as Ret);
+    }
     if normalize(&raw) == SELF_EXE {
         let exe = crate::exec::current_exe();
         let n = exe.len().min(out.len());
@@ -787,6 +811,7 @@ fn pipe(fds: u64, flags: u32) -> Result<Ret, Ret> {
             kind: Kind::Pipe,
             flags: access,
             archive: None,
+            generated: None,
             local: AtomicBool::new(false),
             offset: AtomicU64::new(0),
             path: Vec::new(),
@@ -943,7 +968,8 @@ pub fn prepare_fork() -> Result<Vec<u64>, Ret> {
         files
     };
     for f in &files {
-        if let (Some(handle), true) = (f.handle, f.local.load(Ordering::Relaxed)) {
+        let archive_local = f.generated.is_none() && f.local.load(Ordering::Relaxed);
+        if let (Some(handle), true) = (f.handle, archive_local) {
             let offset = f.offset.load(Ordering::Relaxed) as i64;
             with_client(|c| c.seek(handle, offset, SEEK_SET))?;
             f.local.store(false, Ordering::Relaxed);

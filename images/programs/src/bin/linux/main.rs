@@ -14,7 +14,7 @@
 //! Covered so far: memory (brk, anonymous mmap/munmap/mprotect), arch_prctl, ids, uname,
 //! clocks and sleeps, getrandom, rlimits; files, directories, pipes and terminals (`files`);
 //! fork, execve and wait4 (`fork`, `exec`); signals (`signals`); threads and futexes
-//! (`threads`). Anything else returns `-ENOSYS`, and the first use of each is logged by name.
+//! (`threads`); a minimal `/proc` (`procfs`). Anything else returns `-ENOSYS`, and the first use of each is logged by name.
 #![no_std]
 #![no_main]
 
@@ -23,6 +23,7 @@ extern crate alloc;
 mod exec;
 mod files;
 mod fork;
+mod procfs;
 mod rewrite;
 mod signals;
 mod threads;
@@ -381,6 +382,7 @@ fn process_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Ret {
         nr::SYS_TKILL => signals::tgkill(i64::from(a0 as i32), a1),
         nr::SYS_TGKILL => signals::tgkill(i64::from(a1 as i32), a2),
         nr::SYS_TIME => time_seconds(a0),
+        nr::SYS_SYSINFO => put(a0, &procfs::sysinfo()),
         nr::SYS_SIGALTSTACK => 0,
         // Robust futex lists matter only for threads of several processes sharing a lock;
         // a kernel without rseq says ENOSYS, which C libraries expect.
