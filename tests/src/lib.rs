@@ -201,6 +201,16 @@ pub fn assert_all_ktests_passed(output: &str, context: &str) {
     );
 }
 
+/// Asserts that k42vm's `--timeline` output (stderr) has each of `stages`.
+pub fn assert_timeline_has(run: &Run, stages: &[&str], context: &str) {
+    for stage in stages {
+        assert!(
+            run.stderr.contains(&format!(" {stage}\n")),
+            "timeline lacks '{stage}'\n{context}"
+        );
+    }
+}
+
 /// The CPU count from the kernel's banner line.
 pub fn banner_cpus(output: &str) -> Option<u32> {
     let line = output.lines().find(|l| l.starts_with("k42 kernel:"))?;

@@ -92,18 +92,17 @@ fn bare_kernel_prints_banner_and_exits_zero() {
         "{context}"
     );
     assert!(!run.stdout.contains("initramfs:"), "{context}");
-    for stage in [
-        "first guest instruction",
-        "memory ready",
-        "all CPUs up",
-        "kernel init done",
-        "guest shutdown",
-    ] {
-        assert!(
-            run.stderr.contains(&format!(" {stage}\n")),
-            "timeline lacks '{stage}'\n{context}"
-        );
-    }
+    assert_timeline_has(
+        &run,
+        &[
+            "first guest instruction",
+            "memory ready",
+            "all CPUs up",
+            "kernel init done",
+            "guest shutdown",
+        ],
+        &context,
+    );
 }
 
 #[test]

@@ -70,6 +70,21 @@ pub fn start_workers(worker: extern "C" fn(u64) -> !) -> Result<usize, k42_rt::k
     Ok(started)
 }
 
+/// Starts the console server and then the file server (which prints through it): what an init
+/// that runs Linux programs needs. `who` names the caller in the message a failure prints;
+/// returns the exit status to end with then.
+pub fn start_console_and_file_servers(who: &str) -> Result<(), i64> {
+    if let Err(e) = sys::spawn("/bin/console", 0, k42_rt::kabi::SpawnFlags::CONSOLE) {
+        let _ = sys::console_write(who.as_bytes());
+        let _ = sys::console_write(b": cannot start the console server\n");
+        return Err(e as i64);
+    }
+    start_file_server().map_err(|why| {
+        k42_rt::println!("{who}: {why}");
+        1
+    })
+}
+
 /// Starts the file-system server `/bin/fsd` and waits (up to 120 s: it unpacks the whole
 /// initramfs first, which is slow on a loaded machine) until it serves.
 pub fn start_file_server() -> Result<(), &'static str> {

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 
 use k42_guest_lib::cmdlist;
 use k42_guest_lib::cpio;
-use k42_rt::kabi::{self, SpawnFlags};
+use k42_rt::kabi;
 use k42_rt::{println, sys};
 
 k42_rt::entry!(main);
@@ -38,13 +38,8 @@ fn command_list() -> Result<String, &'static str> {
 }
 
 fn main(_arg: u64) -> i64 {
-    if let Err(e) = sys::spawn("/bin/console", 0, SpawnFlags::CONSOLE) {
-        let _ = sys::console_write(b"runlist: cannot start the console server\n");
-        return e as i64;
-    }
-    if let Err(why) = k42_programs::start_file_server() {
-        println!("runlist: {why}");
-        return 1;
+    if let Err(status) = k42_programs::start_console_and_file_servers("runlist") {
+        return status;
     }
     let list = match command_list() {
         Ok(list) => list,

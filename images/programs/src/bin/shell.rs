@@ -12,7 +12,7 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
-use k42_rt::kabi::{self, SpawnFlags};
+use k42_rt::kabi;
 use k42_rt::{println, sys};
 
 k42_rt::entry!(main);
@@ -21,13 +21,8 @@ k42_rt::entry!(main);
 const DEMO_SCRIPT: &[u8] = b"/etc/k42/demo.sh";
 
 fn main(arg: u64) -> i64 {
-    if let Err(e) = sys::spawn("/bin/console", 0, SpawnFlags::CONSOLE) {
-        let _ = sys::console_write(b"shell: cannot start the console server\n");
-        return e as i64;
-    }
-    if let Err(why) = k42_programs::start_file_server() {
-        println!("shell: {why}");
-        return 1;
+    if let Err(status) = k42_programs::start_console_and_file_servers("shell") {
+        return status;
     }
     let argv: &[&[u8]] = match arg {
         0 => &[b"sh", DEMO_SCRIPT],

@@ -577,24 +577,30 @@ fn clock_gettime(ptr: u64) -> Ret {
     )
 }
 
-/// `clock_nanosleep(clock, flags, request, remain)`: every clock is the boot clock here, so
-/// an absolute deadline (`TIMER_ABSTIME`) is on it too.
-fn clock_nanosleep(flags: u64, request: u64) -> Ret {
-    const TIMER_ABSTIME: u64 = 1;
-    let t: time::Timespec = match get(request) {
-        Ok(t) => t,
-        Err(e) => return e,
-    };
+/// The deadline (boot-clock ns) a `timespec` at `ptr` names: itself when `absolute`, else that
+/// long from now. Every clock is the boot clock here (see `clock_gettime`), so an absolute time
+/// on any clock is on it too.
+pub(crate) fn deadline_ns(ptr: u64, absolute: bool) -> Result<u64, Ret> {
+    let t: time::Timespec = get(ptr)?;
     if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
-        return err(errno::EINVAL);
+        return Err(err(errno::EINVAL));
     }
     let ns = (t.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec as u64);
-    let deadline = if flags & TIMER_ABSTIME != 0 {
+    Ok(if absolute {
         ns
     } else {
         sys::now_ns().saturating_add(ns)
+    })
+}
+
+/// `clock_nanosleep(clock, flags, request, remain)` (and `nanosleep`).
+fn clock_nanosleep(flags: u64, request: u64) -> Ret {
+    const TIMER_ABSTIME: u64 = 1;
+    let deadline = match deadline_ns(request, flags & TIMER_ABSTIME != 0) {
+        Ok(d) => d,
+        Err(e) => return e,
     };
     // With other threads, only this one sleeps.
     if threads::sleep_until(deadline) {

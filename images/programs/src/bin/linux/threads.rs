@@ -13,12 +13,12 @@
 
 use alloc::vec::Vec;
 
+use k42_linux_abi::errno;
 use k42_linux_abi::futex::{self, FUTEX_BITSET_MATCH_ANY};
 use k42_linux_abi::process::{
     CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_FILES, CLONE_FS, CLONE_PARENT_SETTID,
     CLONE_SETTLS, CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_THREAD, CLONE_VM,
 };
-use k42_linux_abi::{errno, time};
 use k42_rt::sys;
 use spin::Mutex;
 
@@ -486,23 +486,10 @@ fn wait(addr: u64, expected: u32, bits: u32, timeout: u64, absolute: bool) -> Re
     let deadline = if timeout == 0 {
         0
     } else {
-        let t: time::Timespec = match get(timeout) {
-            Ok(t) => t,
+        match crate::deadline_ns(timeout, absolute) {
+            Ok(at) => at.max(1),
             Err(e) => return e,
-        };
-        if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
-            return err(errno::EINVAL);
         }
-        let ns = (t.tv_sec as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(t.tv_nsec as u64);
-        // Every clock is the boot clock here (see `clock_gettime`).
-        let at = if absolute {
-            ns
-        } else {
-            sys::now_ns().saturating_add(ns)
-        };
-        at.max(1)
     };
     {
         let mut threads = THREADS.lock();
