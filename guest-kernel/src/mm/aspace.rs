@@ -98,11 +98,12 @@ pub struct AddressSpace {
     regions: Vec<Region>,
     /// Page-table frames below the PML4 (freed with the space).
     tables: Vec<u64>,
-    /// Leaf frames this space owns, with the address they are mapped at (released with the
-    /// space, or when unmapped; freed once no other space shares them). A list rather than a
-    /// walk of the tables at teardown and at fork: ring-0 instructions are the cost that
-    /// matters.
-    owned: Vec<(u64, u64)>,
+    /// Addresses of the leaf pages this space owns (their frames, in the entries, are
+    /// released with the space or when unmapped, and freed once no other space shares them).
+    /// A list rather than a walk of the tables at teardown and at fork: ring-0 instructions
+    /// are the cost that matters. Only addresses, so a copy-on-write fault, which changes a
+    /// page's frame, need not search it.
+    owned: Vec<u64>,
     /// Frames this space no longer maps but keeps a reference to until it is destroyed:
     /// originals of copy-on-write pages copied while the space may run on several CPUs,
     /// whose TLBs can still point at them (no TLB shoot-down yet).
@@ -305,7 +306,7 @@ impl AddressSpace {
         // One pass over the owned list for the whole range (a search per page made unmapping
         // n pages cost n^2).
         if owned_removed {
-            self.owned.retain(|&(v, _)| v < start || v >= end);
+            self.owned.retain(|&v| v < start || v >= end);
         }
         Ok(())
     }
@@ -399,7 +400,7 @@ impl AddressSpace {
         }
         let owned_bit = if owned { OWNED } else { 0 };
         if owned {
-            self.owned.push((va, frame));
+            self.owned.push(va);
         }
         write_entry(t, i1, frame | leaf_flags(prot) | owned_bit);
         Ok(())
@@ -441,7 +442,7 @@ impl AddressSpace {
         }
         write_entry(t, index, 0);
         if old & OWNED != 0 {
-            if let Some(at) = self.owned.iter().rposition(|&(v, _)| v == va) {
+            if let Some(at) = self.owned.iter().rposition(|&v| v == va) {
                 self.owned.swap_remove(at);
             }
         }
@@ -523,7 +524,7 @@ impl AddressSpace {
         let flags = leaf_flags(region.prot) | OWNED;
         for (i, &frame) in frames[..got].iter().enumerate() {
             let va = page + (i as u64 + 1) * FRAME_SIZE;
-            self.owned.push((va, frame));
+            self.owned.push(va);
             write_entry(t, indices(va)[3], frame | flags);
         }
     }
@@ -557,9 +558,6 @@ impl AddressSpace {
         }
         write_entry(t, index, new | leaf_flags(prot) | OWNED);
         arch::invlpg(page);
-        if let Some(slot) = self.owned.iter_mut().rev().find(|(v, _)| *v == page) {
-            slot.1 = new;
-        }
         if self.multi_cpu {
             // Another CPU of this space may still reach `old` through its TLB: keep the
             // reference until the space goes.
@@ -621,7 +619,7 @@ impl AddressSpace {
         let shares = super::frames::shares();
         // The last 2 MiB block seen and its leaf table, in this space and in the child.
         let mut cached = (u64::MAX, 0u64, 0u64);
-        for &(va, frame) in &self.owned {
+        for &va in &self.owned {
             if va >= FORK_END {
                 continue;
             }
@@ -632,6 +630,10 @@ impl AddressSpace {
             }
             let index = indices(va)[3];
             let entry = read_entry(cached.1, index);
+            if entry & (PRESENT | OWNED) != PRESENT | OWNED {
+                continue;
+            }
+            let frame = entry & ADDRESS_MASK;
             let shared = entry & !WRITABLE;
             if !shares.share(frame) {
                 return Err(AspaceError::NoMemory);
@@ -645,7 +647,7 @@ impl AddressSpace {
             }
             // The child owns it too (its reference was just counted).
             write_entry(cached.2, index, shared);
-            child.owned.push((va, frame));
+            child.owned.push(va);
             stats.shared_pages += 1;
         }
         Ok(())
@@ -783,14 +785,32 @@ impl AddressSpace {
         Ok(out)
     }
 
+    /// The frames of the owned pages, read from their entries (one table walk per 2 MiB
+    /// block, as the list is mostly in address order).
+    fn owned_frames(&self) -> Vec<u64> {
+        let mut frames = Vec::with_capacity(self.owned.len());
+        let mut cached: (u64, Option<u64>) = (u64::MAX, None);
+        for &va in &self.owned {
+            let block = va >> 21;
+            if cached.0 != block {
+                cached = (block, self.leaf_slot(va).map(|(t, _)| t));
+            }
+            let Some(t) = cached.1 else { continue };
+            let entry = read_entry(t, indices(va)[3]);
+            if entry & (PRESENT | OWNED) == PRESENT | OWNED {
+                frames.push(entry & ADDRESS_MASK);
+            }
+        }
+        frames
+    }
+
     /// Tears the user half down: every page table, and every owned frame no other space
     /// shares, is zeroed in bulk and freed (shared ones just lose this space's reference).
     pub fn destroy(mut self) {
         let shares = super::frames::shares();
         let mut frames: Vec<u64> = self
-            .owned
-            .iter()
-            .map(|&(_, f)| f)
+            .owned_frames()
+            .into_iter()
             .chain(self.retained.iter().copied())
             .filter(|&f| shares.release(f))
             .collect();
