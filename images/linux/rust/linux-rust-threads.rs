@@ -1,6 +1,6 @@
 //! A Rust program with the standard library (x86_64-unknown-linux-musl, static) that checks
 //! its own results: threads (std::thread), Mutex, Condvar, channels, thread-locals, sleeps and
-//! joins; then files, the environment and a child process. Prints
+//! joins; then files, the environment and child processes (std::process::Command). Prints
 //! `linux-rust-threads: all checks passed` and exits 0, or says what failed and exits 1.
 
 use std::cell::Cell;
@@ -117,5 +117,26 @@ fn main() {
     );
     std::fs::remove_file(&path).unwrap();
     check(std::env::args().count() >= 1, "argv");
+
+    // Child processes: Command (musl's posix_spawn: clone with CLONE_VM | CLONE_VFORK), its
+    // output through a pipe, its exit status, and a program that does not exist.
+    let out = std::process::Command::new("/bin/linux-hello")
+        .output()
+        .expect("run /bin/linux-hello");
+    check(out.status.success(), "the child's exit status");
+    check(
+        String::from_utf8_lossy(&out.stdout).contains("hello from a static musl program"),
+        "the child's output through a pipe",
+    );
+    let missing = std::process::Command::new("/bin/no-such-program").spawn();
+    check(
+        matches!(&missing, Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+        "spawning a missing program fails with NotFound",
+    );
+    let status = std::process::Command::new("/bin/busybox")
+        .args(["sh", "-c", "exit 3"])
+        .status()
+        .expect("run busybox sh");
+    check(status.code() == Some(3), "a child's exit code");
     println!("linux-rust-threads: all checks passed");
 }

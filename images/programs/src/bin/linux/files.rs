@@ -832,6 +832,22 @@ fn pipe(fds: u64, flags: u32) -> Result<Ret, Ret> {
 
 fn ioctl(fd: u64, request: u64, arg: u64) -> Result<Ret, Ret> {
     let f = file(fd)?;
+    // Requests every descriptor takes (Rust's std sets close-on-exec this way).
+    match request as u32 {
+        tty::FIOCLEX => return fcntl(fd, F_SETFD, FD_CLOEXEC as u64),
+        tty::FIONCLEX => return fcntl(fd, F_SETFD, 0),
+        tty::FIONBIO => {
+            let on: i32 = get(arg)?;
+            let flags = fcntl(fd, F_GETFL, 0)? as u64;
+            let flags = if on != 0 {
+                flags | u64::from(O_NONBLOCK)
+            } else {
+                flags & !u64::from(O_NONBLOCK)
+            };
+            return fcntl(fd, F_SETFL, flags);
+        }
+        _ => {}
+    }
     if f.kind != Kind::Console {
         return Err(err(errno::ENOTTY));
     }

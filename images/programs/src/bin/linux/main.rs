@@ -318,8 +318,11 @@ extern "C" fn linux_syscall(
         rewrite::site(resume - 2);
     }
     let ret = match n {
-        nr::SYS_CLONE if a0 & process::CLONE_VM != 0 => {
+        nr::SYS_CLONE if a0 & process::CLONE_THREAD != 0 => {
             threads::spawn(a0, a1, a2, a3, a4, [a0, a1, a2, a3, a4, a5], resume)
+        }
+        nr::SYS_CLONE if a0 & process::CLONE_VM != 0 => {
+            threads::spawn_process(a0, a1, [a0, a1, a2, a3, a4, a5], resume)
         }
         nr::SYS_FUTEX => threads::futex(a0, a1, a2, a3, a4, a5),
         _ => match files::syscall(n, [a0, a1, a2, a3, a4, a5]) {

@@ -292,36 +292,10 @@ pub fn spawn(
     if flags & required != required || flags & !allowed != 0 {
         return crate::unimplemented_variant("clone of a thread with other sharing flags");
     }
-    if stack == 0 || !stack.is_multiple_of(8) {
-        return err(errno::EINVAL);
-    }
-    // The start frame, below the new stack pointer (memory the new thread owns and has not
-    // used yet): six callee-saved registers for `k42_linux_switch`, its return into
-    // `k42_linux_thread_start`, then that code's registers, flags, resume address and stack.
-    let frame: [u64; 16] = [
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        k42_linux_thread_start as *const () as u64,
-        regs[0],
-        regs[1],
-        regs[2],
-        regs[3],
-        regs[4],
-        regs[5],
-        0x202,
-        resume,
-        stack,
-    ];
-    let frame_at = stack - 8 * frame.len() as u64;
-    let words: Vec<u8> = frame.iter().flat_map(|w| w.to_le_bytes()).collect();
-    match crate::user_bytes_mut(frame_at, words.len() as u64) {
-        Ok(out) => out.copy_from_slice(&words),
+    let frame_at = match write_start_frame(stack, regs, resume) {
+        Ok(at) => at,
         Err(e) => return e,
-    }
+    };
     let mut threads = THREADS.lock();
     threads.ensure_main();
     threads.created += 1;
@@ -351,6 +325,82 @@ pub fn spawn(
         let _ = put(parent_tid, &(tid as u32));
     }
     tid as Ret
+}
+
+/// Writes the start frame of a new thread (or of a `CLONE_VM | CLONE_VFORK` child) just below
+/// `stack`, memory the new context owns and has not used yet: six callee-saved registers for
+/// `k42_linux_switch`, its return into `k42_linux_thread_start`, then that code's argument
+/// registers, flags, resume address and stack pointer. Returns where the frame starts.
+fn write_start_frame(stack: u64, regs: [u64; 6], resume: u64) -> Result<u64, Ret> {
+    if stack < 8 * START_FRAME_WORDS as u64 || !stack.is_multiple_of(8) {
+        return Err(err(errno::EINVAL));
+    }
+    let frame: [u64; START_FRAME_WORDS] = [
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        k42_linux_thread_start as *const () as u64,
+        regs[0],
+        regs[1],
+        regs[2],
+        regs[3],
+        regs[4],
+        regs[5],
+        0x202,
+        resume,
+        stack,
+    ];
+    let frame_at = stack - 8 * START_FRAME_WORDS as u64;
+    let words: Vec<u8> = frame.iter().flat_map(|w| w.to_le_bytes()).collect();
+    crate::user_bytes_mut(frame_at, words.len() as u64)?.copy_from_slice(&words);
+    Ok(frame_at)
+}
+
+/// Words of a start frame (see [`write_start_frame`]).
+const START_FRAME_WORDS: usize = 16;
+/// Where `k42_linux_thread_start`'s part of a start frame begins.
+const START_CODE_WORD: usize = 7;
+
+/// Continues the calling context as the start frame at `frame_at` says: the program resumes
+/// with `rax` 0 on the frame's stack. For the child of a `CLONE_VM | CLONE_VFORK` clone.
+pub fn enter_start_frame(frame_at: u64) -> ! {
+    // SAFETY: `frame_at` was written by `write_start_frame` in memory the program gave for
+    // the new context; the code pops the registers and jumps into the program, never back.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {frame}",
+            "jmp {start}",
+            frame = in(reg) frame_at + 8 * START_CODE_WORD as u64,
+            start = sym k42_linux_thread_start,
+            options(noreturn)
+        )
+    }
+}
+
+/// `clone` with `CLONE_VM | CLONE_VFORK` and no `CLONE_THREAD` (how musl's `posix_spawn`, and
+/// so Rust's `Command`, starts a child): a fork whose child continues on `stack`. The child
+/// gets a copy of the memory rather than sharing it until its exec, which is all such a child
+/// may rely on; the parent learns the exec's outcome through the pipe the C library uses.
+pub fn spawn_process(flags: u64, stack: u64, regs: [u64; 6], resume: u64) -> Ret {
+    let allowed = CLONE_VM | k42_linux_abi::process::CLONE_VFORK | k42_linux_abi::process::CSIGNAL;
+    if flags & !allowed != 0 {
+        return crate::unimplemented_variant("clone of a process with sharing flags");
+    }
+    if stack == 0 {
+        return err(errno::EINVAL);
+    }
+    let pid = crate::fork::fork();
+    if pid != 0 {
+        return pid;
+    }
+    match write_start_frame(stack, regs, resume) {
+        Ok(frame_at) => enter_start_frame(frame_at),
+        // The child has nowhere to run: it ends as a C library's child does when exec fails.
+        Err(_) => crate::exit(127),
+    }
 }
 
 /// The calling thread's id.
