@@ -2,7 +2,7 @@
 //! the `/proc` placeholders)
 //! and serves it by PPC as `fs` ([`k42_guest_lib::fs::server`] has the protocol and the
 //! logic; this program only maps the archive, fills the file system and moves calls).
-//! Started by init; it prints `fsd: ready (N entries)` once it serves.
+//! Started by init; it prints `fsd: ready (N entries)` just before it exports itself.
 #![no_std]
 #![no_main]
 
@@ -97,11 +97,13 @@ fn main(_arg: u64) -> i64 {
     };
     let entries = fs.inode_count();
     SERVER.call_once(|| Mutex::new(FileServer::new(fs, sys::rdtsc())));
+    // Printed before the export: whoever waits for the server (init) starts its clients once
+    // the name is exported, and their output must come after this line, not inside it.
+    k42_rt::println!("fsd: ready ({entries} entries)");
     if let Err(e) = sys::ppc_serve(SERVER_NAME, serve) {
         k42_rt::println!("fsd: cannot export {SERVER_NAME}: {e:?}");
         return 1;
     }
-    k42_rt::println!("fsd: ready ({entries} entries)");
     loop {
         sys::block(0);
     }
