@@ -30,7 +30,7 @@ const LINUX_C_PROGRAMS: [&str; 7] = [
 
 /// Static Linux programs in Rust with the standard library (`images/linux/rust/<name>.rs`),
 /// built for `x86_64-unknown-linux-musl` and packed as `bin/<name>`.
-const LINUX_RUST_PROGRAMS: [&str; 1] = ["linux-rust-threads"];
+const LINUX_RUST_PROGRAMS: [&str; 2] = ["linux-rust-threads", "linux-rust-sys"];
 
 /// Where Debian's busybox-static installs busybox.
 const BUSYBOX: &str = "/bin/busybox";

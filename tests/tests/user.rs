@@ -93,6 +93,11 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         "a std Rust program's threads, locks, condition variables and channels failed\n{context}"
     );
     assert!(
+        output.contains("linux-rust-sys: all checks passed"),
+        "a std Rust program's directories, pipes, signals, memory, clocks or ioctls failed\n\
+         {context}"
+    );
+    assert!(
         output.contains("linux: unimplemented system call unknown (400) returns ENOSYS"),
         "unimplemented Linux calls are logged by name (or number)\n{context}"
     );

@@ -72,6 +72,8 @@ fn main(arg: u64) -> i64 {
         k42_rt::kabi::SpawnFlags::LINUX,
         0,
     );
+    // The same, for directories, pipes, signals, mmap, clocks, getrandom, uname, ioctl, poll.
+    ok &= run("/bin/linux-rust-sys", 0, k42_rt::kabi::SpawnFlags::LINUX, 0);
     // User-level threads on a dispatcher per CPU.
     ok &= run("/bin/threads", 0, 0, 0);
     // Copy-on-write fork, wait for any child, the process limit.
