@@ -82,6 +82,7 @@ pub extern "C" fn kernel_main(start_info_phys: u64) -> ! {
         panic!("the scheduler could not be set up: {e:?}");
     }
 
+    platform::init_wall_clock();
     let boot_us = platform::tsc_to_ns(arch::rdtsc() - arch::boot::boot_tsc_value()) / 1000;
     if !switches.quiet {
         kprintln!(

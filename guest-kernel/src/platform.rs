@@ -84,6 +84,28 @@ pub fn boot_stage(stage: BootStage) {
     }
 }
 
+/// Nanoseconds to add to the TSC clock (`tsc_to_ns(rdtsc())`) for Unix time; 0 while unknown.
+static WALL_CLOCK_OFFSET: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Asks k42vm for the wall-clock time once and keeps its offset from the TSC clock (other
+/// machines: unknown, 0).
+pub fn init_wall_clock() {
+    if !on_k42vm() {
+        return;
+    }
+    let mut block = pv::WallClock::default();
+    hypercall(Hypercall::WallClock, &mut block);
+    if block.status == pv::status::OK {
+        let offset = block.unix_ns.saturating_sub(tsc_to_ns(arch::rdtsc()));
+        WALL_CLOCK_OFFSET.store(offset, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The offset from the TSC clock to Unix time in nanoseconds (0: unknown).
+pub fn wall_clock_offset() -> u64 {
+    WALL_CLOCK_OFFSET.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Issues the no-op hypercall (benchmarks the round trip).
 pub fn nop_hypercall() {
     outl(Hypercall::Nop.port(), 0);

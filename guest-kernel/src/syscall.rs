@@ -379,5 +379,6 @@ fn info(me: &Arc<Dispatcher>, what: u64) -> SysResult {
         Info::FreeFrames => crate::mm::frames::free_count(),
         Info::MaxProcesses => proc::process_limit() as u64,
         Info::TotalFrames => crate::mm::frames::total_count(),
+        Info::WallClockOffset => platform::wall_clock_offset(),
     })
 }

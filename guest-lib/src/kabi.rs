@@ -442,6 +442,9 @@ pub enum Info {
     MaxProcesses = 10,
     /// Page frames the kernel's frame allocator manages (free or handed out).
     TotalFrames = 11,
+    /// Nanoseconds to add to [`crate::sys::now_ns`] for Unix time (the host's clock, read once
+    /// at boot on k42vm); 0 where the kernel does not know the time.
+    WallClockOffset = 12,
 }
 
 impl Info {
@@ -460,6 +463,7 @@ impl Info {
             Info::FreeFrames,
             Info::MaxProcesses,
             Info::TotalFrames,
+            Info::WallClockOffset,
         ]
         .into_iter()
         .find(|i| *i as u64 == nr)
@@ -670,7 +674,8 @@ mod tests {
         assert_eq!(Info::from_number(9), Some(Info::FreeFrames));
         assert_eq!(Info::from_number(10), Some(Info::MaxProcesses));
         assert_eq!(Info::from_number(11), Some(Info::TotalFrames));
-        assert_eq!(Info::from_number(12), None);
+        assert_eq!(Info::from_number(12), Some(Info::WallClockOffset));
+        assert_eq!(Info::from_number(13), None);
         assert_eq!(Error::from_return(-32), Some(Error::Ended));
         assert_eq!(Sys::from_number(29), Some(Sys::ConsoleRead));
         assert_eq!(Sys::from_number(23), Some(Sys::Fork));

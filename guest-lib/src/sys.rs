@@ -462,6 +462,19 @@ pub fn now_ns() -> u64 {
     (u128::from(rdtsc()) * 1_000_000 / u128::from(khz)) as u64
 }
 
+/// Unix time in nanoseconds: [`now_ns`] plus the kernel's wall-clock offset
+/// ([`Info::WallClockOffset`], asked once per process). Where the kernel does not know the
+/// time, this is [`now_ns`] itself.
+pub fn unix_time_ns() -> u64 {
+    static OFFSET: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+    let mut offset = OFFSET.load(core::sync::atomic::Ordering::Relaxed);
+    if offset == u64::MAX {
+        offset = info(Info::WallClockOffset);
+        OFFSET.store(offset, core::sync::atomic::Ordering::Relaxed);
+    }
+    now_ns().saturating_add(offset)
+}
+
 /// A copy of the PPC buffer of dispatcher `dispatcher` (see [`ppc_buffer`]).
 pub fn ppc_buffer_save(dispatcher: usize) -> [u8; kabi::PAGE_SIZE as usize] {
     let mut copy = [0u8; kabi::PAGE_SIZE as usize];

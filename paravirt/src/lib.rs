@@ -53,11 +53,13 @@ pub enum Hypercall {
     Nop = 0x515,
     /// Copy or zero guest-physical ranges in one batch: [`MemOps`].
     MemOps = 0x516,
+    /// Read the host's wall-clock time: [`WallClock`].
+    WallClock = 0x517,
 }
 
 impl Hypercall {
     /// All hypercalls, in port order.
-    pub const ALL: [Hypercall; 7] = [
+    pub const ALL: [Hypercall; 8] = [
         Hypercall::ConsoleWrite,
         Hypercall::Shutdown,
         Hypercall::BootStage,
@@ -65,6 +67,7 @@ impl Hypercall {
         Hypercall::CpuStart,
         Hypercall::Nop,
         Hypercall::MemOps,
+        Hypercall::WallClock,
     ];
 
     /// The hypercall at I/O port `port`, if any.
@@ -105,6 +108,18 @@ pub struct ConsoleWrite {
     pub len: u32,
     /// Written by the VMM: a [`status`] code.
     pub status: i32,
+}
+
+/// Parameter block of [`Hypercall::WallClock`]: filled by the VMM.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WallClock {
+    /// Nanoseconds since the Unix epoch (UTC) when the VMM handled the call.
+    pub unix_ns: u64,
+    /// Written by the VMM: a [`status`] code.
+    pub status: i32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
 
 /// Parameter block of [`Hypercall::Shutdown`].

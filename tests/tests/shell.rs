@@ -48,12 +48,13 @@ fn default_guest_runs_the_busybox_demonstration() {
 
 /// Input piped into k42vm reaches an interactive shell through the UART, the kernel, the
 /// console server and the personality, one line per read as from a terminal: the `read`
-/// builtin gets the line after its own, not what the shell read before.
+/// builtin gets the line after its own, not what the shell read before. `date` tells the
+/// host's time.
 #[test]
 fn piped_input_reaches_an_interactive_shell() {
     require_kvm();
-    let input =
-        b"echo typed $((6*7))\nread a b; echo \"a=$a b=$b\"\nfirst second\nls /etc\nexit 3\n";
+    let input = b"echo typed $((6*7))\nread a b; echo \"a=$a b=$b\"\nfirst second\nls /etc\n\
+echo \"epoch $(date +%s)\"\nexit 3\n";
     let run = run_with_input(
         &k42vm_binary(),
         &[
@@ -73,6 +74,22 @@ fn piped_input_reaches_an_interactive_shell() {
     for wanted in ["typed 42\n", "a=first b=second\n", "k42   motd\n"] {
         assert!(run.stdout.contains(wanted), "missing {wanted:?}\n{context}");
     }
+    // The guest's wall clock is the host's (k42vm's WallClock hypercall at boot).
+    let guest_epoch: u64 = run
+        .stdout
+        .split("epoch ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no epoch line\n{context}"));
+    let host_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        guest_epoch <= host_epoch && host_epoch - guest_epoch < 300,
+        "guest date +%s {guest_epoch}, host {host_epoch}\n{context}"
+    );
 }
 
 /// On a terminal (`script` gives k42vm a pseudo-terminal), `k42vm run` alone starts the

@@ -117,7 +117,32 @@ pub fn handle(shared: &VmShared, vcpu: usize, call: Hypercall, value: u32) -> Op
             handle_mem_ops(mem, vcpu, block);
             None
         }
+        Hypercall::WallClock => {
+            if !write_wall_clock(mem, block) {
+                warn_bad_block(vcpu, call, block);
+            }
+            None
+        }
     }
+}
+
+/// Fills the [`pv::WallClock`] block at `block` with the host's time; false if the block is
+/// not in guest memory.
+fn write_wall_clock(mem: &GuestMemoryMmap, block: u64) -> bool {
+    // A host clock before 1970 is reported as the epoch itself.
+    let unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
+    let at = GuestAddress(block + offset_of!(pv::WallClock, unix_ns) as u64);
+    if mem.write_obj(unix_ns, at).is_err() {
+        return false;
+    }
+    write_status(
+        mem,
+        block + offset_of!(pv::WallClock, status) as u64,
+        status::OK,
+    );
+    true
 }
 
 /// Performs a [`pv::MemOps`] batch in order, stopping at the first invalid operation.
@@ -323,6 +348,25 @@ mod tests {
         for (i, v) in [dst, src, len].into_iter().enumerate() {
             mem.write_obj(v, GuestAddress(at + 8 * i as u64)).unwrap();
         }
+    }
+
+    #[test]
+    fn wall_clock_is_the_host_time_and_a_bad_block_is_refused() {
+        let mem = memory();
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        mem.write_obj(-1i32, GuestAddress(0x1000 + 8)).unwrap();
+        assert!(write_wall_clock(&mem, 0x1000));
+        let got: u64 = mem.read_obj(GuestAddress(0x1000)).unwrap();
+        let status: i32 = mem.read_obj(GuestAddress(0x1000 + 8)).unwrap();
+        assert!(
+            got >= before && got - before < 60_000_000_000,
+            "{got} vs {before}"
+        );
+        assert_eq!(status, status::OK);
+        assert!(!write_wall_clock(&mem, 1 << 40), "outside guest memory");
     }
 
     #[test]

@@ -32,7 +32,7 @@ extern "C" fn serve(client: u64, op: u64, a1: u64, a2: u64, a3: u64, cpu: u64) -
     };
     let (reply, wake) = {
         let mut server = server.lock();
-        let reply = server.call(client, [op, a1, a2, a3], buf, sys::now_ns() as i64);
+        let reply = server.call(client, [op, a1, a2, a3], buf, sys::unix_time_ns() as i64);
         (reply, server.take_wakeups())
     };
     for pid in wake {
@@ -47,7 +47,7 @@ extern "C" fn serve(client: u64, op: u64, a1: u64, a2: u64, a3: u64, cpu: u64) -
 
 fn build() -> Result<FileSystem, &'static str> {
     let archive = sys::map_initrd(ARCHIVE_AT).map_err(|_| "cannot map the initramfs")?;
-    let now = sys::now_ns() as i64;
+    let now = sys::unix_time_ns() as i64;
     let mut fs = FileSystem::new(Ctx::root(now));
     populate_from_cpio(&mut fs, archive).map_err(|_| "the initramfs does not unpack")?;
     let ctx = Ctx::root(now);

@@ -368,9 +368,9 @@ fn process_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Ret {
             a0,
             &process::Utsname::new("Linux", "k42", "6.1.0-k42", "#1 K42", "x86_64", "(none)"),
         ),
-        nr::SYS_CLOCK_GETTIME => clock_gettime(a1),
-        nr::SYS_NANOSLEEP => clock_nanosleep(0, a0),
-        nr::SYS_CLOCK_NANOSLEEP => clock_nanosleep(a1, a2),
+        nr::SYS_CLOCK_GETTIME => clock_gettime(a0, a1),
+        nr::SYS_NANOSLEEP => clock_nanosleep(time::CLOCK_MONOTONIC as u64, 0, a0),
+        nr::SYS_CLOCK_NANOSLEEP => clock_nanosleep(a0, a1, a2),
         nr::SYS_GETRANDOM => getrandom(a0, a1),
         nr::SYS_SCHED_YIELD => {
             threads::yield_now();
@@ -568,9 +568,21 @@ fn arch_prctl(code: u64, addr: u64) -> Ret {
     }
 }
 
-fn clock_gettime(ptr: u64) -> Ret {
-    // Every clock counts from boot (there is no wall-clock source yet).
-    let ns = sys::now_ns();
+/// Whether `clock` counts Unix time (the others count from the TSC's zero).
+pub(crate) fn is_wall_clock(clock: u64) -> bool {
+    matches!(
+        clock as i32,
+        time::CLOCK_REALTIME | time::CLOCK_REALTIME_COARSE | time::CLOCK_TAI
+    )
+}
+
+/// `clock_gettime(clock, ptr)`: Unix time for the wall clocks, the boot clock for the rest.
+fn clock_gettime(clock: u64, ptr: u64) -> Ret {
+    let ns = if is_wall_clock(clock) {
+        sys::unix_time_ns()
+    } else {
+        sys::now_ns()
+    };
     put(
         ptr,
         &time::Timespec {
@@ -580,10 +592,9 @@ fn clock_gettime(ptr: u64) -> Ret {
     )
 }
 
-/// The deadline (boot-clock ns) a `timespec` at `ptr` names: itself when `absolute`, else that
-/// long from now. Every clock is the boot clock here (see `clock_gettime`), so an absolute time
-/// on any clock is on it too.
-pub(crate) fn deadline_ns(ptr: u64, absolute: bool) -> Result<u64, Ret> {
+/// The deadline (boot-clock ns) a `timespec` at `ptr` names: that long from now, or with
+/// `absolute` that time on the wall clock (`wall`) or the boot clock.
+pub(crate) fn deadline_ns(ptr: u64, absolute: bool, wall: bool) -> Result<u64, Ret> {
     let t: time::Timespec = get(ptr)?;
     if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
         return Err(err(errno::EINVAL));
@@ -591,17 +602,18 @@ pub(crate) fn deadline_ns(ptr: u64, absolute: bool) -> Result<u64, Ret> {
     let ns = (t.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec as u64);
-    Ok(if absolute {
-        ns
-    } else {
-        sys::now_ns().saturating_add(ns)
+    Ok(match (absolute, wall) {
+        (false, _) => sys::now_ns().saturating_add(ns),
+        (true, false) => ns,
+        (true, true) => ns.saturating_sub(sys::unix_time_ns() - sys::now_ns()),
     })
 }
 
 /// `clock_nanosleep(clock, flags, request, remain)` (and `nanosleep`).
-fn clock_nanosleep(flags: u64, request: u64) -> Ret {
+fn clock_nanosleep(clock: u64, flags: u64, request: u64) -> Ret {
     const TIMER_ABSTIME: u64 = 1;
-    let deadline = match deadline_ns(request, flags & TIMER_ABSTIME != 0) {
+    let absolute = flags & TIMER_ABSTIME != 0;
+    let deadline = match deadline_ns(request, absolute, is_wall_clock(clock)) {
         Ok(d) => d,
         Err(e) => return e,
     };
@@ -621,7 +633,7 @@ fn clock_nanosleep(flags: u64, request: u64) -> Ret {
 
 /// `time(tloc)`: seconds on the same clock as `clock_gettime`.
 fn time_seconds(tloc: u64) -> Ret {
-    let seconds = (sys::now_ns() / 1_000_000_000) as i64;
+    let seconds = (sys::unix_time_ns() / 1_000_000_000) as i64;
     if tloc != 0 {
         let r = put(tloc, &seconds);
         if r < 0 {

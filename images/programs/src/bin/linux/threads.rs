@@ -519,10 +519,22 @@ pub fn futex(addr: u64, op: u64, val: u64, timeout: u64, addr2: u64, val3: u64) 
         return err(errno::EINVAL);
     }
     match futex::command(op) {
-        futex::FUTEX_WAIT => wait(addr, val as u32, FUTEX_BITSET_MATCH_ANY, timeout, false),
-        futex::FUTEX_WAIT_BITSET if val3 as u32 != 0 => {
-            wait(addr, val as u32, val3 as u32, timeout, true)
-        }
+        futex::FUTEX_WAIT => wait(
+            addr,
+            val as u32,
+            FUTEX_BITSET_MATCH_ANY,
+            timeout,
+            false,
+            false,
+        ),
+        futex::FUTEX_WAIT_BITSET if val3 as u32 != 0 => wait(
+            addr,
+            val as u32,
+            val3 as u32,
+            timeout,
+            true,
+            op & futex::FUTEX_CLOCK_REALTIME != 0,
+        ),
         futex::FUTEX_WAKE => wake(addr, FUTEX_BITSET_MATCH_ANY, val),
         futex::FUTEX_WAKE_BITSET if val3 as u32 != 0 => wake(addr, val3 as u32, val),
         futex::FUTEX_REQUEUE => requeue(addr, val, timeout, addr2, None),
@@ -532,11 +544,11 @@ pub fn futex(addr: u64, op: u64, val: u64, timeout: u64, addr2: u64, val3: u64) 
     }
 }
 
-fn wait(addr: u64, expected: u32, bits: u32, timeout: u64, absolute: bool) -> Ret {
+fn wait(addr: u64, expected: u32, bits: u32, timeout: u64, absolute: bool, realtime: bool) -> Ret {
     let deadline = if timeout == 0 {
         0
     } else {
-        match crate::deadline_ns(timeout, absolute) {
+        match crate::deadline_ns(timeout, absolute, realtime) {
             Ok(at) => at.max(1),
             Err(e) => return e,
         }
