@@ -17,7 +17,7 @@ use k42_rt::sys;
 use spin::Mutex;
 
 use crate::files::{self, Contents};
-use crate::{err, get, user_bytes, Ret};
+use crate::{err, get, Ret};
 
 /// Most bytes of arguments and environment together (Linux's `ARG_MAX` for an 8 MiB stack is
 /// larger; this is what the new stack may spend on them).
@@ -40,21 +40,6 @@ pub fn set_current_exe(path: &[u8]) {
     *EXE.lock() = path.to_vec();
 }
 
-/// A NUL-terminated string of the program, at most `room` bytes long.
-fn user_string(ptr: u64, room: usize) -> Result<Vec<u8>, Ret> {
-    let mut out = Vec::new();
-    loop {
-        let byte = user_bytes(ptr + out.len() as u64, 1)?[0];
-        if byte == 0 {
-            return Ok(out);
-        }
-        if out.len() >= room {
-            return Err(err(errno::E2BIG));
-        }
-        out.push(byte);
-    }
-}
-
 /// A NULL-terminated array of strings (`argv`, `envp`); `used` counts bytes against
 /// [`ARGS_MAX`].
 fn user_strings(ptr: u64, used: &mut usize) -> Result<Vec<Vec<u8>>, Ret> {
@@ -70,7 +55,7 @@ fn user_strings(ptr: u64, used: &mut usize) -> Result<Vec<Vec<u8>>, Ret> {
         if s == 0 {
             return Ok(out);
         }
-        let string = user_string(s, ARGS_MAX.saturating_sub(*used))?;
+        let string = crate::user_cstring(s, ARGS_MAX.saturating_sub(*used), errno::E2BIG)?;
         *used += string.len() + 1 + 8;
         if *used > ARGS_MAX {
             return Err(err(errno::E2BIG));
@@ -102,8 +87,9 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> Ret {
             // of the personality's own.
             let prepared = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(prepared));
             let top = exec_stack_top();
-            // SAFETY: switches to `EXEC_STACK` (used only here, by the process's one thread)
-            // and calls `commit`, which never returns, with the prepared program it now owns.
+            // SAFETY: switches to `EXEC_STACK` (used only here; the program's threads are
+            // cooperative and exec never switches between them, so one thread at a time) and
+            // calls `commit`, which never returns, with the prepared program it now owns.
             unsafe {
                 core::arch::asm!(
                     "mov rsp, {top}",

@@ -209,17 +209,7 @@ const PROC_SELF: &[u8] = b"/proc/self";
 
 /// Reads a NUL-terminated path from the program.
 pub fn user_path(ptr: u64) -> Result<Vec<u8>, Ret> {
-    let mut out = Vec::new();
-    loop {
-        let byte = user_bytes(ptr + out.len() as u64, 1)?[0];
-        if byte == 0 {
-            return Ok(out);
-        }
-        if out.len() >= PATH_MAX {
-            return Err(err(errno::ENAMETOOLONG));
-        }
-        out.push(byte);
-    }
+    crate::user_cstring(ptr, PATH_MAX, errno::ENAMETOOLONG)
 }
 
 /// `path` made absolute against `dirfd` (or the working directory).

@@ -286,6 +286,21 @@ fn user_bytes_mut<'a>(ptr: u64, len: u64) -> Result<&'a mut [u8], Ret> {
     Ok(unsafe { core::slice::from_raw_parts_mut(ptr as *mut u8, len as usize) })
 }
 
+/// A NUL-terminated string of the program, at most `max` bytes long (`-too_long` if longer).
+fn user_cstring(ptr: u64, max: usize, too_long: i32) -> Result<alloc::vec::Vec<u8>, Ret> {
+    let mut out = alloc::vec::Vec::new();
+    loop {
+        let byte = user_bytes(ptr + out.len() as u64, 1)?[0];
+        if byte == 0 {
+            return Ok(out);
+        }
+        if out.len() >= max {
+            return Err(err(too_long));
+        }
+        out.push(byte);
+    }
+}
+
 fn put<T: IntoBytes + zerocopy::Immutable>(ptr: u64, value: &T) -> Ret {
     let bytes = value.as_bytes();
     match user_bytes_mut(ptr, bytes.len() as u64) {
