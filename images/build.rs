@@ -18,10 +18,11 @@ const DEFAULT_PROGRAMS: [&str; 3] = ["shell", "console", "fsd"];
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.
-const LINUX_C_PROGRAMS: [&str; 7] = [
+const LINUX_C_PROGRAMS: [&str; 8] = [
     "linux-hello",
     "linux-getpid",
     "linux-files",
+    "linux-windows",
     "linux-random",
     "linux-procs",
     "linux-rewrite",

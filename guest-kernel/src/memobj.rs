@@ -41,15 +41,11 @@ pub fn create(owner: &Arc<Process>, pages: u64) -> Result<u64, kabi::Error> {
     if pages == 0 || pages > MAX_PAGES {
         return Err(kabi::Error::Invalid);
     }
-    let mut frames = Vec::with_capacity(pages as usize);
-    for _ in 0..pages {
-        match mm::alloc_frame() {
-            Some(f) => frames.push(f),
-            None => {
-                mm::free_zeroed(&frames);
-                return Err(kabi::Error::NoMemory);
-            }
-        }
+    let mut frames = alloc::vec![0u64; pages as usize];
+    let got = mm::alloc_frames(&mut frames);
+    if got < frames.len() {
+        mm::free_zeroed(&frames[..got]);
+        return Err(kabi::Error::NoMemory);
     }
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let obj = Arc::new(Memobj {
@@ -123,21 +119,56 @@ pub fn map(caller: &Arc<Process>, id: u64, addr: u64, prot: u64) -> Result<(), k
         start: addr,
         end: addr + len,
         prot: prot | Prot::READ,
-        backing: Backing::Shared,
+        backing: Backing::Object { id },
     })?;
     for (i, &frame) in obj.frames.iter().enumerate() {
-        space.map_page(
+        let mapped = space.map_page(
             addr + i as u64 * FRAME_SIZE,
             frame,
             prot | Prot::READ,
             false,
-        )?;
+        );
+        if let Err(e) = mapped {
+            // Nothing the process could have used yet: take the whole mapping back.
+            let _ = space.remove_range(addr, addr + len, &mut Vec::new());
+            return Err(e.into());
+        }
     }
     drop(guard);
     let mut held = caller.memobjs.lock();
     if !held.iter().any(|o| Arc::ptr_eq(o, &obj)) {
         held.push(obj);
     }
+    Ok(())
+}
+
+/// Removes the mapping of a memory object that starts at `addr` (the whole object, as
+/// `map` made it) from `caller`, and drops `caller`'s hold on the object once no mapping of
+/// it is left there: the object's frames are freed when no process holds it any more.
+///
+/// A process with several dispatchers keeps its hold until it exits, since its other CPUs
+/// may still cache translations of the pages (there is no TLB shoot-down yet).
+pub fn unmap(caller: &Arc<Process>, addr: u64) -> Result<(), kabi::Error> {
+    let mut guard = caller.aspace.lock();
+    let space = guard.as_mut().ok_or(kabi::Error::NotFound)?;
+    let region = *space.region_at(addr).ok_or(kabi::Error::Invalid)?;
+    let Backing::Object { id } = region.backing else {
+        return Err(kabi::Error::Invalid);
+    };
+    let obj = find(id).ok_or(kabi::Error::Invalid)?;
+    if region.start != addr || region.end - region.start != obj.frames.len() as u64 * FRAME_SIZE {
+        return Err(kabi::Error::Invalid);
+    }
+    // The object's frames are not the space's: nothing comes back in `freed`.
+    let mut freed = Vec::new();
+    space.remove_range(region.start, region.end, &mut freed)?;
+    let still_mapped = space.maps_object(id);
+    drop(guard);
+    if !still_mapped && caller.dispatchers.lock().len() <= 1 {
+        caller.memobjs.lock().retain(|o| !Arc::ptr_eq(o, &obj));
+    }
+    // If that was the last hold, the frames are zeroed and freed here.
+    drop(obj);
     Ok(())
 }
 

@@ -164,10 +164,15 @@ pub enum Sys {
     /// waiting instead of taking them. `Ended` when none wait and none will come (k42vm's
     /// standard input ended, or `k42.console_input=off`). [`SpawnFlags::CONSOLE`] only.
     ConsoleRead = 29,
+    /// `memobj_unmap(addr) -> 0`: removes the whole mapping of a memory object that
+    /// `memobj_map` made at `addr`; once the process maps the object nowhere else it no longer
+    /// holds it, and the object's memory is freed when no process does. `Invalid` if no object
+    /// mapping starts at `addr`.
+    MemobjUnmap = 30,
 }
 
 /// How many system calls there are.
-pub const SYS_COUNT: u64 = 30;
+pub const SYS_COUNT: u64 = 31;
 
 /// Most processes alive at once (running, init and servers included): `spawn` and `fork`
 /// beyond it fail with `Again`, which bounds a fork bomb. Exited processes whose status waits
@@ -227,6 +232,7 @@ impl Sys {
             Sys::MemobjPhys,
             Sys::LinuxRewrite,
             Sys::ConsoleRead,
+            Sys::MemobjUnmap,
         ];
         ALL.get(usize::try_from(nr).ok()?).copied()
     }
@@ -678,6 +684,7 @@ mod tests {
         assert_eq!(Info::from_number(13), None);
         assert_eq!(Error::from_return(-32), Some(Error::Ended));
         assert_eq!(Sys::from_number(29), Some(Sys::ConsoleRead));
+        assert_eq!(Sys::from_number(30), Some(Sys::MemobjUnmap));
         assert_eq!(Sys::from_number(23), Some(Sys::Fork));
     }
 

@@ -9,6 +9,8 @@
 //! - [`frames`]: the per-CPU allocator front of the page-frame manager.
 //! - [`cmdlist`]: the command-list format of the Linux comparison tests.
 //! - [`cpio`]: the initramfs format (cpio newc, optionally gzip-compressed).
+//! - [`filewindow`]: file windows, the shared memory through which a process reads and writes
+//!   a file it alone has open (K42's exclusive file object), with their lock protocol.
 //! - [`fs`]: the RAM file system of the file-system server (inodes, Linux path lookup,
 //!   `getdents64` positions, `stat`), filled from the initramfs.
 //! - [`kabi`]: the K42 system-call interface between the kernel and user level.
@@ -18,8 +20,9 @@
 //! - [`uthread`]: the user-level thread scheduler of a process (K42's two-level scheduling:
 //!   threads on dispatchers), its user-level futex, and a mutex, condvar and channel on top.
 //!
-//! `unsafe` is confined to `cobj::table`, which stores typed pointers in atomic words, and
-//! `uthread::context`, which allocates aligned stacks and switches contexts.
+//! `unsafe` is confined to `cobj::table`, which stores typed pointers in atomic words,
+//! `uthread::context`, which allocates aligned stacks and switches contexts, `filewindow`,
+//! which reaches memory mapped from another process, and `sys`, the system-call instructions.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -28,6 +31,7 @@ extern crate alloc;
 pub mod cmdlist;
 pub mod cobj;
 pub mod cpio;
+pub mod filewindow;
 pub mod frames;
 pub mod fs;
 pub mod generation;

@@ -350,6 +350,11 @@ pub fn memobj_grant(id: u64, pid: u64) -> SysResult<()> {
     check(raw(Sys::MemobjGrant, id, pid, 0, 0).0).map(|_| ())
 }
 
+/// Removes the mapping of a memory object made at `addr` (see [`Sys::MemobjUnmap`]).
+pub fn memobj_unmap(addr: u64) -> SysResult<()> {
+    check(raw(Sys::MemobjUnmap, addr, 0, 0, 0).0).map(|_| ())
+}
+
 /// The devices the kernel knows (at most `out.len()` are written); returns how many there are.
 pub fn device_list(out: &mut [kabi::DeviceDesc]) -> SysResult<usize> {
     let (ptr, len) = (out.as_mut_ptr() as u64, out.len() as u64);

@@ -146,3 +146,53 @@ fn token_passing_protects_readers() {
         reader.join().unwrap();
     });
 }
+
+/// The file-window lock: a client writing through the window and the server retiring it. The
+/// server must see either none or all of the write (bytes and size together), and once it has
+/// retired the window the client must not write.
+#[test]
+fn file_window_retire_against_a_write() {
+    use k42_guest_lib::filewindow::Header;
+    use loom::cell::UnsafeCell;
+
+    struct Shared {
+        header: Header,
+        byte: UnsafeCell<u8>,
+    }
+    // SAFETY: `byte` is touched only under the header's lock (the protocol under test).
+    unsafe impl Sync for Shared {}
+
+    model(|| {
+        let shared = Arc::new(Shared {
+            header: Header::new(0, 0),
+            byte: UnsafeCell::new(0),
+        });
+        let client = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                let began = shared.header.begin(5, thread::yield_now);
+                if began {
+                    shared.byte.with_mut(|b| unsafe { *b = 7 });
+                    shared.header.set_size(1);
+                    shared.header.mark_dirty();
+                    shared.header.end();
+                }
+                began
+            })
+        };
+        let state = shared.header.retire(|_| {
+            thread::yield_now();
+            true
+        });
+        let byte = shared.byte.with(|b| unsafe { *b });
+        assert!(!state.forced);
+        if state.size == 1 {
+            assert!(state.dirty && byte == 7, "the whole write is seen");
+        } else {
+            assert!(!state.dirty && byte == 0, "none of it is seen");
+        }
+        let wrote = client.join().unwrap();
+        assert_eq!(wrote, state.size == 1, "a retired window refuses the write");
+        assert!(!shared.header.begin(5, || panic!("retired")));
+    });
+}

@@ -84,6 +84,11 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         "files, directories, pipes and devices work through the file server\n{context}"
     );
     assert!(
+        output.contains("linux-windows: ok ("),
+        "file windows (reads and writes in place, growth, copy back, the swap to the server \
+         on a second open, sharing over fork and exec) failed\n{context}"
+    );
+    assert!(
         output.contains("linux-procs: ok (")
             && output.contains("(/bin/linux-procs): page fault at 0x10 (write)"),
         "Linux fork/exec/wait4, signals, SIGSEGV from a fault or the fork bomb failed\n{context}"

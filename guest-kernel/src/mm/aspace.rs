@@ -64,8 +64,14 @@ pub enum Backing {
     /// Private demand-zero memory owned by this address space.
     Anonymous,
     /// Frames mapped explicitly by the kernel and owned elsewhere (the entry page, dispatcher
-    /// pages, memory objects, PPC windows): touching an unmapped page is a fault.
+    /// pages, PPC windows): touching an unmapped page is a fault.
     Shared,
+    /// Memory object `id`, mapped whole (`memobj_map`): like `Shared`, and the region names the
+    /// object so `memobj_unmap` can drop the process's reference once no mapping is left.
+    Object {
+        /// The memory object's id.
+        id: u64,
+    },
     /// Read-only frames the kernel keeps for good, starting at physical address `base` (the
     /// initramfs): page `i` of the region is frame `base + i * 4096`, mapped on first touch,
     /// never owned, never writable.
@@ -220,6 +226,13 @@ impl AddressSpace {
         let at = self.regions.partition_point(|r| r.start < region.start);
         self.regions.insert(at, region);
         Ok(())
+    }
+
+    /// Whether any region maps memory object `id`.
+    pub fn maps_object(&self, id: u64) -> bool {
+        self.regions
+            .iter()
+            .any(|r| r.backing == Backing::Object { id })
     }
 
     /// The region containing `va`.
@@ -604,7 +617,7 @@ impl AddressSpace {
             .collect();
         child.owned.reserve(self.owned.len());
         for r in self.regions.iter().filter(|r| r.end <= FORK_END) {
-            if r.backing != Backing::Shared {
+            if !matches!(r.backing, Backing::Shared | Backing::Object { .. }) {
                 continue;
             }
             let mut va = r.start;

@@ -13,7 +13,7 @@ pub mod paging;
 use crate::arch::phys_to_virt;
 use crate::bootinfo::BootInfo;
 
-pub use frames::{alloc_frame, free_frame, free_zeroed};
+pub use frames::{alloc_frame, alloc_frames, free_frame, free_zeroed};
 
 /// A `'static` reference to a `T` at physical address `phys`.
 ///

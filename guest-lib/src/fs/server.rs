@@ -13,6 +13,14 @@
 //! the server later posts [`WAKE_SOFT_INTERRUPT`] to the waiting process (its dispatcher 0)
 //! when the pipe changes: the client blocks until then and calls again.
 //!
+//! Regular files can be read and written without calls ([`crate::filewindow`]): a client
+//! that opens with [`OPEN_MAP`] a file nobody else has open gets the file copied into a memory
+//! object granted to it (K42's exclusive file object), which it maps and uses in place. When
+//! another open of the file comes, or a call about it from a process without the mapping, the
+//! server retires the window, copies the file back and serves it itself from then on (the
+//! switch to K42's shared, server-mediated file object); the last close copies it back too.
+//! A client whose writes outgrow the window asks for a larger one ([`op::GROW`]).
+//!
 //! Not yet: ownership checks on handles (any client that names a handle may use it), closing
 //! the handles of a process that dies without closing them.
 use alloc::collections::{BTreeMap, VecDeque};
@@ -25,6 +33,7 @@ use k42_linux_abi::file::{
 };
 
 use super::{Ctx, FileSystem, FileType, FsError, Ino, ROOT_INO};
+use crate::filewindow::{Window, PAGE};
 
 /// Size of the buffer a call carries (one page, the PPC buffer).
 pub const BUFFER_SIZE: usize = 4096;
@@ -39,6 +48,57 @@ pub const WAKE_SOFT_INTERRUPT: u64 = 1 << 61;
 pub const PIPE_CAPACITY: usize = 64 * 1024;
 /// Most handles named in one [`op::RETAIN`] or [`op::CLOSE`] call.
 pub const MAX_HANDLES_PER_CALL: usize = BUFFER_SIZE / 8;
+/// A bit of `open`'s `a1` (above the Linux flags): the client can use a file window.
+pub const OPEN_MAP: u64 = 1 << 32;
+/// Largest file window, in pages (header included).
+pub const MAX_WINDOW_PAGES: u64 = 16 * 1024;
+/// Smallest window, in data pages, for a file opened for writing.
+const MIN_WRITE_PAGES: u64 = 4;
+/// The lock holder the server names itself when it fills a fresh window.
+const SERVER_HOLDER: u64 = u64::MAX - 1;
+
+/// The memory objects behind file windows, as the server's process makes them.
+pub trait SharedMemory {
+    /// A new zero-filled object of `pages` pages, mapped read-write here: its id and window.
+    fn create(&mut self, pages: u64) -> Option<(u64, Window)>;
+    /// Lets process `pid` map object `id`; false if it cannot.
+    fn grant(&mut self, id: u64, pid: u64) -> bool;
+    /// Unmaps the server's window on object `id` (the server's hold on the object ends).
+    fn release(&mut self, id: u64, window: Window);
+    /// Whether process `pid` is still alive (to take a window's lock from one that died).
+    fn alive(&mut self, pid: u64) -> bool;
+    /// Lets other processes run while the server waits for a window's holder.
+    fn pause(&mut self);
+}
+
+/// Counts of the file-window events, for tests and `/proc`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    /// Opens that got a window.
+    pub mapped_opens: u64,
+    /// Windows retired because another process came (exclusive → server-mediated).
+    pub swaps: u64,
+    /// Windows replaced by larger ones.
+    pub grows: u64,
+    /// Windows copied back at the last close.
+    pub closes: u64,
+}
+
+impl WindowStats {
+    fn words(&self) -> [u64; 4] {
+        [self.mapped_opens, self.swaps, self.grows, self.closes]
+    }
+}
+
+/// A file some client reads and writes through a window.
+struct Exclusive {
+    /// The one open-file description of the file.
+    handle: u64,
+    /// The memory object.
+    object: u64,
+    /// The server's own mapping of it.
+    window: Window,
+}
 
 /// Operations (`a0`).
 pub mod op {
@@ -90,6 +150,12 @@ pub mod op {
     /// `utimens(follow = a1, atime_ns = a2, mtime_ns = a3)`, path in the buffer (times as
     /// [`TIME_NOW`](super::TIME_NOW) or [`TIME_OMIT`](super::TIME_OMIT) or nanoseconds).
     pub const UTIMENS: u64 = 23;
+    /// `grow(handle = a1, end = a2)`: the caller's window on the file is too small for a
+    /// write ending at `end`. → a larger window's object id (its page count in the buffer's
+    /// first word; the old window is retired), or 0: the file is now served by the server.
+    pub const GROW: u64 = 24;
+    /// `stats()` → 0, the [`WindowStats`](super::WindowStats) as four words in the buffer.
+    pub const STATS: u64 = 25;
     /// `a3` of read and write: use and advance the handle's own offset.
     pub const CURRENT: u64 = u64::MAX;
 }
@@ -113,6 +179,10 @@ pub struct OpenInfo {
     pub rdev: u64,
     /// The inode number.
     pub ino: u64,
+    /// The memory object of the file's window (0: none; read and write through the server).
+    pub object: u64,
+    /// The window's length in pages (header included).
+    pub object_pages: u64,
 }
 
 impl OpenInfo {
@@ -123,6 +193,8 @@ impl OpenInfo {
             self.archive_offset.unwrap_or(u64::MAX),
             self.rdev,
             self.ino,
+            self.object,
+            self.object_pages,
         ];
         put_words(buf, &words);
     }
@@ -135,6 +207,8 @@ impl OpenInfo {
             archive_offset: Some(w(2)).filter(|&o| o != u64::MAX),
             rdev: w(3),
             ino: w(4),
+            object: w(5),
+            object_pages: w(6),
         }
     }
 }
@@ -200,6 +274,11 @@ pub struct FileServer {
     next_pipe: u64,
     random: u64,
     wake: Vec<u64>,
+    memory: Option<alloc::boxed::Box<dyn SharedMemory + Send>>,
+    exclusive: BTreeMap<Ino, Exclusive>,
+    stats: WindowStats,
+    /// The time of the call being served.
+    now: i64,
 }
 
 impl FileServer {
@@ -213,7 +292,22 @@ impl FileServer {
             next_pipe: 1,
             random: seed | 1,
             wake: Vec::new(),
+            memory: None,
+            exclusive: BTreeMap::new(),
+            stats: WindowStats::default(),
+            now: 0,
         }
+    }
+
+    /// Lets the server hand out file windows made from `memory`.
+    pub fn with_memory(mut self, memory: alloc::boxed::Box<dyn SharedMemory + Send>) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// The file-window counts.
+    pub fn window_stats(&self) -> WindowStats {
+        self.stats
     }
 
     /// The file system.
@@ -233,6 +327,7 @@ impl FileServer {
 
     /// Serves one call from process `client` at time `now` (ns since the epoch).
     pub fn call(&mut self, client: u64, args: [u64; 4], buf: &mut [u8], now: i64) -> Reply {
+        self.now = now;
         let ctx = Ctx::root(now);
         match self.dispatch(client, args, buf, ctx) {
             Ok(value) => Reply { value, errno: 0 },
@@ -245,8 +340,27 @@ impl FileServer {
         if buf.len() < BUFFER_SIZE {
             return Err(errno::EINVAL);
         }
+        // A call about a windowed file from its handle means the caller works without the
+        // window (a forked child, a program after exec, or a client giving it up): the
+        // server takes the file back first. `fstat` and `getfl` need not.
+        if matches!(
+            op,
+            op::READ | op::WRITE | op::SEEK | op::TRUNCATE | op::SETFL | op::GETDENTS
+        ) {
+            if let Some(Object::Inode(ino)) = self.handles.get(&a1).map(|d| &d.object) {
+                let ino = *ino;
+                if self.demote(ino, ctx) {
+                    self.stats.swaps += 1;
+                }
+            }
+        }
         match op {
-            op::OPEN => self.open(a1 as u32, a2 as u32, buf, ctx),
+            op::OPEN => self.open(client, a1, a2 as u32, buf, ctx),
+            op::GROW => self.grow(client, a1, a2, buf, ctx),
+            op::STATS => {
+                put_words(buf, &self.stats.words());
+                Ok(0)
+            }
             op::CLOSE => self.close_many(a1, buf),
             op::RETAIN => self.retain_many(a1, buf),
             op::READ => self.read(client, a1, a2, a3, buf),
@@ -262,7 +376,7 @@ impl FileServer {
                     .fs
                     .lookup(ROOT_INO, path(buf, 0)?, a1 != 0)
                     .map_err(fs_err)?;
-                let stat = self.fs.stat(ino).map_err(fs_err)?;
+                let stat = self.stat_now(ino)?;
                 put_stat(buf, &stat);
                 Ok(0)
             }
@@ -377,7 +491,8 @@ impl FileServer {
         handle
     }
 
-    fn open(&mut self, flags: u32, mode: u32, buf: &mut [u8], ctx: Ctx) -> Result<u64> {
+    fn open(&mut self, client: u64, a1: u64, mode: u32, buf: &mut [u8], ctx: Ctx) -> Result<u64> {
+        let flags = a1 as u32;
         let p = path(buf, 0)?.to_vec();
         let access = flags & O_ACCMODE;
         let writes = access == O_WRONLY || access == O_RDWR_BITS;
@@ -398,6 +513,10 @@ impl FileServer {
             }
             ino
         };
+        // A second open of a windowed file: the server takes it back and mediates it.
+        if self.demote(ino, ctx) {
+            self.stats.swaps += 1;
+        }
         let kind = self.fs.inode(ino).map_err(fs_err)?.file_type();
         if flags & O_DIRECTORY != 0 && kind != FileType::Directory {
             return Err(errno::ENOTDIR);
@@ -410,16 +529,170 @@ impl FileServer {
         }
         self.fs.retain(ino).map_err(fs_err)?;
         let stat = self.fs.stat(ino).map_err(fs_err)?;
-        let info = OpenInfo {
+        let mut info = OpenInfo {
             kind: stat.st_mode & S_IFMT,
             size: stat.st_size as u64,
             archive_offset: self.fs.archive_offset(ino).filter(|_| !writes),
             rdev: stat.st_rdev,
             ino,
+            object: 0,
+            object_pages: 0,
         };
-        info.encode(buf);
+        let open_elsewhere = self
+            .handles
+            .values()
+            .any(|d| matches!(d.object, Object::Inode(i) if i == ino));
         let keep = flags & !(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW);
-        Ok(self.new_handle(Object::Inode(ino), keep))
+        let handle = self.new_handle(Object::Inode(ino), keep);
+        let windowed = a1 & OPEN_MAP != 0
+            && kind == FileType::Regular
+            && info.archive_offset.is_none()
+            && !open_elsewhere;
+        if windowed {
+            let data_pages = if writes {
+                (info.size.div_ceil(PAGE) * 2)
+                    .max(MIN_WRITE_PAGES)
+                    .next_power_of_two()
+            } else {
+                info.size.div_ceil(PAGE).max(1)
+            };
+            if let Some((object, pages)) = self.window_for(client, ino, handle, data_pages) {
+                self.stats.mapped_opens += 1;
+                (info.object, info.object_pages) = (object, pages);
+            }
+        }
+        info.encode(buf);
+        Ok(handle)
+    }
+
+    /// Makes a window of `data_pages` (plus the header) on `ino`'s contents for `client`,
+    /// which holds the file's only description `handle`: (object id, pages), or `None` if
+    /// it cannot (too large, no memory).
+    fn window_for(
+        &mut self,
+        client: u64,
+        ino: Ino,
+        handle: u64,
+        data_pages: u64,
+    ) -> Option<(u64, u64)> {
+        let pages = data_pages
+            .checked_add(1)
+            .filter(|&p| p <= MAX_WINDOW_PAGES)?;
+        let (object, window) = self.memory.as_mut()?.create(pages)?;
+        let size = self.fs.inode(ino).ok()?.size();
+        if size > window.capacity() {
+            self.memory.as_mut()?.release(object, window);
+            return None;
+        }
+        let fs = &self.fs;
+        window.with_lock(
+            SERVER_HOLDER,
+            || {},
+            |held| {
+                held.fill(size, 0, |bytes| {
+                    let _ = fs.read_at(ino, 0, bytes);
+                })
+            },
+        )?;
+        let memory = self.memory.as_mut()?;
+        if !memory.grant(object, client) {
+            memory.release(object, window);
+            return None;
+        }
+        self.exclusive.insert(
+            ino,
+            Exclusive {
+                handle,
+                object,
+                window,
+            },
+        );
+        Some((object, pages))
+    }
+
+    /// Takes `ino` back from its window, if it has one: retires the window, copies what was
+    /// written there into the file, gives the description the window's offset, and unmaps
+    /// the window here. Returns whether there was a window.
+    fn demote(&mut self, ino: Ino, ctx: Ctx) -> bool {
+        let Some(ex) = self.exclusive.remove(&ino) else {
+            return false;
+        };
+        let Some(memory) = self.memory.as_mut() else {
+            return false;
+        };
+        let state = ex.window.header().retire(|pid| {
+            let alive = memory.alive(pid);
+            if alive {
+                memory.pause();
+            }
+            alive
+        });
+        if state.dirty {
+            // Pages of zeros stay holes.
+            let bytes = ex.window.retired_bytes(state.size);
+            let _ = self.fs.truncate(ino, 0, ctx);
+            for (i, page) in bytes.chunks(PAGE as usize).enumerate() {
+                if page.iter().any(|&b| b != 0) {
+                    let _ = self.fs.write_at(ino, i as u64 * PAGE, page, ctx);
+                }
+            }
+            let _ = self.fs.truncate(ino, state.size, ctx);
+        }
+        if let Some(d) = self.handles.get_mut(&ex.handle) {
+            d.offset = state.offset;
+        }
+        memory.release(ex.object, ex.window);
+        true
+    }
+
+    /// `grow`: moves `handle`'s window into a larger one that holds a write ending at `end`.
+    fn grow(
+        &mut self,
+        client: u64,
+        handle: u64,
+        end: u64,
+        buf: &mut [u8],
+        ctx: Ctx,
+    ) -> Result<u64> {
+        let Object::Inode(ino) = self.description(handle)?.object else {
+            return Err(errno::EINVAL);
+        };
+        if self
+            .exclusive
+            .get(&ino)
+            .is_none_or(|ex| ex.handle != handle)
+        {
+            // Already taken back: the client goes on through the server.
+            return Ok(0);
+        }
+        let data_pages = end.div_ceil(PAGE).saturating_mul(2).next_power_of_two();
+        if data_pages >= MAX_WINDOW_PAGES {
+            self.demote(ino, ctx);
+            self.stats.swaps += 1;
+            return Ok(0);
+        }
+        // The old window's state moves to the file, then into the new window.
+        self.demote(ino, ctx);
+        let offset = self.description(handle)?.offset;
+        let Some((object, pages)) = self.window_for(client, ino, handle, data_pages) else {
+            return Ok(0);
+        };
+        if let Some(ex) = self.exclusive.get(&ino) {
+            ex.window.header().set_offset(offset);
+        }
+        self.stats.grows += 1;
+        put_words(buf, &[pages]);
+        Ok(object)
+    }
+
+    /// `ino`'s `stat`, with the size its window has now if it has one.
+    fn stat_now(&self, ino: Ino) -> Result<Stat> {
+        let mut stat = self.fs.stat(ino).map_err(fs_err)?;
+        if let Some(ex) = self.exclusive.get(&ino) {
+            stat.st_size = ex.window.header().size_now() as i64;
+            stat.st_blocks = (stat.st_size as u64).div_ceil(512) as i64;
+        }
+        Ok(stat)
     }
 
     fn handles_in(count: u64, buf: &[u8]) -> Result<Vec<u64>> {
@@ -495,6 +768,9 @@ impl FileServer {
         }
         if last {
             if let (_, Some(ino)) = object_end {
+                if self.demote(ino, Ctx::root(self.now)) {
+                    self.stats.closes += 1;
+                }
                 let _ = self.fs.release(ino);
             }
             self.handles.remove(&handle);
@@ -641,7 +917,7 @@ impl FileServer {
 
     fn handle_stat(&self, handle: u64) -> Result<Stat> {
         match self.description(handle)?.object {
-            Object::Inode(ino) => self.fs.stat(ino).map_err(fs_err),
+            Object::Inode(ino) => self.stat_now(ino),
             Object::PipeRead(p) | Object::PipeWrite(p) => Ok(Stat {
                 st_dev: 0,
                 st_ino: p,
@@ -836,9 +1112,39 @@ impl<T: Transport> Client<T> {
 
     /// `open`: a handle and what the server knows of the file.
     pub fn open(&mut self, path: &[u8], flags: u32, mode: u32) -> Result<(u64, OpenInfo)> {
+        self.open_with(path, u64::from(flags), mode)
+    }
+
+    /// `open`, offering to use a window on a regular file ([`OPEN_MAP`]): the server may
+    /// name a memory object in [`OpenInfo::object`] for the caller to map.
+    pub fn open_windowed(&mut self, path: &[u8], flags: u32, mode: u32) -> Result<(u64, OpenInfo)> {
+        self.open_with(path, u64::from(flags) | OPEN_MAP, mode)
+    }
+
+    fn open_with(&mut self, path: &[u8], a1: u64, mode: u32) -> Result<(u64, OpenInfo)> {
         self.put_path(0, path)?;
-        let handle = self.call([op::OPEN, u64::from(flags), u64::from(mode), 0])?;
+        let handle = self.call([op::OPEN, a1, u64::from(mode), 0])?;
         Ok((handle, OpenInfo::decode(self.transport.buffer())))
+    }
+
+    /// Asks for a window on `handle`'s file that holds a write ending at `end`: the new
+    /// object and its pages, or `None` when the server now serves the file itself.
+    pub fn grow(&mut self, handle: u64, end: u64) -> Result<Option<(u64, u64)>> {
+        let object = self.call([op::GROW, handle, end, 0])?;
+        Ok((object != 0).then(|| (object, word(self.transport.buffer(), 0))))
+    }
+
+    /// The server's file-window counts.
+    pub fn window_stats(&mut self) -> Result<WindowStats> {
+        self.call([op::STATS, 0, 0, 0])?;
+        let buf = self.transport.buffer();
+        let w = |i| word(buf, i);
+        Ok(WindowStats {
+            mapped_opens: w(0),
+            swaps: w(1),
+            grows: w(2),
+            closes: w(3),
+        })
     }
 
     /// Drops one reference to each of `handles`.
@@ -966,6 +1272,8 @@ mod tests {
     use super::*;
     use crate::cpio::mode;
     use crate::cpio::tests::archive;
+    use crate::filewindow::host::HostMemory;
+    use crate::filewindow::WindowError;
     use crate::fs::populate_from_cpio;
     use alloc::vec;
     use k42_linux_abi::file::{O_RDWR, S_IFCHR, S_IFDIR, S_IFREG};
@@ -1236,5 +1544,220 @@ mod tests {
         assert_eq!((n, e), (10, 0));
         let long = vec![b'x'; BUFFER_SIZE];
         assert_eq!(c.open(&long, O_RDONLY, 0).unwrap_err(), errno::ENAMETOOLONG);
+    }
+
+    /// A client (pid 7) of a server that hands out windows, and the memory registry.
+    fn windowed_client() -> (Client<Loopback>, HostMemory) {
+        let memory = HostMemory::default();
+        let mut c = client();
+        let t = c.transport();
+        let server = core::mem::replace(
+            &mut t.server,
+            FileServer::new(FileSystem::new(Ctx::root(0)), 1),
+        );
+        t.server = server.with_memory(alloc::boxed::Box::new(memory.clone()));
+        (c, memory)
+    }
+
+    fn no_wait() {
+        panic!("nobody else holds the lock here");
+    }
+
+    /// Calls the server as another process.
+    fn call_as(c: &mut Client<Loopback>, pid: u64, args: [u64; 4]) -> Reply {
+        let t = c.transport();
+        t.server.call(pid, args, &mut t.buffer, 2_000)
+    }
+
+    #[test]
+    fn a_lone_writer_works_in_its_window_until_a_second_open() {
+        let (mut c, memory) = windowed_client();
+        let (h, info) = c.open_windowed(b"/new", O_CREAT | O_RDWR, 0o644).unwrap();
+        assert!(info.object != 0, "a lone writer gets a window");
+        assert_eq!(info.object_pages, MIN_WRITE_PAGES + 1);
+        let w = memory.map(info.object, 7).expect("granted to the opener");
+        assert!(memory.map(info.object, 8).is_none(), "and to nobody else");
+        w.with_lock(7, no_wait, |held| held.write(b"hello world", None, false))
+            .unwrap()
+            .unwrap();
+        // The server reports the window's size without taking the file back.
+        assert_eq!(c.fstat(h).unwrap().st_size, 11);
+        assert_eq!(c.stat(b"/new", true).unwrap().st_size, 11);
+        assert_eq!(c.transport().server.window_stats().swaps, 0);
+        // Another process opens it: the server retires the window and has the bytes.
+        c.put_path(0, b"/new").unwrap();
+        let other = call_as(&mut c, 8, [op::OPEN, u64::from(O_RDONLY) | OPEN_MAP, 0, 0]);
+        assert_eq!(other.errno, 0);
+        assert_eq!(
+            OpenInfo::decode(&c.transport().buffer).object,
+            0,
+            "no window now"
+        );
+        assert!(
+            w.with_lock(7, no_wait, |_| ()).is_none(),
+            "the window is retired"
+        );
+        assert_eq!(memory.0.lock().released, [info.object]);
+        let stats = c.transport().server.window_stats();
+        assert_eq!((stats.mapped_opens, stats.swaps), (1, 1));
+        // The first client now goes through the server, from the window's offset.
+        let mut out = [0u8; 32];
+        assert_eq!(
+            c.read(h, &mut out, None).unwrap(),
+            0,
+            "its offset is at the end"
+        );
+        assert_eq!(c.read(h, &mut out, Some(6)).unwrap(), 5);
+        assert_eq!(&out[..5], b"world");
+        c.write(h, b"!", None).unwrap();
+        assert_eq!(c.fstat(h).unwrap().st_size, 12);
+        c.close(&[h, other.value]).unwrap();
+        // Alone again: the next open gets a new window with the whole file in it.
+        let (h, info) = c.open_windowed(b"/new", O_RDONLY, 0).unwrap();
+        assert_eq!(
+            info.object_pages, 2,
+            "a reader's window holds just the file"
+        );
+        let w = memory.map(info.object, 7).unwrap();
+        let n = w
+            .with_lock(7, no_wait, |held| held.read(&mut out, None))
+            .unwrap();
+        assert_eq!(&out[..n], b"hello world!");
+        c.close(&[h]).unwrap();
+        assert_eq!(c.transport().server.window_stats().closes, 1);
+    }
+
+    #[test]
+    fn the_last_close_copies_the_window_back() {
+        let (mut c, memory) = windowed_client();
+        let (h, info) = c.open_windowed(b"/f", O_CREAT | O_WRONLY, 0o600).unwrap();
+        let w = memory.map(info.object, 7).unwrap();
+        // A hole, then data: the hole stays a hole in the file.
+        w.with_lock(7, no_wait, |held| held.write(b"end", Some(2 * PAGE), false))
+            .unwrap()
+            .unwrap();
+        // A forked child's reference keeps the window alive past the parent's close.
+        c.retain(&[h]).unwrap();
+        c.close(&[h]).unwrap();
+        assert!(w.with_lock(7, no_wait, |_| ()).is_some(), "still in use");
+        c.close(&[h]).unwrap();
+        assert!(w.header().is_retired());
+        let st = c.stat(b"/f", true).unwrap();
+        assert_eq!(st.st_size as u64, 2 * PAGE + 3);
+        assert_eq!(st.st_blocks, 8, "one page holds data");
+        let (h, _) = c.open(b"/f", O_RDONLY, 0).unwrap();
+        let mut out = [9u8; 8];
+        assert_eq!(c.read(h, &mut out, Some(2 * PAGE - 4)).unwrap(), 7);
+        assert_eq!(&out[..7], b"\0\0\0\0end");
+        assert_eq!(c.transport().server.window_stats().closes, 1);
+    }
+
+    #[test]
+    fn a_window_grows_and_calls_without_it_take_the_file_back() {
+        let (mut c, memory) = windowed_client();
+        let (h, info) = c
+            .open_windowed(b"/g", O_CREAT | O_RDWR | O_APPEND, 0o600)
+            .unwrap();
+        let w = memory.map(info.object, 7).unwrap();
+        let chunk = [b'a'; 3000];
+        let mut end = 0;
+        loop {
+            match w
+                .with_lock(7, no_wait, |held| held.write(&chunk, None, true))
+                .unwrap()
+            {
+                Ok(n) => end += n as u64,
+                Err(WindowError::NoRoom(needed)) => {
+                    assert_eq!(needed, end + 3000);
+                    break;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        let (object, pages) = c.grow(h, end + 3000).unwrap().expect("a larger window");
+        assert!(pages > info.object_pages && object != info.object);
+        assert!(w.header().is_retired(), "the old window is retired");
+        let w2 = memory.map(object, 7).unwrap();
+        assert_eq!((w2.header().size(), w2.header().offset()), (end, end));
+        w2.with_lock(7, no_wait, |held| held.write(b"tail", None, true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.transport().server.window_stats().grows, 1);
+        // A forked child reads through the server: the file comes back to it, whole.
+        let reply = call_as(&mut c, 9, [op::READ, h, 4, end]);
+        assert_eq!((reply.value, reply.errno), (4, 0));
+        assert_eq!(&c.transport().buffer[..4], b"tail");
+        assert!(w2.header().is_retired());
+        assert_eq!(
+            c.grow(h, 1 << 20).unwrap(),
+            None,
+            "served by the server now"
+        );
+        assert_eq!(c.transport().server.window_stats().swaps, 1);
+        c.close(&[h]).unwrap();
+    }
+
+    #[test]
+    fn windows_only_where_they_fit() {
+        let (mut c, _memory) = windowed_client();
+        // An unchanged archive file opened to read is read in place instead.
+        let (h, info) = c.open_windowed(b"/etc/motd", O_RDONLY, 0).unwrap();
+        assert!(info.archive_offset.is_some() && info.object == 0);
+        // A second open of a file already open gets none.
+        let (h2, info) = c.open_windowed(b"/etc/motd", O_WRONLY, 0).unwrap();
+        assert_eq!(info.object, 0);
+        c.close(&[h, h2]).unwrap();
+        // Devices and directories get none, nor a file too large for a window.
+        let (h, info) = c.open_windowed(b"/dev/zero", O_RDWR, 0).unwrap();
+        assert_eq!(info.object, 0);
+        c.close(&[h]).unwrap();
+        let (h, _) = c.open(b"/big", O_CREAT | O_WRONLY, 0o600).unwrap();
+        c.handle_op(op::TRUNCATE, h, MAX_WINDOW_PAGES * PAGE)
+            .unwrap();
+        c.close(&[h]).unwrap();
+        let (h, info) = c.open_windowed(b"/big", O_RDONLY, 0).unwrap();
+        assert_eq!(info.object, 0);
+        c.close(&[h]).unwrap();
+        // Without memory, never.
+        let mut plain = client();
+        let (_, info) = plain
+            .open_windowed(b"/new", O_CREAT | O_RDWR, 0o600)
+            .unwrap();
+        assert_eq!(info.object, 0);
+    }
+
+    #[test]
+    fn a_holder_that_died_loses_its_window() {
+        let (mut c, memory) = windowed_client();
+        let (_, info) = c.open_windowed(b"/d", O_CREAT | O_RDWR, 0o600).unwrap();
+        let w = memory.map(info.object, 7).unwrap();
+        w.with_lock(7, no_wait, |held| held.write(b"kept", None, false))
+            .unwrap()
+            .unwrap();
+        // Process 7 takes the lock and dies holding it.
+        assert!(w.header().begin(7, no_wait));
+        memory.0.lock().dead.push(7);
+        c.put_path(0, b"/d").unwrap();
+        let other = call_as(&mut c, 8, [op::OPEN, u64::from(O_RDONLY), 0, 0]);
+        assert_eq!(other.errno, 0, "the server goes on");
+        let reply = call_as(&mut c, 8, [op::READ, other.value, 8, 0]);
+        assert_eq!(&c.transport().buffer[..reply.value as usize], b"kept");
+        // A live holder is waited for (here it never lets go, so the test marks it dead
+        // after the first pause).
+        let (mut c, memory) = windowed_client();
+        let (_, info) = c.open_windowed(b"/e", O_CREAT | O_RDWR, 0o600).unwrap();
+        let w = memory.map(info.object, 7).unwrap();
+        assert!(w.header().begin(7, no_wait));
+        let registry = memory.0.clone();
+        let marker = std::thread::spawn(move || {
+            while registry.lock().pauses == 0 {
+                std::thread::yield_now();
+            }
+            registry.lock().dead.push(7);
+        });
+        c.put_path(0, b"/e").unwrap();
+        assert_eq!(call_as(&mut c, 8, [op::OPEN, 0, 0, 0]).errno, 0);
+        marker.join().unwrap();
+        assert!(memory.0.lock().pauses >= 1);
     }
 }

@@ -28,7 +28,14 @@ pub mod kv {
 /// The files of `/proc` whose contents the Linux personality makes at each open (the file
 /// server holds them as empty read-only files, so they list and stat as on Linux, where they
 /// also report size 0).
-pub const PROC_FILES: [&str; 5] = ["cpuinfo", "meminfo", "mounts", "uptime", "version"];
+pub const PROC_FILES: [&str; 6] = [
+    "cpuinfo",
+    "meminfo",
+    "mounts",
+    "uptime",
+    "version",
+    "k42-file-windows",
+];
 
 /// Where worker dispatchers' stacks are mapped (one [`STACK_SIZE`] slot each).
 pub const STACKS_BASE: u64 = 0x0000_2000_0000_0000;

@@ -3,12 +3,18 @@
 //! and serves it by PPC as `fs` ([`k42_guest_lib::fs::server`] has the protocol and the
 //! logic; this program only maps the archive, fills the file system and moves calls).
 //! Started by init; it prints `fsd: ready (N entries)` just before it exports itself.
+//!
+//! The file windows it hands out are kernel memory objects it creates, maps at
+//! [`WINDOWS`] and grants to the client ([`KernelMemory`]).
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
-use k42_guest_lib::fs::server::{FileServer, BUFFER_SIZE, SERVER_NAME, WAKE_SOFT_INTERRUPT};
+use k42_guest_lib::filewindow::{AddressRanges, Window, PAGE};
+use k42_guest_lib::fs::server::{
+    FileServer, SharedMemory, BUFFER_SIZE, SERVER_NAME, WAKE_SOFT_INTERRUPT,
+};
 use k42_guest_lib::fs::{populate_from_cpio, Ctx, FileSystem, ROOT_INO};
 use k42_rt::kabi;
 use k42_rt::sys::{self, PpcReply};
@@ -19,7 +25,54 @@ k42_rt::entry!(main);
 /// Where this server maps the initramfs archive.
 const ARCHIVE_AT: u64 = 0x0000_3000_0000_0000;
 
+/// Where this server maps the file windows it hands out.
+const WINDOWS: core::ops::Range<u64> = 0x0000_4000_0000_0000..0x0000_4100_0000_0000;
+
 static SERVER: Once<Mutex<FileServer>> = Once::new();
+
+/// File windows made of kernel memory objects.
+struct KernelMemory {
+    ranges: AddressRanges,
+}
+
+impl SharedMemory for KernelMemory {
+    fn create(&mut self, pages: u64) -> Option<(u64, Window)> {
+        let at = self.ranges.alloc(pages.checked_mul(PAGE)?)?;
+        let made = sys::memobj_create(pages).and_then(|id| {
+            sys::memobj_map(id, at, kabi::Prot::READ | kabi::Prot::WRITE).map(|()| id)
+        });
+        match made {
+            // SAFETY: the object's `pages` pages were just mapped read-write at `at`, in an
+            // area nothing else here uses; they stay mapped until `release` unmaps them,
+            // which takes the window.
+            Ok(id) => Some((id, unsafe { Window::new(at, pages) })),
+            Err(_) => {
+                self.ranges.free(at);
+                None
+            }
+        }
+    }
+
+    fn grant(&mut self, id: u64, pid: u64) -> bool {
+        sys::memobj_grant(id, pid).is_ok()
+    }
+
+    fn release(&mut self, _id: u64, window: Window) {
+        let at = window.base();
+        if sys::memobj_unmap(at).is_ok() {
+            self.ranges.free(at);
+        }
+    }
+
+    fn alive(&mut self, pid: u64) -> bool {
+        // The wake bit is harmless to a client: it re-checks why it waits.
+        sys::soft_interrupt(pid, 0, WAKE_SOFT_INTERRUPT) != Err(kabi::Error::NotFound)
+    }
+
+    fn pause(&mut self) {
+        sys::yield_now();
+    }
+}
 
 extern "C" fn serve(client: u64, op: u64, a1: u64, a2: u64, a3: u64, cpu: u64) -> PpcReply {
     let Some(server) = SERVER.get() else {
@@ -96,7 +149,12 @@ fn main(_arg: u64) -> i64 {
         }
     };
     let entries = fs.inode_count();
-    SERVER.call_once(|| Mutex::new(FileServer::new(fs, sys::rdtsc())));
+    let memory = KernelMemory {
+        ranges: AddressRanges::new(WINDOWS),
+    };
+    SERVER.call_once(|| {
+        Mutex::new(FileServer::new(fs, sys::rdtsc()).with_memory(alloc::boxed::Box::new(memory)))
+    });
     // Printed before the export: whoever waits for the server (init) starts its clients once
     // the name is exported, and their output must come after this line, not inside it.
     k42_rt::println!("fsd: ready ({entries} entries)");

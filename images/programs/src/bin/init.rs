@@ -61,6 +61,8 @@ fn main(arg: u64) -> i64 {
     ok &= run("/bin/linux-hello", 0, k42_rt::kabi::SpawnFlags::LINUX, 0);
     // Files, directories, pipes and devices through the personality and the file server.
     ok &= run("/bin/linux-files", 0, k42_rt::kabi::SpawnFlags::LINUX, 0);
+    // File windows: a lone opener works in place; a second open swaps the file to the server.
+    ok &= run("/bin/linux-windows", 0, k42_rt::kabi::SpawnFlags::LINUX, 0);
     // Linux processes: fork, exec, wait4, signals, SIGSEGV from a fault, the process limit.
     ok &= run("/bin/linux-procs", 0, k42_rt::kabi::SpawnFlags::LINUX, 0);
     // System-call sites rewritten into calls, the file unchanged (or none, when switched off).

@@ -211,13 +211,15 @@ extern "C" fn commit(prepared: *mut Prepared) -> ! {
     // SAFETY: `execve` leaked this box for us and never touches it again.
     let p = unsafe { alloc::boxed::Box::from_raw(prepared) };
     // Everything the program could map: below the personality, between it and the
-    // personality's heap, and from the heap's end to the kernel's areas. The main stack is
-    // one of those (the kernel made it): it stays, and the new stack image replaces its top.
+    // personality's heap, and from the heap's end to the kernel's areas, except the file
+    // windows (open files stay open). The main stack is one of those (the kernel made it):
+    // it stays, and the new stack image replaces its top.
     let heap_end = k42_rt::HEAP_START + k42_rt::HEAP_SIZE;
     for (start, end) in [
         (kabi::USER_START, crate::PERSONALITY.start),
         (crate::PERSONALITY.end, k42_rt::HEAP_START),
-        (heap_end, kabi::USER_END),
+        (heap_end, crate::FILE_WINDOWS.start),
+        (crate::FILE_WINDOWS.end, kabi::USER_END),
     ] {
         if let Err(e) = sys::unmap(start, end - start) {
             fatal("drop the old program", e);

@@ -6,14 +6,20 @@
 //! offset) plus what the personality keeps to avoid calls. A file the server reports as
 //! unchanged since the initramfs is read straight from the archive, which the kernel maps
 //! read-only into the process: no call per read (its offset is then kept here, per process).
-//! The console is served here too (standard input is empty until the console has an input
-//! path). Paths are made absolute here (working directory, `dirfd`) before they go out.
+//! A regular file the server hands a window on (the process alone has it open) is read and
+//! written in that window, here, with no call; once the server retires the window (another
+//! process opened the file) the file is read and written through the server
+//! ([`k42_guest_lib::filewindow`]). Windows are mapped in [`crate::FILE_WINDOWS`], which
+//! `execve` keeps, as it keeps the descriptors.
+//! The console is served here too, through the console server. Paths are made absolute here
+//! (working directory, `dirfd`) before they go out.
 
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use k42_guest_lib::filewindow::{AddressRanges, Held, Window, WindowError, PAGE};
 use k42_guest_lib::fs::server::{self, op, Client, Transport, BUFFER_SIZE, WAKE_SOFT_INTERRUPT};
 use k42_linux_abi::file::{
     self, Stat, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, FD_CLOEXEC, F_DUPFD,
@@ -101,10 +107,16 @@ struct OpenFile {
     offset: AtomicU64,
     /// The absolute path it was opened by (directories: for `*at` calls and `fchdir`).
     path: Vec<u8>,
+    /// The file's window, while the server lets this process use one.
+    window: Mutex<Option<Window>>,
 }
 
 impl Drop for OpenFile {
     fn drop(&mut self) {
+        // Unmapped before the close, after which the server copies the window back.
+        if let Some(w) = self.window.get_mut().take() {
+            unmap_window(w);
+        }
         if let Some(h) = self.handle {
             let _ = with_client(|c| c.close(&[h]));
         }
@@ -119,6 +131,79 @@ impl OpenFile {
             return Some(bytes);
         }
         self.archive.filter(|_| self.local.load(Ordering::Relaxed))
+    }
+
+    /// Runs `op` in the file's window with its lock held; `None` when the file has no window
+    /// (any more: a retired one is unmapped here, and the caller asks the server).
+    fn in_window<T>(&self, op: impl FnOnce(&Held<'_>) -> T) -> Option<T> {
+        let mut slot = self.window.lock();
+        let out = slot.as_ref()?.with_lock(k42_rt::pid(), sys::yield_now, op);
+        if out.is_none() {
+            if let Some(w) = slot.take() {
+                unmap_window(w);
+            }
+        }
+        out
+    }
+
+    /// Gives up the window (the next call about the file, through the server, makes the
+    /// server take it back).
+    fn drop_window(&self) {
+        if let Some(w) = self.window.lock().take() {
+            unmap_window(w);
+        }
+    }
+
+    /// Moves to the larger window the server makes for a write ending at `end`, or to the
+    /// server if it makes none. Returns whether there is a window now.
+    fn grow_window(&self, end: u64) -> Result<bool, Ret> {
+        let handle = self.handle.ok_or(err(errno::EBADF))?;
+        let grown = with_client(|c| c.grow(handle, end))?;
+        let mut slot = self.window.lock();
+        if let Some(old) = slot.take() {
+            unmap_window(old);
+        }
+        *slot = grown.and_then(|(object, pages)| map_window(object, pages));
+        Ok(slot.is_some())
+    }
+}
+
+/// The address ranges of this process's file windows (inside [`crate::FILE_WINDOWS`]).
+static WINDOW_RANGES: Mutex<AddressRanges> = Mutex::new(AddressRanges::new(crate::FILE_WINDOWS));
+
+/// Maps the server's window object `object` of `pages` pages; `None` if it cannot (the file is
+/// then used through the server, which takes the window back at the first call).
+fn map_window(object: u64, pages: u64) -> Option<Window> {
+    let at = WINDOW_RANGES.lock().alloc(pages.checked_mul(PAGE)?)?;
+    if sys::memobj_map(object, at, kabi::Prot::READ | kabi::Prot::WRITE).is_err() {
+        WINDOW_RANGES.lock().free(at);
+        return None;
+    }
+    // SAFETY: the object's `pages` pages were just mapped read-write at `at`, inside the
+    // window area nothing else here maps into (the program's own `mmap` cannot: `ours`); they
+    // stay mapped until `unmap_window` consumes this window.
+    Some(unsafe { Window::new(at, pages) })
+}
+
+/// Unmaps a window.
+fn unmap_window(window: Window) {
+    let at = window.base();
+    if sys::memobj_unmap(at).is_ok() {
+        WINDOW_RANGES.lock().free(at);
+    }
+}
+
+/// The server's file-window counts, as `/proc/k42-file-windows` shows them.
+pub fn window_stats_text() -> alloc::string::String {
+    match with_client(|c| c.window_stats()) {
+        Ok(s) => alloc::format!(
+            "mapped_opens {}\nswaps {}\ngrows {}\ncloses {}\n",
+            s.mapped_opens,
+            s.swaps,
+            s.grows,
+            s.closes
+        ),
+        Err(_) => alloc::string::String::new(),
     }
 }
 
@@ -151,6 +236,7 @@ pub fn init() {
         local: AtomicBool::new(false),
         offset: AtomicU64::new(0),
         path: b"/dev/console".to_vec(),
+        window: Mutex::new(None),
     });
     let mut state = STATE.lock();
     state.fds = (0..3)
@@ -354,7 +440,11 @@ fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
         return Err(err(errno::EACCES));
     }
     let umask = STATE.lock().umask;
-    let (handle, info) = with_client(|c| c.open(&path, flags, mode & 0o7777 & !umask))?;
+    let mode = mode & 0o7777 & !umask;
+    let (handle, info) = with_client(|c| match generated {
+        Some(_) => c.open(&path, flags, mode),
+        None => c.open_windowed(&path, flags, mode),
+    })?;
     let kind = match info.kind & S_IFMT {
         S_IFDIR => Kind::Directory,
         S_IFCHR if matches!(file::major(info.rdev), 4 | 5) => Kind::Console,
@@ -377,6 +467,10 @@ fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
         local: AtomicBool::new(archive.is_some()),
         offset: AtomicU64::new(0),
         path: normalize(&path),
+        window: Mutex::new(match info.object {
+            0 => None,
+            object => map_window(object, info.object_pages),
+        }),
     });
     Ok(install(file, flags & O_CLOEXEC != 0, 0))
 }
@@ -420,6 +514,9 @@ fn read_into(f: &OpenFile, out: &mut [u8], at: Option<u64>) -> Result<usize, Ret
         if at.is_none() {
             f.offset.store((start + n) as u64, Ordering::Relaxed);
         }
+        return Ok(n);
+    }
+    if let Some(n) = f.in_window(|w| w.read(out, at)) {
         return Ok(n);
     }
     let handle = f.handle.ok_or(err(errno::EBADF))?;
@@ -494,6 +591,14 @@ fn write_to(f: &OpenFile, data: &[u8], at: Option<u64>) -> Result<usize, Ret> {
         Kind::Pipe if at.is_some() => return Err(err(errno::ESPIPE)),
         _ => {}
     }
+    let append = f.flags & file::O_APPEND != 0;
+    loop {
+        match f.in_window(|w| w.write(data, at, append)) {
+            Some(Ok(n)) => return Ok(n),
+            Some(Err(WindowError::NoRoom(end))) if f.grow_window(end)? => continue,
+            _ => break,
+        }
+    }
     let handle = f.handle.ok_or(err(errno::EBADF))?;
     let mut done = 0usize;
     while done < data.len() {
@@ -558,6 +663,24 @@ fn lseek(fd: u64, offset: i64, whence: i32) -> Result<Ret, Ret> {
         let target = target.ok_or(err(errno::EINVAL))?;
         f.offset.store(target as u64, Ordering::Relaxed);
         return Ok(target);
+    }
+    let in_window = f.in_window(|w| {
+        let h = w.header();
+        let base = match whence {
+            SEEK_SET => 0,
+            SEEK_CUR => h.offset() as i64,
+            SEEK_END => h.size() as i64,
+            _ => return Err(err(errno::EINVAL)),
+        };
+        let target = base.checked_add(offset).ok_or(err(errno::EOVERFLOW))?;
+        if target < 0 {
+            return Err(err(errno::EINVAL));
+        }
+        h.set_offset(target as u64);
+        Ok(target)
+    });
+    if let Some(r) = in_window {
+        return r;
     }
     let handle = f.handle.ok_or(err(errno::ESPIPE))?;
     with_client(|c| c.seek(handle, offset, whence)).map(|o| o as Ret)
@@ -692,6 +815,15 @@ fn ftruncate(fd: u64, len: u64) -> Result<Ret, Ret> {
     if f.kind != Kind::Regular || (len as i64) < 0 {
         return Err(err(errno::EINVAL));
     }
+    if f.flags & O_ACCMODE == O_RDONLY {
+        return Err(err(errno::EINVAL));
+    }
+    match f.in_window(|w| w.truncate(len)) {
+        Some(Ok(())) => return Ok(0),
+        // Too long for the window: the server takes the file back and truncates it.
+        Some(Err(_)) => f.drop_window(),
+        None => {}
+    }
     let handle = f.handle.ok_or(err(errno::EINVAL))?;
     with_client(|c| c.handle_op(op::TRUNCATE, handle, len)).map(|_| 0)
 }
@@ -805,6 +937,7 @@ fn pipe(fds: u64, flags: u32) -> Result<Ret, Ret> {
             local: AtomicBool::new(false),
             offset: AtomicU64::new(0),
             path: Vec::new(),
+            window: Mutex::new(None),
         })
     };
     let cloexec = flags & O_CLOEXEC != 0;

@@ -46,6 +46,9 @@ pub(crate) const MMAP_TOP: u64 = 0x0000_7f00_0000_0000;
 const BRK_MAX: u64 = 1 << 30;
 /// Where this code and its data are: no mapping of the program may touch it.
 pub(crate) const PERSONALITY: core::ops::Range<u64> = kabi::LINUX_PERSONALITY_AREA;
+/// Where the personality maps file windows (`files`): kept across `execve`, refused to the
+/// program's own `mmap`.
+pub(crate) const FILE_WINDOWS: core::ops::Range<u64> = 0x0000_1100_0000_0000..0x0000_1200_0000_0000;
 const PAGE: u64 = kabi::PAGE_SIZE;
 
 static BRK_START: AtomicU64 = AtomicU64::new(0);
@@ -469,7 +472,8 @@ fn unimplemented(n: u64) -> Ret {
 pub(crate) fn ours(addr: u64, len: u64) -> bool {
     let end = addr.saturating_add(len);
     let heap = k42_rt::HEAP_START..k42_rt::HEAP_START + k42_rt::HEAP_SIZE;
-    (addr < PERSONALITY.end && end > PERSONALITY.start) || (addr < heap.end && end > heap.start)
+    let overlaps = |r: &core::ops::Range<u64>| addr < r.end && end > r.start;
+    overlaps(&PERSONALITY) || overlaps(&heap) || overlaps(&FILE_WINDOWS)
 }
 
 /// Logs once per kind that a supported call was asked for something not supported yet.

@@ -1,5 +1,6 @@
 //! A minimal `/proc`: `cpuinfo`, `meminfo`, `mounts`, `uptime` and `version` (made here at each
-//! open from CPUID and the kernel's `info`, read locally), and `/proc/self` (this process; its
+//! open from CPUID and the kernel's `info`, read locally), `k42-file-windows` (the file
+//! server's window counts: opens that got one, swaps back to the server, grows, closes), and `/proc/self` (this process; its
 //! `exe` is the running program). The file server holds the files as empty placeholders, so
 //! `ls /proc` and `stat` see them as on Linux.
 
@@ -21,6 +22,7 @@ pub fn contents(path: &[u8]) -> Option<Vec<u8>> {
         b"mounts" | b"self/mounts" => mounts(),
         b"uptime" => uptime(),
         b"version" => version(),
+        b"k42-file-windows" => crate::files::window_stats_text(),
         _ => return None,
     };
     Some(text.into_bytes())
