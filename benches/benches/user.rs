@@ -3,7 +3,9 @@
 //! measures host peers: `getpid`, a pipe ping-pong between two processes, and a futex
 //! ping-pong between two pthreads (std's Mutex + Condvar). Two static musl programs time
 //! themselves in the guest (through the Linux personality) and on the host: `linux-getpid`
-//! and `linux-procbench` (pipe round trip, fork+exec+wait, first-touch faults); Debian's
+//! and `linux-procbench` (pipe round trip, fork+exec+wait, first-touch faults, 1 MiB of file
+//! writes and reads, and a 100-byte file written and read back: each alone, through the
+//! file's window, and with the file open twice, through the file server); Debian's
 //! busybox `sh` runs the same generated 1000-line script in both (start to exit). The guest runs
 //! twice, with its `syscall` sites rewritten into calls (the default) and with
 //! `k42.syscall_rewrite=off` (each `syscall` reflected). Prints figures and ratios; on an
@@ -205,6 +207,22 @@ fn bench() -> Result<(), String> {
             "linux_fault_ns_per_page",
             "Linux first touch of 64 MiB, per page",
         ),
+        (
+            "linux_file_rw_us",
+            "Linux file 1 MiB write+read, 4 KiB calls (us)",
+        ),
+        (
+            "linux_file_rw_shared_us",
+            "the same, file open twice: server-mediated (us)",
+        ),
+        (
+            "linux_small_file_us",
+            "Linux 100-byte file written and read back (us)",
+        ),
+        (
+            "linux_small_file_shared_us",
+            "the same, file open elsewhere: server-mediated (us)",
+        ),
     ]
     .map(|(name, what)| {
         Ok::<_, String>((
@@ -254,6 +272,19 @@ fn bench() -> Result<(), String> {
         sh_script,
         host_sh_script,
     );
+    for (windowed, mediated, what) in [
+        ("linux_file_rw_us", "linux_file_rw_shared_us", "1 MiB"),
+        (
+            "linux_small_file_us",
+            "linux_small_file_shared_us",
+            "100-byte file",
+        ),
+    ] {
+        println!(
+            "{what}: server-mediated / file window, same guest run: {:.2}",
+            ratio(metric(mediated)?, metric(windowed)?).unwrap_or(f64::NAN)
+        );
+    }
     println!();
     println!(
         "kernel entry+exit of the empty call ~ {:.0}-{:.0} ring-0 instructions at 1.0-0.6 us each \

@@ -14,8 +14,10 @@
 //! when the pipe changes: the client blocks until then and calls again.
 //!
 //! Regular files can be read and written without calls ([`crate::filewindow`]): a client
-//! that opens with [`OPEN_MAP`] a file nobody else has open gets the file copied into a memory
-//! object granted to it (K42's exclusive file object), which it maps and uses in place. When
+//! that asks ([`op::WINDOW`]) for a window on a file nobody else has open gets the file copied
+//! into a memory object granted to it (K42's exclusive file object), which it maps and uses in
+//! place. (Making a window costs kernel work per page, so clients ask only once a file has
+//! seen a few calls.) When
 //! another open of the file comes, or a call about it from a process without the mapping, the
 //! server retires the window, copies the file back and serves it itself from then on (the
 //! switch to K42's shared, server-mediated file object); the last close copies it back too.
@@ -48,8 +50,6 @@ pub const WAKE_SOFT_INTERRUPT: u64 = 1 << 61;
 pub const PIPE_CAPACITY: usize = 64 * 1024;
 /// Most handles named in one [`op::RETAIN`] or [`op::CLOSE`] call.
 pub const MAX_HANDLES_PER_CALL: usize = BUFFER_SIZE / 8;
-/// A bit of `open`'s `a1` (above the Linux flags): the client can use a file window.
-pub const OPEN_MAP: u64 = 1 << 32;
 /// Largest file window, in pages (header included).
 pub const MAX_WINDOW_PAGES: u64 = 16 * 1024;
 /// Smallest window, in data pages, for a file opened for writing.
@@ -156,6 +156,10 @@ pub mod op {
     pub const GROW: u64 = 24;
     /// `stats()` → 0, the [`WindowStats`](super::WindowStats) as four words in the buffer.
     pub const STATS: u64 = 25;
+    /// `window(handle = a1)`: a window on the regular file of `handle`, if it is the file's
+    /// only open description → the object id (its page count in the buffer's first word), or
+    /// 0 for no window (the file is open elsewhere, is not a regular file, or is too large).
+    pub const WINDOW: u64 = 26;
     /// `a3` of read and write: use and advance the handle's own offset.
     pub const CURRENT: u64 = u64::MAX;
 }
@@ -179,10 +183,6 @@ pub struct OpenInfo {
     pub rdev: u64,
     /// The inode number.
     pub ino: u64,
-    /// The memory object of the file's window (0: none; read and write through the server).
-    pub object: u64,
-    /// The window's length in pages (header included).
-    pub object_pages: u64,
 }
 
 impl OpenInfo {
@@ -193,8 +193,6 @@ impl OpenInfo {
             self.archive_offset.unwrap_or(u64::MAX),
             self.rdev,
             self.ino,
-            self.object,
-            self.object_pages,
         ];
         put_words(buf, &words);
     }
@@ -207,8 +205,6 @@ impl OpenInfo {
             archive_offset: Some(w(2)).filter(|&o| o != u64::MAX),
             rdev: w(3),
             ino: w(4),
-            object: w(5),
-            object_pages: w(6),
         }
     }
 }
@@ -355,8 +351,9 @@ impl FileServer {
             }
         }
         match op {
-            op::OPEN => self.open(client, a1, a2 as u32, buf, ctx),
+            op::OPEN => self.open(a1 as u32, a2 as u32, buf, ctx),
             op::GROW => self.grow(client, a1, a2, buf, ctx),
+            op::WINDOW => self.window(client, a1, buf),
             op::STATS => {
                 put_words(buf, &self.stats.words());
                 Ok(0)
@@ -491,8 +488,7 @@ impl FileServer {
         handle
     }
 
-    fn open(&mut self, client: u64, a1: u64, mode: u32, buf: &mut [u8], ctx: Ctx) -> Result<u64> {
-        let flags = a1 as u32;
+    fn open(&mut self, flags: u32, mode: u32, buf: &mut [u8], ctx: Ctx) -> Result<u64> {
         let p = path(buf, 0)?.to_vec();
         let access = flags & O_ACCMODE;
         let writes = access == O_WRONLY || access == O_RDWR_BITS;
@@ -529,40 +525,52 @@ impl FileServer {
         }
         self.fs.retain(ino).map_err(fs_err)?;
         let stat = self.fs.stat(ino).map_err(fs_err)?;
-        let mut info = OpenInfo {
+        let info = OpenInfo {
             kind: stat.st_mode & S_IFMT,
             size: stat.st_size as u64,
             archive_offset: self.fs.archive_offset(ino).filter(|_| !writes),
             rdev: stat.st_rdev,
             ino,
-            object: 0,
-            object_pages: 0,
+        };
+        info.encode(buf);
+        let keep = flags & !(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW);
+        Ok(self.new_handle(Object::Inode(ino), keep))
+    }
+
+    /// `window`: a window on `handle`'s file for `client` if the handle is the file's only
+    /// open description.
+    fn window(&mut self, client: u64, handle: u64, buf: &mut [u8]) -> Result<u64> {
+        let d = self.description(handle)?;
+        let (offset, writes) = (d.offset, d.flags & O_ACCMODE != O_RDONLY);
+        let Object::Inode(ino) = d.object else {
+            return Ok(0);
         };
         let open_elsewhere = self
             .handles
-            .values()
-            .any(|d| matches!(d.object, Object::Inode(i) if i == ino));
-        let keep = flags & !(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW);
-        let handle = self.new_handle(Object::Inode(ino), keep);
-        let windowed = a1 & OPEN_MAP != 0
-            && kind == FileType::Regular
-            && info.archive_offset.is_none()
-            && !open_elsewhere;
-        if windowed {
-            let data_pages = if writes {
-                (info.size.div_ceil(PAGE) * 2)
-                    .max(MIN_WRITE_PAGES)
-                    .next_power_of_two()
-            } else {
-                info.size.div_ceil(PAGE).max(1)
-            };
-            if let Some((object, pages)) = self.window_for(client, ino, handle, data_pages) {
-                self.stats.mapped_opens += 1;
-                (info.object, info.object_pages) = (object, pages);
-            }
+            .iter()
+            .any(|(&h, d)| h != handle && matches!(d.object, Object::Inode(i) if i == ino));
+        let regular = self.fs.inode(ino).map_err(fs_err)?.file_type() == FileType::Regular;
+        // An unchanged archive file opened to read is read in place instead.
+        let in_archive = !writes && self.fs.archive_offset(ino).is_some();
+        if !regular || in_archive || open_elsewhere || self.exclusive.contains_key(&ino) {
+            return Ok(0);
         }
-        info.encode(buf);
-        Ok(handle)
+        let size = self.fs.inode(ino).map_err(fs_err)?.size();
+        let data_pages = if writes {
+            (size.div_ceil(PAGE) * 2)
+                .max(MIN_WRITE_PAGES)
+                .next_power_of_two()
+        } else {
+            size.div_ceil(PAGE).max(1)
+        };
+        match self.window_for(client, ino, handle, data_pages, offset) {
+            Some((object, pages)) => {
+                self.stats.mapped_opens += 1;
+                put_words(buf, &[pages]);
+                Ok(object)
+            }
+            None => Ok(0),
+        }
     }
 
     /// Makes a window of `data_pages` (plus the header) on `ino`'s contents for `client`,
@@ -574,6 +582,7 @@ impl FileServer {
         ino: Ino,
         handle: u64,
         data_pages: u64,
+        offset: u64,
     ) -> Option<(u64, u64)> {
         let pages = data_pages
             .checked_add(1)
@@ -589,7 +598,7 @@ impl FileServer {
             SERVER_HOLDER,
             || {},
             |held| {
-                held.fill(size, 0, |bytes| {
+                held.fill(size, offset, |bytes| {
                     let _ = fs.read_at(ino, 0, bytes);
                 })
             },
@@ -657,15 +666,17 @@ impl FileServer {
         let Object::Inode(ino) = self.description(handle)?.object else {
             return Err(errno::EINVAL);
         };
-        if self
-            .exclusive
-            .get(&ino)
-            .is_none_or(|ex| ex.handle != handle)
-        {
+        let current = match self.exclusive.get(&ino) {
+            Some(ex) if ex.handle == handle => ex.window.pages() - 1,
             // Already taken back: the client goes on through the server.
-            return Ok(0);
-        }
-        let data_pages = end.div_ceil(PAGE).saturating_mul(2).next_power_of_two();
+            _ => return Ok(0),
+        };
+        // At least double, so a file written from empty costs at most twice its final
+        // window in pages made.
+        let data_pages = end
+            .div_ceil(PAGE)
+            .next_power_of_two()
+            .max(current.saturating_mul(2));
         if data_pages >= MAX_WINDOW_PAGES {
             self.demote(ino, ctx);
             self.stats.swaps += 1;
@@ -674,12 +685,9 @@ impl FileServer {
         // The old window's state moves to the file, then into the new window.
         self.demote(ino, ctx);
         let offset = self.description(handle)?.offset;
-        let Some((object, pages)) = self.window_for(client, ino, handle, data_pages) else {
+        let Some((object, pages)) = self.window_for(client, ino, handle, data_pages, offset) else {
             return Ok(0);
         };
-        if let Some(ex) = self.exclusive.get(&ino) {
-            ex.window.header().set_offset(offset);
-        }
         self.stats.grows += 1;
         put_words(buf, &[pages]);
         Ok(object)
@@ -1112,19 +1120,15 @@ impl<T: Transport> Client<T> {
 
     /// `open`: a handle and what the server knows of the file.
     pub fn open(&mut self, path: &[u8], flags: u32, mode: u32) -> Result<(u64, OpenInfo)> {
-        self.open_with(path, u64::from(flags), mode)
-    }
-
-    /// `open`, offering to use a window on a regular file ([`OPEN_MAP`]): the server may
-    /// name a memory object in [`OpenInfo::object`] for the caller to map.
-    pub fn open_windowed(&mut self, path: &[u8], flags: u32, mode: u32) -> Result<(u64, OpenInfo)> {
-        self.open_with(path, u64::from(flags) | OPEN_MAP, mode)
-    }
-
-    fn open_with(&mut self, path: &[u8], a1: u64, mode: u32) -> Result<(u64, OpenInfo)> {
         self.put_path(0, path)?;
-        let handle = self.call([op::OPEN, a1, u64::from(mode), 0])?;
+        let handle = self.call([op::OPEN, u64::from(flags), u64::from(mode), 0])?;
         Ok((handle, OpenInfo::decode(self.transport.buffer())))
+    }
+
+    /// Asks for a window on `handle`'s file: the memory object and its pages, or `None`.
+    pub fn window(&mut self, handle: u64) -> Result<Option<(u64, u64)>> {
+        let object = self.call([op::WINDOW, handle, 0, 0])?;
+        Ok((object != 0).then(|| (object, word(self.transport.buffer(), 0))))
     }
 
     /// Asks for a window on `handle`'s file that holds a write ending at `end`: the new
@@ -1563,6 +1567,30 @@ mod tests {
         panic!("nobody else holds the lock here");
     }
 
+    /// What [`open_windowed`] got.
+    struct Opened {
+        archive_offset: Option<u64>,
+        object: u64,
+        object_pages: u64,
+    }
+
+    /// Opens `path` and asks for a window on it.
+    fn open_windowed(
+        c: &mut Client<Loopback>,
+        path: &[u8],
+        flags: u32,
+        mode: u32,
+    ) -> Result<(u64, Opened)> {
+        let (h, info) = c.open(path, flags, mode)?;
+        let (object, object_pages) = c.window(h)?.unwrap_or((0, 0));
+        let opened = Opened {
+            archive_offset: info.archive_offset,
+            object,
+            object_pages,
+        };
+        Ok((h, opened))
+    }
+
     /// Calls the server as another process.
     fn call_as(c: &mut Client<Loopback>, pid: u64, args: [u64; 4]) -> Reply {
         let t = c.transport();
@@ -1572,7 +1600,7 @@ mod tests {
     #[test]
     fn a_lone_writer_works_in_its_window_until_a_second_open() {
         let (mut c, memory) = windowed_client();
-        let (h, info) = c.open_windowed(b"/new", O_CREAT | O_RDWR, 0o644).unwrap();
+        let (h, info) = open_windowed(&mut c, b"/new", O_CREAT | O_RDWR, 0o644).unwrap();
         assert!(info.object != 0, "a lone writer gets a window");
         assert_eq!(info.object_pages, MIN_WRITE_PAGES + 1);
         let w = memory.map(info.object, 7).expect("granted to the opener");
@@ -1586,13 +1614,15 @@ mod tests {
         assert_eq!(c.transport().server.window_stats().swaps, 0);
         // Another process opens it: the server retires the window and has the bytes.
         c.put_path(0, b"/new").unwrap();
-        let other = call_as(&mut c, 8, [op::OPEN, u64::from(O_RDONLY) | OPEN_MAP, 0, 0]);
+        let other = call_as(&mut c, 8, [op::OPEN, u64::from(O_RDONLY), 0, 0]);
         assert_eq!(other.errno, 0);
+        let asked = call_as(&mut c, 8, [op::WINDOW, other.value, 0, 0]);
         assert_eq!(
-            OpenInfo::decode(&c.transport().buffer).object,
-            0,
-            "no window now"
+            (asked.value, asked.errno),
+            (0, 0),
+            "no window for either now"
         );
+        assert_eq!(c.window(h).unwrap(), None);
         assert!(
             w.with_lock(7, no_wait, |_| ()).is_none(),
             "the window is retired"
@@ -1613,7 +1643,7 @@ mod tests {
         assert_eq!(c.fstat(h).unwrap().st_size, 12);
         c.close(&[h, other.value]).unwrap();
         // Alone again: the next open gets a new window with the whole file in it.
-        let (h, info) = c.open_windowed(b"/new", O_RDONLY, 0).unwrap();
+        let (h, info) = open_windowed(&mut c, b"/new", O_RDONLY, 0).unwrap();
         assert_eq!(
             info.object_pages, 2,
             "a reader's window holds just the file"
@@ -1630,7 +1660,7 @@ mod tests {
     #[test]
     fn the_last_close_copies_the_window_back() {
         let (mut c, memory) = windowed_client();
-        let (h, info) = c.open_windowed(b"/f", O_CREAT | O_WRONLY, 0o600).unwrap();
+        let (h, info) = open_windowed(&mut c, b"/f", O_CREAT | O_WRONLY, 0o600).unwrap();
         let w = memory.map(info.object, 7).unwrap();
         // A hole, then data: the hole stays a hole in the file.
         w.with_lock(7, no_wait, |held| held.write(b"end", Some(2 * PAGE), false))
@@ -1655,9 +1685,7 @@ mod tests {
     #[test]
     fn a_window_grows_and_calls_without_it_take_the_file_back() {
         let (mut c, memory) = windowed_client();
-        let (h, info) = c
-            .open_windowed(b"/g", O_CREAT | O_RDWR | O_APPEND, 0o600)
-            .unwrap();
+        let (h, info) = open_windowed(&mut c, b"/g", O_CREAT | O_RDWR | O_APPEND, 0o600).unwrap();
         let w = memory.map(info.object, 7).unwrap();
         let chunk = [b'a'; 3000];
         let mut end = 0;
@@ -1701,35 +1729,33 @@ mod tests {
     fn windows_only_where_they_fit() {
         let (mut c, _memory) = windowed_client();
         // An unchanged archive file opened to read is read in place instead.
-        let (h, info) = c.open_windowed(b"/etc/motd", O_RDONLY, 0).unwrap();
+        let (h, info) = open_windowed(&mut c, b"/etc/motd", O_RDONLY, 0).unwrap();
         assert!(info.archive_offset.is_some() && info.object == 0);
         // A second open of a file already open gets none.
-        let (h2, info) = c.open_windowed(b"/etc/motd", O_WRONLY, 0).unwrap();
+        let (h2, info) = open_windowed(&mut c, b"/etc/motd", O_WRONLY, 0).unwrap();
         assert_eq!(info.object, 0);
         c.close(&[h, h2]).unwrap();
         // Devices and directories get none, nor a file too large for a window.
-        let (h, info) = c.open_windowed(b"/dev/zero", O_RDWR, 0).unwrap();
+        let (h, info) = open_windowed(&mut c, b"/dev/zero", O_RDWR, 0).unwrap();
         assert_eq!(info.object, 0);
         c.close(&[h]).unwrap();
         let (h, _) = c.open(b"/big", O_CREAT | O_WRONLY, 0o600).unwrap();
         c.handle_op(op::TRUNCATE, h, MAX_WINDOW_PAGES * PAGE)
             .unwrap();
         c.close(&[h]).unwrap();
-        let (h, info) = c.open_windowed(b"/big", O_RDONLY, 0).unwrap();
+        let (h, info) = open_windowed(&mut c, b"/big", O_RDONLY, 0).unwrap();
         assert_eq!(info.object, 0);
         c.close(&[h]).unwrap();
         // Without memory, never.
         let mut plain = client();
-        let (_, info) = plain
-            .open_windowed(b"/new", O_CREAT | O_RDWR, 0o600)
-            .unwrap();
+        let (_, info) = open_windowed(&mut plain, b"/new", O_CREAT | O_RDWR, 0o600).unwrap();
         assert_eq!(info.object, 0);
     }
 
     #[test]
     fn a_holder_that_died_loses_its_window() {
         let (mut c, memory) = windowed_client();
-        let (_, info) = c.open_windowed(b"/d", O_CREAT | O_RDWR, 0o600).unwrap();
+        let (_, info) = open_windowed(&mut c, b"/d", O_CREAT | O_RDWR, 0o600).unwrap();
         let w = memory.map(info.object, 7).unwrap();
         w.with_lock(7, no_wait, |held| held.write(b"kept", None, false))
             .unwrap()
@@ -1745,7 +1771,7 @@ mod tests {
         // A live holder is waited for (here it never lets go, so the test marks it dead
         // after the first pause).
         let (mut c, memory) = windowed_client();
-        let (_, info) = c.open_windowed(b"/e", O_CREAT | O_RDWR, 0o600).unwrap();
+        let (_, info) = open_windowed(&mut c, b"/e", O_CREAT | O_RDWR, 0o600).unwrap();
         let w = memory.map(info.object, 7).unwrap();
         assert!(w.header().begin(7, no_wait));
         let registry = memory.0.clone();

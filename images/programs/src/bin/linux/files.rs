@@ -6,8 +6,9 @@
 //! offset) plus what the personality keeps to avoid calls. A file the server reports as
 //! unchanged since the initramfs is read straight from the archive, which the kernel maps
 //! read-only into the process: no call per read (its offset is then kept here, per process).
-//! A regular file the server hands a window on (the process alone has it open) is read and
-//! written in that window, here, with no call; once the server retires the window (another
+//! A regular file the server hands a window on (the process alone has it open, and has read
+//! or written it a few times through the server) is read and written in that window, here,
+//! with no call; once the server retires the window (another
 //! process opened the file) the file is read and written through the server
 //! ([`k42_guest_lib::filewindow`]). Windows are mapped in [`crate::FILE_WINDOWS`], which
 //! `execve` keeps, as it keeps the descriptors.
@@ -109,6 +110,9 @@ struct OpenFile {
     path: Vec<u8>,
     /// The file's window, while the server lets this process use one.
     window: Mutex<Option<Window>>,
+    /// Reads and writes of a regular file that went to the server (see
+    /// [`OpenFile::window_now`]).
+    server_calls: AtomicU64,
 }
 
 impl Drop for OpenFile {
@@ -146,6 +150,31 @@ impl OpenFile {
         out
     }
 
+    /// Whether the file has a window after asking the server for one, which this does at the
+    /// [`WINDOW_AFTER_CALLS`]th read or write of a regular file that went to the server, and
+    /// every [`WINDOW_RETRY_CALLS`] after: a window costs the kernel work per page to make and
+    /// to drop, more than a few calls to the server cost, so short-lived uses of a file never
+    /// ask. (The server refuses while the file is open elsewhere.)
+    fn window_now(&self) -> Result<bool, Ret> {
+        if self.kind != Kind::Regular || self.generated.is_some() {
+            return Ok(false);
+        }
+        let calls = self.server_calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let due = calls == WINDOW_AFTER_CALLS
+            || (calls > WINDOW_AFTER_CALLS && calls.is_multiple_of(WINDOW_RETRY_CALLS));
+        let Some(handle) = self.handle.filter(|_| due) else {
+            return Ok(false);
+        };
+        let Some((object, pages)) = with_client(|c| c.window(handle))? else {
+            return Ok(false);
+        };
+        let mut slot = self.window.lock();
+        if slot.is_none() {
+            *slot = map_window(object, pages);
+        }
+        Ok(slot.is_some())
+    }
+
     /// Gives up the window (the next call about the file, through the server, makes the
     /// server take it back).
     fn drop_window(&self) {
@@ -167,6 +196,11 @@ impl OpenFile {
         Ok(slot.is_some())
     }
 }
+
+/// The read or write of a regular file through the server after which a window is asked for.
+const WINDOW_AFTER_CALLS: u64 = 4;
+/// How many more such calls before asking again when the server had none to give.
+const WINDOW_RETRY_CALLS: u64 = 256;
 
 /// The address ranges of this process's file windows (inside [`crate::FILE_WINDOWS`]).
 static WINDOW_RANGES: Mutex<AddressRanges> = Mutex::new(AddressRanges::new(crate::FILE_WINDOWS));
@@ -237,6 +271,7 @@ pub fn init() {
         offset: AtomicU64::new(0),
         path: b"/dev/console".to_vec(),
         window: Mutex::new(None),
+        server_calls: AtomicU64::new(0),
     });
     let mut state = STATE.lock();
     state.fds = (0..3)
@@ -441,10 +476,7 @@ fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
     }
     let umask = STATE.lock().umask;
     let mode = mode & 0o7777 & !umask;
-    let (handle, info) = with_client(|c| match generated {
-        Some(_) => c.open(&path, flags, mode),
-        None => c.open_windowed(&path, flags, mode),
-    })?;
+    let (handle, info) = with_client(|c| c.open(&path, flags, mode))?;
     let kind = match info.kind & S_IFMT {
         S_IFDIR => Kind::Directory,
         S_IFCHR if matches!(file::major(info.rdev), 4 | 5) => Kind::Console,
@@ -467,10 +499,8 @@ fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
         local: AtomicBool::new(archive.is_some()),
         offset: AtomicU64::new(0),
         path: normalize(&path),
-        window: Mutex::new(match info.object {
-            0 => None,
-            object => map_window(object, info.object_pages),
-        }),
+        window: Mutex::new(None),
+        server_calls: AtomicU64::new(0),
     });
     Ok(install(file, flags & O_CLOEXEC != 0, 0))
 }
@@ -518,6 +548,11 @@ fn read_into(f: &OpenFile, out: &mut [u8], at: Option<u64>) -> Result<usize, Ret
     }
     if let Some(n) = f.in_window(|w| w.read(out, at)) {
         return Ok(n);
+    }
+    if f.window_now()? {
+        if let Some(n) = f.in_window(|w| w.read(out, at)) {
+            return Ok(n);
+        }
     }
     let handle = f.handle.ok_or(err(errno::EBADF))?;
     let mut done = 0usize;
@@ -592,11 +627,14 @@ fn write_to(f: &OpenFile, data: &[u8], at: Option<u64>) -> Result<usize, Ret> {
         _ => {}
     }
     let append = f.flags & file::O_APPEND != 0;
+    let mut asked = false;
     loop {
         match f.in_window(|w| w.write(data, at, append)) {
             Some(Ok(n)) => return Ok(n),
             Some(Err(WindowError::NoRoom(end))) if f.grow_window(end)? => continue,
-            _ => break,
+            Some(_) => break,
+            None if !asked && f.window_now()? => asked = true,
+            None => break,
         }
     }
     let handle = f.handle.ok_or(err(errno::EBADF))?;
@@ -938,6 +976,7 @@ fn pipe(fds: u64, flags: u32) -> Result<Ret, Ret> {
             offset: AtomicU64::new(0),
             path: Vec::new(),
             window: Mutex::new(None),
+            server_calls: AtomicU64::new(0),
         })
     };
     let cloexec = flags & O_CLOEXEC != 0;
