@@ -130,12 +130,7 @@ impl Header {
         self.lock.load(Ordering::Acquire) == RETIRED
     }
 
-    /// The file's size as last written (a racy look, for `stat`).
-    pub fn size_now(&self) -> u64 {
-        self.size.load(Ordering::Relaxed)
-    }
-
-    /// Words a lock holder reads and writes.
+    /// The file's size (exact for the lock holder; for others, as last written: `stat`).
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Relaxed)
     }

@@ -697,7 +697,7 @@ impl FileServer {
     fn stat_now(&self, ino: Ino) -> Result<Stat> {
         let mut stat = self.fs.stat(ino).map_err(fs_err)?;
         if let Some(ex) = self.exclusive.get(&ino) {
-            stat.st_size = ex.window.header().size_now() as i64;
+            stat.st_size = ex.window.header().size() as i64;
             stat.st_blocks = (stat.st_size as u64).div_ceil(512) as i64;
         }
         Ok(stat)
