@@ -13,12 +13,12 @@ const PROGRAMS: [&str; 20] = [
     "fsd", "runlist", "fork", "drvinit", "blkd", "blktest", "devcheck", "rngd", "rngtest", "shell",
 ];
 /// The native programs of the default initramfs (embedded in `k42vm`): its init and the
-/// servers busybox needs.
-const DEFAULT_PROGRAMS: [&str; 3] = ["shell", "console", "fsd"];
+/// servers busybox needs, and the disk driver for `--disk`.
+const DEFAULT_PROGRAMS: [&str; 4] = ["shell", "console", "fsd", "blkd"];
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.
-const LINUX_C_PROGRAMS: [&str; 8] = [
+const LINUX_C_PROGRAMS: [&str; 9] = [
     "linux-hello",
     "linux-getpid",
     "linux-files",
@@ -27,6 +27,7 @@ const LINUX_C_PROGRAMS: [&str; 8] = [
     "linux-procs",
     "linux-rewrite",
     "linux-procbench",
+    "linux-disk",
 ];
 
 /// Static Linux programs in Rust with the standard library (`images/linux/rust/<name>.rs`),
@@ -170,6 +171,10 @@ fn main() {
     println!("cargo:rerun-if-changed={}", commands.display());
     let bytes = std::fs::read(&commands).expect("read images/linux/busybox-commands");
     append_entry(&mut archive, "etc/k42/commands", 0o100644, &bytes);
+    let disk_commands = linux_dir.join("disk-commands");
+    println!("cargo:rerun-if-changed={}", disk_commands.display());
+    let bytes = std::fs::read(&disk_commands).expect("read images/linux/disk-commands");
+    append_entry(&mut archive, "etc/k42/disk-commands", 0o100644, &bytes);
     append_entry(&mut archive, "TRAILER!!!", 0, &[]);
     let initrd = out_dir.join("test-initramfs.cpio");
     std::fs::write(&initrd, &archive).expect("write the test initramfs");

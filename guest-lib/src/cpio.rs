@@ -27,6 +27,8 @@ pub mod mode {
     pub const SYMLINK: u32 = 0o120000;
     /// Character device.
     pub const CHAR_DEVICE: u32 = 0o020000;
+    /// Block device.
+    pub const BLOCK_DEVICE: u32 = 0o060000;
 }
 
 /// One archive member.

@@ -32,6 +32,7 @@ extern crate alloc;
 compile_error!("the Linux ABI described here is x86_64's");
 
 pub mod auxv;
+pub mod block;
 pub mod elf;
 pub mod errno;
 pub mod file;

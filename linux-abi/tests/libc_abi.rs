@@ -1254,3 +1254,10 @@ fn tty_layouts_and_constants_match_libc() {
         VEOL2 => libc::VEOL2,
     );
 }
+
+#[test]
+fn block_ioctl_numbers_match_libc() {
+    // libc names only the sector-size request; the others are checked against their
+    // encoding in the module's own tests.
+    same!(u64: k42_linux_abi::block::BLKSSZGET => libc::BLKSSZGET);
+}

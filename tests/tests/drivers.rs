@@ -248,3 +248,106 @@ fn blkd_without_its_disk_says_so() {
     );
     assert_eq!(run.status, Some(1), "{context}");
 }
+
+/// Byte `i` of the pattern `linux-disk` writes (as its `pattern()`).
+fn linux_disk_pattern(i: usize) -> u8 {
+    (i * 31 + (i >> 7) + 5) as u8
+}
+
+/// The `md5sum` of `bytes` by the host's coreutils.
+fn host_md5(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run md5sum (coreutils)");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..32].to_string()
+}
+
+#[test]
+fn linux_programs_read_and_write_disks_as_dev_vda() {
+    require_kvm();
+    let dir = Scratch::new("linux");
+    let (disk, before) = dir.image("vda.img", 256 * BLOCK, 0x2545_f491_4f6c_dd1d);
+    let (ro_disk, ro_before) = dir.image("vdb.img", 16 * BLOCK, 0x0bad_cafe_f00d_1234);
+    let ro_arg = format!("{},readonly", ro_disk.display());
+    let run = k42vm_run(&[
+        "--cpus",
+        "2",
+        "--initrd",
+        k42_images::TEST_INITRD_PATH,
+        "--cmdline",
+        "init=/bin/runlist k42.arg=1",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--disk",
+        &ro_arg,
+        "--timeout",
+        "100s",
+    ]);
+    let context = run.all();
+    let out = &run.stdout;
+    assert_eq!(run.status, Some(0), "{context}");
+    // `images/linux/disk-commands`: linux-disk, then busybox.
+    let statuses: Vec<&str> = out.lines().filter(|l| l.starts_with("=== exit")).collect();
+    assert_eq!(
+        statuses,
+        [
+            "=== exit 0",
+            "=== exit 0",
+            "=== exit 0",
+            "=== exit 0",
+            "=== exit 0",
+            "=== exit 0",
+            "=== exit 1"
+        ],
+        "{context}"
+    );
+    assert!(out.contains("linux-disk: ok ("), "{context}");
+
+    // What the guest read is what the host wrote.
+    let vda_sum = printed_checksum(out, "linux-disk: vda first 64 KiB fnv1a", &context);
+    assert_eq!(vda_sum, fnv1a(&before[..65536]), "{context}");
+    let vdb_sum = printed_checksum(out, "linux-disk: vdb first 16 KiB fnv1a", &context);
+    assert_eq!(vdb_sum, fnv1a(&ro_before[..16384]), "{context}");
+    let md5 = format!("{}  -", host_md5(&before[..16 * BLOCK]));
+    assert!(
+        out.lines().any(|l| l == md5),
+        "busybox md5sum of dd from /dev/vda is not the host's {md5}\n{context}"
+    );
+    assert!(out.contains("\nk42 was here\n13+0 records in"), "{context}");
+    assert!(
+        out.contains("brw-rw---- 254,   0\nbrw-rw---- 254,  16\n"),
+        "ls -l /dev/vd*\n{context}"
+    );
+    assert!(
+        out.contains("dd: can't open '/dev/vdb': Read-only file system"),
+        "{context}"
+    );
+
+    // What the guest wrote is on the image file, and nothing else changed.
+    let after = std::fs::read(&disk).unwrap();
+    assert_eq!(after.len(), before.len());
+    let pattern_at = 512 * 1024 + 100;
+    let mut want = before.clone();
+    for i in 0..10000 {
+        want[pattern_at + i] = linux_disk_pattern(i);
+    }
+    want[300_000..300_013].copy_from_slice(b"k42 was here\n");
+    want[200 * BLOCK..202 * BLOCK].fill(0);
+    if let Some(first) = (0..after.len()).find(|&i| after[i] != want[i]) {
+        panic!(
+            "vda.img differs from what the guest wrote from byte {first}: {:#04x}, expected \
+             {:#04x} (was {:#04x})\n{context}",
+            after[first], want[first], before[first]
+        );
+    }
+    assert_eq!(
+        std::fs::read(&ro_disk).unwrap(),
+        ro_before,
+        "the read-only image changed"
+    );
+}

@@ -123,7 +123,14 @@ pub fn populate_from_cpio(fs: &mut FileSystem, image: &[u8]) -> Result<usize, Po
             added += 1;
             continue;
         }
-        if ![mode::REGULAR, mode::SYMLINK, mode::CHAR_DEVICE].contains(&kind) {
+        if ![
+            mode::REGULAR,
+            mode::SYMLINK,
+            mode::CHAR_DEVICE,
+            mode::BLOCK_DEVICE,
+        ]
+        .contains(&kind)
+        {
             return Err(PopulateError::Unsupported {
                 name: entry.name.to_string(),
                 mode: entry.mode,
@@ -198,7 +205,10 @@ fn create(
             }
             fs.symlink(entry.data, dir, leaf, ctx)
         }
-        _ => fs.mknod_char(dir, leaf, perm, entry.rdev.0, entry.rdev.1, ctx),
+        mode::BLOCK_DEVICE => {
+            fs.mknod_device(dir, leaf, FileType::BlockDevice, perm, entry.rdev, ctx)
+        }
+        _ => fs.mknod_device(dir, leaf, FileType::CharDevice, perm, entry.rdev, ctx),
     }
 }
 

@@ -33,8 +33,8 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use k42_linux_abi::file::{
-    self as abi, Dirent64Writer, DirentError, Stat, DT_CHR, DT_DIR, DT_LNK, DT_REG, PATH_MAX,
-    RENAME_NOREPLACE, S_IALLUGO, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
+    self as abi, Dirent64Writer, DirentError, Stat, DT_BLK, DT_CHR, DT_DIR, DT_LNK, DT_REG,
+    PATH_MAX, RENAME_NOREPLACE, S_IALLUGO, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
 };
 use k42_linux_abi::time::Timespec;
 
@@ -65,6 +65,8 @@ pub enum FileType {
     Symlink,
     /// A character device.
     CharDevice,
+    /// A block device.
+    BlockDevice,
 }
 
 impl FileType {
@@ -75,6 +77,7 @@ impl FileType {
             FileType::Regular => S_IFREG,
             FileType::Symlink => S_IFLNK,
             FileType::CharDevice => S_IFCHR,
+            FileType::BlockDevice => S_IFBLK,
         }
     }
 
@@ -85,6 +88,7 @@ impl FileType {
             FileType::Regular => DT_REG,
             FileType::Symlink => DT_LNK,
             FileType::CharDevice => DT_CHR,
+            FileType::BlockDevice => DT_BLK,
         }
     }
 }
@@ -128,7 +132,12 @@ enum Node {
     Directory(Dir),
     Regular(data::FileData),
     Symlink(Vec<u8>),
-    CharDevice { major: u32, minor: u32 },
+    /// A device special file (`block`: a block device, else a character device).
+    Device {
+        block: bool,
+        major: u32,
+        minor: u32,
+    },
 }
 
 /// An inode: its attributes and contents.
@@ -158,7 +167,8 @@ impl Inode {
             Node::Directory(_) => FileType::Directory,
             Node::Regular(_) => FileType::Regular,
             Node::Symlink(_) => FileType::Symlink,
-            Node::CharDevice { .. } => FileType::CharDevice,
+            Node::Device { block: false, .. } => FileType::CharDevice,
+            Node::Device { block: true, .. } => FileType::BlockDevice,
         }
     }
 
@@ -194,7 +204,7 @@ impl Inode {
             Node::Directory(d) => (d.len() as u64 + 2) * DIR_ENTRY_SIZE,
             Node::Regular(f) => f.size(),
             Node::Symlink(t) => t.len() as u64,
-            Node::CharDevice { .. } => 0,
+            Node::Device { .. } => 0,
         }
     }
 
@@ -216,7 +226,7 @@ impl Inode {
     /// A device's (major, minor).
     pub fn rdev(&self) -> Option<(u32, u32)> {
         match self.node {
-            Node::CharDevice { major, minor } => Some((major, minor)),
+            Node::Device { major, minor, .. } => Some((major, minor)),
             _ => None,
         }
     }
@@ -591,20 +601,30 @@ impl FileSystem {
         self.attach_new(p.dir, name, ino, ctx)
     }
 
-    /// `mknod(S_IFCHR)`: a character device `major:minor` at `path` with `perm & 07777`.
-    pub fn mknod_char(
+    /// `mknod(S_IFCHR)` or `mknod(S_IFBLK)`: a device `major:minor` of type `kind` (a
+    /// character or block device, else `Invalid`) at `path` with `perm & 07777`.
+    pub fn mknod_device(
         &mut self,
         cwd: Ino,
         path: &[u8],
+        kind: FileType,
         perm: u32,
-        major: u32,
-        minor: u32,
+        (major, minor): (u32, u32),
         ctx: Ctx,
     ) -> Result<Ino, FsError> {
+        let block = match kind {
+            FileType::CharDevice => false,
+            FileType::BlockDevice => true,
+            _ => return Err(FsError::Invalid),
+        };
         let (dir, name) = self.new_name(cwd, path)?;
         let ino = self.alloc(
-            Node::CharDevice { major, minor },
-            S_IFCHR | (perm & S_IALLUGO),
+            Node::Device {
+                block,
+                major,
+                minor,
+            },
+            kind.mode_bits() | (perm & S_IALLUGO),
             ctx,
         );
         self.attach_new(dir, name, ino, ctx)

@@ -179,7 +179,7 @@ pub struct OpenInfo {
     /// Where the bytes lie in the initramfs archive while unchanged (see
     /// [`FileSystem::archive_offset`]); only for files opened read-only.
     pub archive_offset: Option<u64>,
-    /// Device numbers of a character device (`makedev` form).
+    /// Device numbers of a character or block device (`makedev` form).
     pub rdev: u64,
     /// The inode number.
     pub ino: u64,
@@ -856,6 +856,8 @@ impl FileServer {
                 if let Some(dev) = self.device(ino) {
                     return match dev {
                         Device::Full => Err(errno::ENOSPC),
+                        // Served by the client (terminals, disks): nothing here to write to.
+                        Device::Other => Err(errno::ENXIO),
                         _ => Ok(len as u64),
                     };
                 }
@@ -995,7 +997,11 @@ impl FileServer {
     }
 
     fn device(&self, ino: Ino) -> Option<Device> {
-        let (major, minor) = self.fs.inode(ino).ok()?.rdev()?;
+        let inode = self.fs.inode(ino).ok()?;
+        let (major, minor) = inode.rdev()?;
+        if inode.file_type() == FileType::BlockDevice {
+            return Some(Device::Other);
+        }
         match (major, minor) {
             (1, 3) => Some(Device::Null),
             (1, 5) => Some(Device::Zero),
@@ -1039,7 +1045,8 @@ enum Device {
     Zero,
     Full,
     Random,
-    /// Terminals and the rest: the client serves them itself.
+    /// Terminals, disks and the rest: the client serves them itself (a disk through its
+    /// driver server).
     Other,
 }
 
@@ -1280,7 +1287,7 @@ mod tests {
     use crate::filewindow::WindowError;
     use crate::fs::populate_from_cpio;
     use alloc::vec;
-    use k42_linux_abi::file::{O_RDWR, S_IFCHR, S_IFDIR, S_IFREG};
+    use k42_linux_abi::file::{makedev, O_RDWR, S_IFBLK, S_IFCHR, S_IFDIR, S_IFREG};
 
     /// Calls the server directly, as the PPC server would, from one client pid.
     struct Loopback {
@@ -1326,9 +1333,14 @@ mod tests {
         fs.mkdir(ROOT_INO, b"/dev", 0o755, Ctx::root(0)).unwrap();
         for (name, minor) in [("null", 3), ("zero", 5), ("full", 7), ("urandom", 9)] {
             let path = alloc::format!("/dev/{name}");
-            fs.mknod_char(ROOT_INO, path.as_bytes(), 0o666, 1, minor, Ctx::root(0))
+            let (kind, dev) = (FileType::CharDevice, (1, minor));
+            fs.mknod_device(ROOT_INO, path.as_bytes(), kind, 0o666, dev, Ctx::root(0))
                 .unwrap();
         }
+        // A disk whose numbers are /dev/null's: the type decides, not the numbers.
+        let (kind, dev) = (FileType::BlockDevice, (1, 3));
+        fs.mknod_device(ROOT_INO, b"/dev/vda", kind, 0o660, dev, Ctx::root(0))
+            .unwrap();
         Client::new(Loopback {
             server: FileServer::new(fs, 42),
             pid: 7,
@@ -1524,6 +1536,12 @@ mod tests {
         c.read(random, &mut b, None).unwrap();
         assert!(a != [0; 16] && a != b);
         c.close(&[null, zero, full, random]).unwrap();
+        // A disk is the client's to serve (through its driver): the server moves no bytes.
+        let (disk, info) = c.open(b"/dev/vda", O_RDWR, 0).unwrap();
+        assert_eq!((info.kind, info.rdev), (S_IFBLK, makedev(1, 3)));
+        assert_eq!(c.read(disk, &mut out, None).unwrap_err(), errno::ENXIO);
+        assert_eq!(c.write(disk, b"lost", None).unwrap_err(), errno::ENXIO);
+        c.close(&[disk]).unwrap();
     }
 
     #[test]

@@ -641,18 +641,33 @@ fn stat_fields() {
     assert_eq!((st.st_size, st.st_blksize, st.st_blocks), (5000, 4096, 16));
     assert_eq!((st.st_mtime, st.st_mtime_nsec), (1_700_000_000, 123));
     assert_eq!((st.st_atime, st.st_ctime), (1_700_000_000, 1_700_000_000));
-    let tty = fs.mknod_char(ROOT_INO, b"tty", 0o666, 5, 0, c).unwrap();
+    let tty = fs
+        .mknod_device(ROOT_INO, b"tty", FileType::CharDevice, 0o666, (5, 0), c)
+        .unwrap();
     let st = fs.stat(tty).unwrap();
     assert_eq!(
         (st.st_mode, st.st_rdev, st.st_size),
         (S_IFCHR | 0o666, abi::makedev(5, 0), 0)
     );
     assert_eq!(fs.inode(tty).unwrap().rdev(), Some((5, 0)));
+    let disk = fs
+        .mknod_device(ROOT_INO, b"vda", FileType::BlockDevice, 0o660, (254, 16), c)
+        .unwrap();
+    let st = fs.stat(disk).unwrap();
+    assert_eq!(
+        (st.st_mode, st.st_rdev, st.st_size),
+        (S_IFBLK | 0o660, abi::makedev(254, 16), 0)
+    );
+    assert_eq!(
+        fs.mknod_device(ROOT_INO, b"bad", FileType::Regular, 0o666, (1, 1), c),
+        Err(FsError::Invalid),
+        "only devices"
+    );
     let s = fs.symlink(b"target", ROOT_INO, b"s", c).unwrap();
     assert_eq!(fs.stat(s).unwrap().st_size, 6);
     assert_eq!(
         fs.stat(ROOT_INO).unwrap().st_size,
-        5 * DIR_ENTRY_SIZE as i64
+        6 * DIR_ENTRY_SIZE as i64
     );
     assert_eq!(fs.stat(12345), Err(FsError::Stale));
     // Before the epoch.
@@ -789,7 +804,7 @@ fn populate_from_a_built_archive() {
     use crate::cpio::mode;
     /// (name, mode, nlink, ino, rdev, data)
     type Member<'a> = (&'a str, u32, u32, u32, (u32, u32), &'a [u8]);
-    let entries: [Member<'_>; 10] = [
+    let entries: [Member<'_>; 11] = [
         (".", mode::DIRECTORY | 0o755, 2, 1, (0, 0), b""),
         ("bin", mode::DIRECTORY | 0o711, 2, 2, (0, 0), b""),
         ("bin/busybox", mode::REGULAR | 0o755, 3, 3, (0, 0), b""),
@@ -813,6 +828,7 @@ fn populate_from_a_built_archive() {
         ("lib", mode::SYMLINK | 0o777, 1, 5, (0, 0), b"usr/lib"),
         ("lib/via-link", mode::REGULAR | 0o644, 1, 6, (0, 0), b"v"),
         ("dev/console", mode::CHAR_DEVICE | 0o600, 1, 7, (5, 1), b""),
+        ("dev/vda", mode::BLOCK_DEVICE | 0o660, 1, 9, (254, 0), b""),
         ("..", mode::DIRECTORY | 0o755, 2, 8, (0, 0), b""),
     ];
     let mut archive = Vec::new();
@@ -821,7 +837,7 @@ fn populate_from_a_built_archive() {
     }
     push_newc(&mut archive, "TRAILER!!!", 0, 1, 0, (0, 0), b"", 0);
     let mut fs = fs();
-    assert_eq!(populate_from_cpio(&mut fs, &archive), Ok(8));
+    assert_eq!(populate_from_cpio(&mut fs, &archive), Ok(9));
     let busybox = fs.lookup(ROOT_INO, b"/bin/busybox", true).unwrap();
     assert_eq!(fs.lookup(ROOT_INO, b"/bin/sh", true), Ok(busybox));
     assert_eq!(fs.lookup(ROOT_INO, b"/bin/ls", true), Ok(busybox));
@@ -855,6 +871,16 @@ fn populate_from_a_built_archive() {
     );
     let console = fs.lookup(ROOT_INO, b"dev/console", true).unwrap();
     assert_eq!(fs.inode(console).unwrap().rdev(), Some((5, 1)));
+    assert_eq!(fs.inode(console).unwrap().file_type(), FileType::CharDevice);
+    let vda = fs.lookup(ROOT_INO, b"dev/vda", true).unwrap();
+    assert_eq!(
+        (
+            fs.inode(vda).unwrap().file_type(),
+            fs.inode(vda).unwrap().rdev()
+        ),
+        (FileType::BlockDevice, Some((254, 0)))
+    );
+    assert_eq!(fs.stat(vda).unwrap().st_mode, S_IFBLK | 0o660);
     check_invariants(&fs).unwrap();
 }
 

@@ -77,19 +77,59 @@ pub fn start_workers(worker: extern "C" fn(u64) -> !) -> Result<usize, k42_rt::k
     Ok(started)
 }
 
-/// Starts the console server and then the file server (which prints through it): what an init
-/// that runs Linux programs needs. `who` names the caller in the message a failure prints;
-/// returns the exit status to end with then.
+/// Starts the console server, a driver for each disk ([`start_block_drivers`]), then the file
+/// server (which prints through the console and names the disks in `/dev`): what an init that
+/// runs Linux programs needs. `who` names the caller in the message a failure prints; returns
+/// the exit status to end with then.
 pub fn start_console_and_file_servers(who: &str) -> Result<(), i64> {
     if let Err(e) = sys::spawn("/bin/console", 0, k42_rt::kabi::SpawnFlags::CONSOLE) {
         let _ = sys::console_write(who.as_bytes());
         let _ = sys::console_write(b": cannot start the console server\n");
         return Err(e as i64);
     }
+    start_block_drivers(who);
     start_file_server().map_err(|why| {
         k42_rt::println!("{who}: {why}");
         1
     })
+}
+
+/// Starts a `blkd` for each virtio-blk disk the kernel knows (none when the caller lacks the
+/// device right) and waits until each serves `blk<n>` or has exited (saying why); returns how
+/// many serve. `who` names the caller in what it prints.
+pub fn start_block_drivers(who: &str) -> usize {
+    use k42_rt::kabi::{DeviceDesc, SpawnFlags, MAX_DEVICES};
+    let mut list = [DeviceDesc::default(); MAX_DEVICES];
+    let Ok(count) = sys::device_list(&mut list) else {
+        return 0;
+    };
+    let block = u64::from(k42_guest_lib::virtio::DEVICE_ID_BLOCK);
+    let disks = list[..count.min(MAX_DEVICES)]
+        .iter()
+        .filter(|d| d.device_id == block)
+        .count();
+    let mut serving = 0;
+    for n in 0..disks {
+        let pid = match sys::spawn("/bin/blkd", n as u64, SpawnFlags::DEVICES) {
+            Ok(pid) => pid,
+            Err(e) => {
+                k42_rt::println!("{who}: cannot start blkd {n}: {e:?}");
+                continue;
+            }
+        };
+        let name = alloc::format!("blk{n}");
+        let mut exited = false;
+        let up = wait_until(1000, 30_000, || {
+            exited = sys::wait_no_hang(pid).is_ok();
+            exited || sys::ppc_lookup(&name).is_ok()
+        });
+        match (up, exited) {
+            (true, false) => serving += 1,
+            (false, _) => k42_rt::println!("{who}: blkd {n} did not start serving"),
+            (true, true) => {} // It printed why.
+        }
+    }
+    serving
 }
 
 /// Starts the file-system server `/bin/fsd` and waits (up to 120 s: it unpacks the whole

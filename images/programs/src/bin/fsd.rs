@@ -1,5 +1,5 @@
 //! The file-system server: holds the initramfs as a RAM file system (plus `/dev`, `/tmp` and
-//! the `/proc` placeholders)
+//! the `/proc` placeholders, and a `/dev/vd*` node for each disk a driver serves)
 //! and serves it by PPC as `fs` ([`k42_guest_lib::fs::server`] has the protocol and the
 //! logic; this program only maps the archive, fills the file system and moves calls).
 //! Started by init; it prints `fsd: ready (N entries)` just before it exports itself.
@@ -15,7 +15,8 @@ use k42_guest_lib::filewindow::{AddressRanges, Window, PAGE};
 use k42_guest_lib::fs::server::{
     FileServer, SharedMemory, BUFFER_SIZE, SERVER_NAME, WAKE_SOFT_INTERRUPT,
 };
-use k42_guest_lib::fs::{populate_from_cpio, Ctx, FileSystem, ROOT_INO};
+use k42_guest_lib::fs::{populate_from_cpio, Ctx, FileSystem, FileType, ROOT_INO};
+use k42_linux_abi::block::{virtio_disk_name, VIRTIO_BLK_MAJOR, VIRTIO_BLK_MINORS};
 use k42_rt::kabi;
 use k42_rt::sys::{self, PpcReply};
 use spin::{Mutex, Once};
@@ -135,7 +136,19 @@ fn build() -> Result<FileSystem, &'static str> {
         (b"/dev/console", 5, 1),
     ] {
         // The archive may bring its own.
-        let _ = fs.mknod_char(ROOT_INO, name, 0o666, major, minor, ctx);
+        let kind = FileType::CharDevice;
+        let _ = fs.mknod_device(ROOT_INO, name, kind, 0o666, (major, minor), ctx);
+    }
+    // Disk n, served by `blkd` as `blk<n>` (started before this server), is /dev/vd<a + n>:
+    // Linux programs read and write it through that driver, not through this server.
+    for n in 0..kabi::MAX_DEVICES {
+        let served = sys::ppc_lookup(&alloc::format!("blk{n}")).is_ok();
+        if let (true, Some(name)) = (served, virtio_disk_name(n)) {
+            let path = [&b"/dev/"[..], &name].concat();
+            let numbers = (VIRTIO_BLK_MAJOR, n as u32 * VIRTIO_BLK_MINORS);
+            let kind = FileType::BlockDevice;
+            let _ = fs.mknod_device(ROOT_INO, &path, kind, 0o660, numbers, ctx);
+        }
     }
     Ok(fs)
 }

@@ -1,7 +1,8 @@
 //! An init (`init=/bin/runlist`) that runs a list of Linux commands one at a time and frames
 //! each one's output, so a test can compare it with the same commands run on the host. It
-//! starts the console and file servers, reads the list from the initramfs
-//! (`etc/k42/commands`), and for each line prints `=== $ <line>`, runs it through the Linux personality, waits, and
+//! starts the console server, the disks' drivers and the file server, reads the list from the
+//! initramfs (`k42.arg=0`: `etc/k42/commands`, the busybox suite; `k42.arg=1`:
+//! `etc/k42/disk-commands`, the disk checks, for a VM with disks), and for each line prints `=== $ <line>`, runs it through the Linux personality, waits, and
 //! prints `=== exit <status>`. Lines are argv words separated by spaces, `'single quotes'`
 //! grouping; empty lines and lines starting with `#` are skipped; the program is
 //! `/bin/<first word>`. Exits 0 once every command ran (whatever their statuses).
@@ -20,31 +21,35 @@ use k42_rt::{println, sys};
 
 k42_rt::entry!(main);
 
-/// The command list's path in the initramfs.
-const COMMANDS: &str = "etc/k42/commands";
+/// The command lists in the initramfs, by `k42.arg`.
+const COMMAND_LISTS: [&str; 2] = ["etc/k42/commands", "etc/k42/disk-commands"];
 /// Where the archive is mapped to find the list.
 const ARCHIVE_AT: u64 = 0x0000_3000_0000_0000;
 
-fn command_list() -> Result<String, &'static str> {
+fn command_list(path: &str) -> Result<String, &'static str> {
     let archive = sys::map_initrd(ARCHIVE_AT).map_err(|_| "cannot map the initramfs")?;
     let entries = cpio::parse(archive).map_err(|_| "the initramfs does not parse")?;
     let entry = entries
         .iter()
-        .find(|e| e.name == COMMANDS)
-        .ok_or("no etc/k42/commands in the initramfs")?;
+        .find(|e| e.name == path)
+        .ok_or("the command list is not in the initramfs")?;
     core::str::from_utf8(entry.data)
         .map(String::from)
-        .map_err(|_| "etc/k42/commands is not UTF-8")
+        .map_err(|_| "the command list is not UTF-8")
 }
 
-fn main(_arg: u64) -> i64 {
+fn main(arg: u64) -> i64 {
     if let Err(status) = k42_programs::start_console_and_file_servers("runlist") {
         return status;
     }
-    let list = match command_list() {
+    let Some(&path) = COMMAND_LISTS.get(arg as usize) else {
+        println!("runlist: k42.arg={arg} names no command list (0: busybox suite, 1: disks)");
+        return 2;
+    };
+    let list = match command_list(path) {
         Ok(list) => list,
         Err(why) => {
-            println!("runlist: {why}");
+            println!("runlist: {path}: {why}");
             return 1;
         }
     };

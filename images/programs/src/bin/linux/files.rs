@@ -26,7 +26,7 @@ use k42_linux_abi::file::{
     self, Stat, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, FD_CLOEXEC, F_DUPFD,
     F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_SETFD, F_SETFL, O_ACCMODE, O_CLOEXEC, O_CREAT,
     O_DIRECTORY, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, PATH_MAX, POLLHUP, POLLIN, POLLNVAL,
-    POLLOUT, SEEK_CUR, SEEK_END, SEEK_SET, S_IFCHR, S_IFDIR, S_IFIFO, S_IFMT,
+    POLLOUT, SEEK_CUR, SEEK_END, SEEK_SET, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFMT,
 };
 use k42_linux_abi::{errno, syscall as nr, tty};
 use k42_rt::kabi::{self, Info};
@@ -34,6 +34,7 @@ use k42_rt::sys;
 use k42_rt::ConsoleInput;
 use spin::Mutex;
 
+use crate::disk::Disk;
 use crate::{err, get, put, user_bytes, user_bytes_mut, Ret};
 
 /// Where the initramfs archive is mapped in a Linux process (inside the personality's area).
@@ -68,6 +69,13 @@ impl Transport for Ppc {
 
 static CLIENT: Mutex<Option<Client<Ppc>>> = Mutex::new(None);
 
+/// Runs `f` while it alone uses this process's PPC buffer, as disk I/O does (the file-server
+/// client's calls carry their data in the same page).
+pub(crate) fn with_ppc_buffer<T>(f: impl FnOnce() -> T) -> T {
+    let _client = CLIENT.lock();
+    f()
+}
+
 /// Runs `f` with the file-server client (`EIO` when there is no server).
 fn with_client<T>(f: impl FnOnce(&mut Client<Ppc>) -> Result<T, i32>) -> Result<T, Ret> {
     let mut guard = CLIENT.lock();
@@ -87,6 +95,8 @@ enum Kind {
     Pipe,
     /// Other character devices (null, zero, urandom...), served by the server.
     Device,
+    /// A disk, read and written through its driver ([`crate::disk`]).
+    Disk,
 }
 
 /// An open file: one reference to a server handle, shared by `dup`ed descriptors.
@@ -104,8 +114,11 @@ struct OpenFile {
     /// clears it, since parent and child then share the offset (K42's exclusive-to-shared
     /// switch of a file object).
     local: AtomicBool,
-    /// The offset of locally read archive files.
+    /// The offset of locally read archive files and of disks (which are also `local` until
+    /// a fork shares them).
     offset: AtomicU64,
+    /// The disk, for `/dev/vd*`.
+    disk: Option<Disk>,
     /// The absolute path it was opened by (directories: for `*at` calls and `fchdir`).
     path: Vec<u8>,
     /// The file's window, while the server lets this process use one.
@@ -269,6 +282,7 @@ pub fn init() {
         generated: None,
         local: AtomicBool::new(false),
         offset: AtomicU64::new(0),
+        disk: None,
         path: b"/dev/console".to_vec(),
         window: Mutex::new(None),
         server_calls: AtomicU64::new(0),
@@ -448,7 +462,7 @@ pub fn syscall(n: u64, a: [u64; 6]) -> Option<Ret> {
         nr::SYS_FTRUNCATE => result(ftruncate(a[0], a[1])),
         nr::SYS_TRUNCATE => result(truncate(a[0], a[1])),
         nr::SYS_UTIMENSAT => result(utimensat(a[0], a[1], a[2], a[3] as u32)),
-        nr::SYS_FSYNC | nr::SYS_FDATASYNC => result(file(a[0]).map(|_| 0)),
+        nr::SYS_FSYNC | nr::SYS_FDATASYNC => result(fsync(a[0])),
         nr::SYS_UMASK => {
             let mut state = STATE.lock();
             let old = state.umask;
@@ -482,7 +496,19 @@ fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
         S_IFCHR if matches!(file::major(info.rdev), 4 | 5) => Kind::Console,
         S_IFCHR => Kind::Device,
         S_IFIFO => Kind::Pipe,
+        S_IFBLK => Kind::Disk,
         _ => Kind::Regular,
+    };
+    let disk = if kind == Kind::Disk {
+        match Disk::open(info.rdev, flags & O_ACCMODE != O_RDONLY) {
+            Ok(disk) => Some(disk),
+            Err(e) => {
+                let _ = with_client(|c| c.close(&[handle]));
+                return Err(e);
+            }
+        }
+    } else {
+        None
     };
     let archive = match (info.archive_offset, flags & O_ACCMODE) {
         (Some(at), O_RDONLY) => {
@@ -496,8 +522,9 @@ fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
         flags,
         archive,
         generated,
-        local: AtomicBool::new(archive.is_some()),
+        local: AtomicBool::new(archive.is_some() || disk.is_some()),
         offset: AtomicU64::new(0),
+        disk,
         path: normalize(&path),
         window: Mutex::new(None),
         server_calls: AtomicU64::new(0),
@@ -534,6 +561,14 @@ fn read_into(f: &OpenFile, out: &mut [u8], at: Option<u64>) -> Result<usize, Ret
         Kind::Directory => return Err(err(errno::EISDIR)),
         Kind::Pipe if at.is_some() => return Err(err(errno::ESPIPE)),
         _ => {}
+    }
+    if let Some(disk) = &f.disk {
+        let start = at.map_or_else(|| disk_offset(f), Ok)?;
+        let n = disk.read_at(out, start)?;
+        if at.is_none() {
+            set_disk_offset(f, start + n as u64)?;
+        }
+        return Ok(n);
     }
     if let Some(bytes) = f.local_bytes() {
         let start = at.unwrap_or_else(|| f.offset.load(Ordering::Relaxed)) as usize;
@@ -626,6 +661,14 @@ fn write_to(f: &OpenFile, data: &[u8], at: Option<u64>) -> Result<usize, Ret> {
         Kind::Pipe if at.is_some() => return Err(err(errno::ESPIPE)),
         _ => {}
     }
+    if let Some(disk) = &f.disk {
+        let start = at.map_or_else(|| disk_offset(f), Ok)?;
+        let n = disk.write_at(data, start)?;
+        if at.is_none() {
+            set_disk_offset(f, start + n as u64)?;
+        }
+        return Ok(n);
+    }
     let append = f.flags & file::O_APPEND != 0;
     let mut asked = false;
     loop {
@@ -655,6 +698,27 @@ fn write_to(f: &OpenFile, data: &[u8], at: Option<u64>) -> Result<usize, Ret> {
         }
     }
     Ok(done)
+}
+
+/// A disk's offset: kept here while only this process has the file, in the server's
+/// description once a fork shared it.
+fn disk_offset(f: &OpenFile) -> Result<u64, Ret> {
+    if f.local.load(Ordering::Relaxed) {
+        return Ok(f.offset.load(Ordering::Relaxed));
+    }
+    let handle = f.handle.ok_or(err(errno::EBADF))?;
+    with_client(|c| c.seek(handle, 0, SEEK_CUR))
+}
+
+/// Moves a disk's offset (see [`disk_offset`]).
+fn set_disk_offset(f: &OpenFile, offset: u64) -> Result<(), Ret> {
+    if f.local.load(Ordering::Relaxed) {
+        f.offset.store(offset, Ordering::Relaxed);
+        return Ok(());
+    }
+    let handle = f.handle.ok_or(err(errno::EBADF))?;
+    let offset = i64::try_from(offset).map_err(|_| err(errno::EOVERFLOW))?;
+    with_client(|c| c.seek(handle, offset, SEEK_SET)).map(|_| ())
 }
 
 fn vectored(fd: u64, iov: u64, count: u64, writing: bool) -> Result<Ret, Ret> {
@@ -689,6 +753,20 @@ fn lseek(fd: u64, offset: i64, whence: i32) -> Result<Ret, Ret> {
         Kind::Pipe => return Err(err(errno::ESPIPE)),
         Kind::Console => return Err(err(errno::ESPIPE)),
         _ => {}
+    }
+    if let Some(disk) = &f.disk {
+        let base = match whence {
+            SEEK_SET => 0,
+            SEEK_CUR => disk_offset(&f)? as i64,
+            SEEK_END => disk.size() as i64,
+            _ => return Err(err(errno::EINVAL)),
+        };
+        let target = base.checked_add(offset).ok_or(err(errno::EOVERFLOW))?;
+        if target < 0 {
+            return Err(err(errno::EINVAL));
+        }
+        set_disk_offset(&f, target as u64)?;
+        return Ok(target);
     }
     if let Some(bytes) = f.local_bytes() {
         let base = match whence {
@@ -974,6 +1052,7 @@ fn pipe(fds: u64, flags: u32) -> Result<Ret, Ret> {
             generated: None,
             local: AtomicBool::new(false),
             offset: AtomicU64::new(0),
+            disk: None,
             path: Vec::new(),
             window: Mutex::new(None),
             server_calls: AtomicU64::new(0),
@@ -990,6 +1069,28 @@ fn pipe(fds: u64, flags: u32) -> Result<Ret, Ret> {
         return Err(wfd);
     }
     Ok(put(fds, &[rfd as i32, wfd as i32]))
+}
+
+/// `fsync`: a disk asks its device to make its writes durable; files are in memory.
+fn fsync(fd: u64) -> Result<Ret, Ret> {
+    match &file(fd)?.disk {
+        Some(disk) => disk.flush().map(|()| 0),
+        None => Ok(0),
+    }
+}
+
+/// The block-device requests of `ioctl` on a disk.
+fn disk_ioctl(disk: &Disk, request: u32, arg: u64) -> Result<Ret, Ret> {
+    use k42_linux_abi::block::*;
+    match request {
+        BLKGETSIZE64 => Ok(put(arg, &disk.size())),
+        BLKGETSIZE => Ok(put(arg, &(disk.size() / SECTOR_SIZE))),
+        BLKSSZGET => Ok(put(arg, &(SECTOR_SIZE as i32))),
+        BLKPBSZGET => Ok(put(arg, &(k42_guest_lib::virtio::blk::BLOCK_SIZE as u32))),
+        BLKROGET => Ok(put(arg, &i32::from(disk.readonly()))),
+        BLKFLSBUF => disk.flush().map(|()| 0),
+        _ => Err(err(errno::ENOTTY)),
+    }
 }
 
 fn ioctl(fd: u64, request: u64, arg: u64) -> Result<Ret, Ret> {
@@ -1009,6 +1110,9 @@ fn ioctl(fd: u64, request: u64, arg: u64) -> Result<Ret, Ret> {
             return fcntl(fd, F_SETFL, flags);
         }
         _ => {}
+    }
+    if let Some(disk) = &f.disk {
+        return disk_ioctl(disk, request as u32, arg);
     }
     if f.kind != Kind::Console {
         return Err(err(errno::ENOTTY));

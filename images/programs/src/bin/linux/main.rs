@@ -20,6 +20,7 @@
 
 extern crate alloc;
 
+mod disk;
 mod exec;
 mod files;
 mod fork;
