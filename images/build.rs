@@ -18,7 +18,7 @@ const DEFAULT_PROGRAMS: [&str; 4] = ["shell", "console", "fsd", "blkd"];
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.
-const LINUX_C_PROGRAMS: [&str; 9] = [
+const LINUX_C_PROGRAMS: [&str; 10] = [
     "linux-hello",
     "linux-getpid",
     "linux-files",
@@ -28,6 +28,7 @@ const LINUX_C_PROGRAMS: [&str; 9] = [
     "linux-rewrite",
     "linux-procbench",
     "linux-disk",
+    "linux-diskbench",
 ];
 
 /// Static Linux programs in Rust with the standard library (`images/linux/rust/<name>.rs`),
@@ -175,6 +176,12 @@ fn main() {
     println!("cargo:rerun-if-changed={}", disk_commands.display());
     let bytes = std::fs::read(&disk_commands).expect("read images/linux/disk-commands");
     append_entry(&mut archive, "etc/k42/disk-commands", 0o100644, &bytes);
+    append_entry(
+        &mut archive,
+        "etc/k42/disk-bench",
+        0o100644,
+        b"# The disk bench (benches/benches/disk.rs): k42.arg=2 with a disk of 4 MiB or more.\nlinux-diskbench /dev/vda\n",
+    );
     append_entry(&mut archive, "TRAILER!!!", 0, &[]);
     let initrd = out_dir.join("test-initramfs.cpio");
     std::fs::write(&initrd, &archive).expect("write the test initramfs");

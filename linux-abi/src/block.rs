@@ -3,7 +3,7 @@
 
 /// Size in 512-byte sectors, as an `unsigned long` (`_IO(0x12, 96)`).
 pub const BLKGETSIZE: u32 = 0x1260;
-/// Flush the device's buffers (`_IO(0x12, 97)`).
+/// Write back and drop the device's cached blocks (`_IO(0x12, 97)`).
 pub const BLKFLSBUF: u32 = 0x1261;
 /// Whether the device is read-only, as an `int` (`_IO(0x12, 94)`).
 pub const BLKROGET: u32 = 0x125e;

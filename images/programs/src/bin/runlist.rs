@@ -2,7 +2,8 @@
 //! each one's output, so a test can compare it with the same commands run on the host. It
 //! starts the console server, the disks' drivers and the file server, reads the list from the
 //! initramfs (`k42.arg=0`: `etc/k42/commands`, the busybox suite; `k42.arg=1`:
-//! `etc/k42/disk-commands`, the disk checks, for a VM with disks), and for each line prints `=== $ <line>`, runs it through the Linux personality, waits, and
+//! `etc/k42/disk-commands`, the disk checks, for a VM with disks; `k42.arg=2`:
+//! `etc/k42/disk-bench`, the disk bench), and for each line prints `=== $ <line>`, runs it through the Linux personality, waits, and
 //! prints `=== exit <status>`. Lines are argv words separated by spaces, `'single quotes'`
 //! grouping; empty lines and lines starting with `#` are skipped; the program is
 //! `/bin/<first word>`. Exits 0 once every command ran (whatever their statuses).
@@ -22,7 +23,11 @@ use k42_rt::{println, sys};
 k42_rt::entry!(main);
 
 /// The command lists in the initramfs, by `k42.arg`.
-const COMMAND_LISTS: [&str; 2] = ["etc/k42/commands", "etc/k42/disk-commands"];
+const COMMAND_LISTS: [&str; 3] = [
+    "etc/k42/commands",
+    "etc/k42/disk-commands",
+    "etc/k42/disk-bench",
+];
 /// Where the archive is mapped to find the list.
 const ARCHIVE_AT: u64 = 0x0000_3000_0000_0000;
 
@@ -43,7 +48,7 @@ fn main(arg: u64) -> i64 {
         return status;
     }
     let Some(&path) = COMMAND_LISTS.get(arg as usize) else {
-        println!("runlist: k42.arg={arg} names no command list (0: busybox suite, 1: disks)");
+        println!("runlist: k42.arg={arg} names no command list (0: busybox suite, 1: disks, 2: disk bench)");
         return 2;
     };
     let list = match command_list(path) {

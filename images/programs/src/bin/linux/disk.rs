@@ -136,6 +136,15 @@ impl Disk {
         Ok((at - pos) as usize)
     }
 
+    /// Makes written blocks durable, then empties the driver's block cache, so later reads
+    /// reach the device (`BLKFLSBUF`).
+    pub fn drop_cached(&self) -> Result<(), Ret> {
+        self.flush()?;
+        crate::files::with_ppc_buffer(|| self.call(op::INVALIDATE, 0))
+            .map(|_| ())
+            .map_err(errno_of)
+    }
+
     /// Makes written blocks durable on the device.
     pub fn flush(&self) -> Result<(), Ret> {
         if self.readonly {

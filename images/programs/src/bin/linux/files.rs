@@ -1088,7 +1088,7 @@ fn disk_ioctl(disk: &Disk, request: u32, arg: u64) -> Result<Ret, Ret> {
         BLKSSZGET => Ok(put(arg, &(SECTOR_SIZE as i32))),
         BLKPBSZGET => Ok(put(arg, &(k42_guest_lib::virtio::blk::BLOCK_SIZE as u32))),
         BLKROGET => Ok(put(arg, &i32::from(disk.readonly()))),
-        BLKFLSBUF => disk.flush().map(|()| 0),
+        BLKFLSBUF => disk.drop_cached().map(|()| 0),
         _ => Err(err(errno::ENOTTY)),
     }
 }
