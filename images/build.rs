@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The native programs packed into the initramfs as `bin/<name>`.
-const PROGRAMS: [&str; 20] = [
+const PROGRAMS: [&str; 22] = [
     "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench", "fpu", "upcall",
     "fsd", "runlist", "fork", "drvinit", "blkd", "blktest", "devcheck", "rngd", "rngtest", "shell",
+    "netd", "nettest",
 ];
 /// The native programs of the default initramfs (embedded in `k42vm`): its init and the
 /// servers busybox needs, and the disk driver for `--disk`.

@@ -351,3 +351,59 @@ fn linux_programs_read_and_write_disks_as_dev_vda() {
         "the read-only image changed"
     );
 }
+
+#[test]
+fn netd_frames_reach_the_host_tap_and_come_back() {
+    require_kvm();
+    if !std::path::Path::new("/usr/bin/unshare").exists() {
+        panic!("unshare(1) is needed for a private network namespace (util-linux)");
+    }
+    // In a fresh network namespace: k42vm creates the TAP device; once it exists the host
+    // side gets 10.0.2.1 and comes up. The guest's nettest sends ARP requests for 10.0.2.1
+    // through netd; the host's kernel answers them (the responder) and records the guest in
+    // its neighbour table, which is read while the VM runs (the TAP goes with k42vm).
+    let script = format!(
+        r#"{k42vm} run --cpus 2 --initrd {initrd} --cmdline "init=/bin/drvinit k42.arg=1" \
+             --net tap=k42t0,mac=52:54:00:12:34:56 --timeout 60s &
+        pid=$!
+        i=0
+        until grep -q 'k42t0:' /proc/net/dev; do
+            i=$((i+1)); [ $i -gt 400 ] && break; sleep 0.05
+        done
+        ip addr add 10.0.2.1/24 dev k42t0 && ip link set k42t0 up
+        echo "host tap $(ip -o link show k42t0 | grep -o 'link/ether [0-9a-f:]*')"
+        i=0
+        until ip neigh show 10.0.2.15 dev k42t0 | grep -q lladdr; do
+            i=$((i+1)); [ $i -gt 600 ] && break; sleep 0.05
+        done
+        echo "host neighbour $(ip neigh show 10.0.2.15 dev k42t0)"
+        wait $pid
+        echo "k42vm exit $?""#,
+        k42vm = k42vm_binary().display(),
+        initrd = k42_images::TEST_INITRD_PATH,
+    );
+    let run = run_with_limit(
+        std::path::Path::new("/usr/bin/unshare"),
+        &["-n", "sh", "-c", &script],
+        std::time::Duration::from_secs(90),
+    );
+    let context = run.all();
+    let out = &run.stdout;
+    assert!(out.contains("\nk42vm exit 0\n"), "{context}");
+    assert!(out.contains("nettest: all checks passed"), "{context}");
+    // Guest to host: the host learnt the guest's address from its request.
+    assert!(
+        out.contains("host neighbour 10.0.2.15 lladdr 52:54:00:12:34:56"),
+        "the host never saw the guest's ARP request\n{context}"
+    );
+    // Host to guest: the reply the guest printed carries the host TAP's address.
+    let tap_mac = out
+        .lines()
+        .find_map(|l| l.strip_prefix("host tap link/ether "))
+        .unwrap_or_else(|| panic!("no TAP address\n{context}"));
+    assert!(
+        out.contains(&format!("nettest: ARP reply: 10.0.2.1 is at {tap_mac} ")),
+        "the guest did not get the host's ARP reply (TAP {tap_mac})\n{context}"
+    );
+    assert!(!run.stderr.contains("panicked"), "{context}");
+}

@@ -7,6 +7,7 @@
 
 pub mod blk;
 pub mod cache;
+pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod transport;
@@ -65,6 +66,8 @@ pub fn devices(cmdline: &str) -> impl Iterator<Item = Result<MmioDevice, &str>> 
 
 /// Virtio device ID of a block device.
 pub const DEVICE_ID_BLOCK: u32 = 2;
+/// Virtio device ID of a network card.
+pub const DEVICE_ID_NET: u32 = 1;
 /// Virtio device ID of an entropy source.
 pub const DEVICE_ID_RNG: u32 = 4;
 

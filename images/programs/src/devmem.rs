@@ -161,3 +161,31 @@ pub fn own_ppc_buffer() -> &'static mut [u8] {
         )
     }
 }
+
+/// The kernel's index and description of the `n`-th device with virtio device ID `device_id`
+/// (a `kind` such as "virtio-blk"), or a sentence saying why there is none (`who` names the
+/// driver in it).
+pub fn nth_device(
+    who: &str,
+    kind: &str,
+    device_id: u32,
+    n: usize,
+) -> Result<(usize, kabi::DeviceDesc), alloc::string::String> {
+    let mut list = [kabi::DeviceDesc::default(); kabi::MAX_DEVICES];
+    let count = sys::device_list(&mut list)
+        .map_err(|e| {
+            alloc::format!(
+                "{who}: cannot list devices: {e:?} (spawn drivers with SpawnFlags::DEVICES)"
+            )
+        })?
+        .min(list.len());
+    list[..count]
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, d)| d.device_id == u64::from(device_id))
+        .nth(n)
+        .ok_or_else(|| {
+            alloc::format!("{who}: there is no {kind} device number {n} ({count} devices in all)")
+        })
+}

@@ -18,9 +18,9 @@ use k42_guest_lib::virtio::blk::{op, BlkDevice, BlkError, Request, BLOCK_SIZE, D
 use k42_guest_lib::virtio::cache::BlockCache;
 use k42_guest_lib::virtio::{Dma, DEVICE_ID_BLOCK};
 use k42_programs::devmem::{
-    ppc_window_read, ppc_window_write, DmaRegion, MmioRegs, DMA_ADDR, IRQ_BIT, REGS_ADDR,
+    nth_device, ppc_window_read, ppc_window_write, DmaRegion, MmioRegs, DMA_ADDR, IRQ_BIT,
+    REGS_ADDR,
 };
-use k42_rt::kabi::{self, DeviceDesc};
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
 use spin::Mutex;
@@ -162,24 +162,17 @@ extern "C" fn serve(
 }
 
 fn main(n: u64) -> i64 {
-    let mut list = [DeviceDesc::default(); kabi::MAX_DEVICES];
-    let count = match sys::device_list(&mut list) {
-        Ok(count) => count.min(list.len()),
-        Err(e) => {
-            println!(
-                "blkd {n}: cannot list devices: {e:?} (spawn drivers with SpawnFlags::DEVICES)"
-            );
+    let (index, desc) = match nth_device(
+        &format!("blkd {n}"),
+        "virtio-blk",
+        DEVICE_ID_BLOCK,
+        n as usize,
+    ) {
+        Ok(found) => found,
+        Err(why) => {
+            println!("{why} (k42vm --disk PATH)");
             return 1;
         }
-    };
-    let Some((index, desc)) = list[..count]
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.device_id == u64::from(DEVICE_ID_BLOCK))
-        .nth(n as usize)
-    else {
-        println!("blkd {n}: there is no virtio-blk device number {n} ({count} devices in all)");
-        return 1;
     };
     let regs = match MmioRegs::map(index, REGS_ADDR, desc.size) {
         Ok(regs) => regs,

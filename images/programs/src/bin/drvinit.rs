@@ -1,6 +1,8 @@
 //! A first process for driver checks (`init=/bin/drvinit`): starts the console server, a
 //! `blkd` for each of the first two virtio-blk disks (with the device right), then `devcheck`
 //! and `blktest`, and with an entropy device `rngd` and `rngtest`; exits 0 if all passed.
+//! With `k42.arg=1` it checks the network instead: `netd` for the first virtio-net card, then
+//! `nettest`.
 #![no_std]
 #![no_main]
 
@@ -10,10 +12,19 @@ use k42_rt::{println, sys};
 
 k42_rt::entry!(main);
 
-fn main(_arg: u64) -> i64 {
+fn main(arg: u64) -> i64 {
     if let Err(e) = sys::spawn("/bin/console", 0, SpawnFlags::CONSOLE) {
         let _ = sys::console_write(b"drvinit: cannot start the console server\n");
         return e as i64;
+    }
+    if arg == 1 {
+        return match sys::spawn("/bin/netd", 0, SpawnFlags::DEVICES) {
+            Ok(_) => run("/bin/nettest"),
+            Err(e) => {
+                println!("drvinit: cannot start netd: {e:?}");
+                1
+            }
+        };
     }
     let mut list = [DeviceDesc::default(); MAX_DEVICES];
     let count = sys::device_list(&mut list).unwrap_or(0).min(MAX_DEVICES);

@@ -7,8 +7,9 @@
 
 use k42_guest_lib::virtio::rng::{op, RngDevice, RngError, DMA_PAGES, MAX_REQUEST};
 use k42_guest_lib::virtio::DEVICE_ID_RNG;
-use k42_programs::devmem::{ppc_window_write, DmaRegion, MmioRegs, DMA_ADDR, IRQ_BIT, REGS_ADDR};
-use k42_rt::kabi::{self, DeviceDesc};
+use k42_programs::devmem::{
+    nth_device, ppc_window_write, DmaRegion, MmioRegs, DMA_ADDR, IRQ_BIT, REGS_ADDR,
+};
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
 use spin::Mutex;
@@ -61,21 +62,12 @@ extern "C" fn serve(
 }
 
 fn main(_arg: u64) -> i64 {
-    let mut list = [DeviceDesc::default(); kabi::MAX_DEVICES];
-    let count = match sys::device_list(&mut list) {
-        Ok(count) => count.min(list.len()),
-        Err(e) => {
-            println!("rngd: cannot list devices: {e:?} (spawn drivers with SpawnFlags::DEVICES)");
+    let (index, desc) = match nth_device("rngd", "virtio-rng", DEVICE_ID_RNG, 0) {
+        Ok(found) => found,
+        Err(why) => {
+            println!("{why} (k42vm --rng)");
             return 1;
         }
-    };
-    let Some((index, desc)) = list[..count]
-        .iter()
-        .enumerate()
-        .find(|(_, d)| d.device_id == u64::from(DEVICE_ID_RNG))
-    else {
-        println!("rngd: there is no virtio-rng device (k42vm --rng)");
-        return 1;
     };
     let regs = match MmioRegs::map(index, REGS_ADDR, desc.size) {
         Ok(regs) => regs,
