@@ -14,8 +14,8 @@ const PROGRAMS: [&str; 22] = [
     "netd", "nettest",
 ];
 /// The native programs of the default initramfs (embedded in `k42vm`): its init and the
-/// servers busybox needs, and the disk driver for `--disk`.
-const DEFAULT_PROGRAMS: [&str; 4] = ["shell", "console", "fsd", "blkd"];
+/// servers busybox needs, and the drivers for `--disk` and `--rng`.
+const DEFAULT_PROGRAMS: [&str; 5] = ["shell", "console", "fsd", "blkd", "rngd"];
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.

@@ -195,8 +195,9 @@ fn random_bytes_from_virtio_rng_are_not_zero_and_differ_between_boots() {
         let context = run.all();
         assert_eq!(run.status, Some(0), "{context}");
         assert!(
-            run.stdout
-                .contains("linux: getrandom is served by the virtio-rng driver (random)"),
+            run.stdout.contains(
+                "linux: getrandom and /dev/urandom are served by the virtio-rng driver (random)"
+            ),
             "the Linux personality's getrandom did not use rngd\n{context}"
         );
         let native = printed_bytes(&run.stdout, "rngtest: 32 random bytes ", &context);
@@ -285,6 +286,7 @@ fn linux_programs_read_and_write_disks_as_dev_vda() {
         disk.to_str().unwrap(),
         "--disk",
         &ro_arg,
+        "--rng",
         "--timeout",
         "100s",
     ]);
@@ -302,7 +304,8 @@ fn linux_programs_read_and_write_disks_as_dev_vda() {
             "=== exit 0",
             "=== exit 0",
             "=== exit 0",
-            "=== exit 1"
+            "=== exit 1",
+            "=== exit 0"
         ],
         "{context}"
     );
@@ -326,6 +329,20 @@ fn linux_programs_read_and_write_disks_as_dev_vda() {
     assert!(
         out.contains("dd: can't open '/dev/vdb': Read-only file system"),
         "{context}"
+    );
+
+    // /dev/urandom's bytes come from the virtio-rng driver (which the init started because
+    // the VM has the device): 4096 of them, as 256 lines of od, are 256 different lines.
+    assert!(
+        out.contains(
+            "linux: getrandom and /dev/urandom are served by the virtio-rng driver (random)"
+        ),
+        "{context}"
+    );
+    let urandom = out.split("/dev/urandom |").nth(1).unwrap_or_default();
+    assert!(
+        urandom.contains("\n256\n=== exit 0"),
+        "/dev/urandom gave repeating bytes\n{context}"
     );
 
     // What the guest wrote is on the image file, and nothing else changed.

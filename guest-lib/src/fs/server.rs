@@ -268,7 +268,6 @@ pub struct FileServer {
     pipes: BTreeMap<u64, Pipe>,
     next_handle: u64,
     next_pipe: u64,
-    random: u64,
     wake: Vec<u64>,
     memory: Option<alloc::boxed::Box<dyn SharedMemory + Send>>,
     exclusive: BTreeMap<Ino, Exclusive>,
@@ -278,15 +277,14 @@ pub struct FileServer {
 }
 
 impl FileServer {
-    /// A server over `fs`; `seed` starts the `/dev/urandom` generator.
-    pub fn new(fs: FileSystem, seed: u64) -> FileServer {
+    /// A server over `fs`.
+    pub fn new(fs: FileSystem) -> FileServer {
         FileServer {
             fs,
             handles: BTreeMap::new(),
             pipes: BTreeMap::new(),
             next_handle: 1,
             next_pipe: 1,
-            random: seed | 1,
             wake: Vec::new(),
             memory: None,
             exclusive: BTreeMap::new(),
@@ -1006,7 +1004,6 @@ impl FileServer {
             (1, 3) => Some(Device::Null),
             (1, 5) => Some(Device::Zero),
             (1, 7) => Some(Device::Full),
-            (1, 8) | (1, 9) => Some(Device::Random),
             _ => Some(Device::Other),
         }
     }
@@ -1016,19 +1013,6 @@ impl FileServer {
             Device::Null => Ok(0),
             Device::Zero | Device::Full => {
                 out.fill(0);
-                Ok(out.len())
-            }
-            Device::Random => {
-                // xorshift64*: not a cryptographic source; virtio-rng is to feed a real one.
-                let mut state = self.random;
-                for chunk in out.chunks_mut(8) {
-                    state ^= state >> 12;
-                    state ^= state << 25;
-                    state ^= state >> 27;
-                    let word = state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-                    chunk.copy_from_slice(&word[..chunk.len()]);
-                }
-                self.random = state;
                 Ok(out.len())
             }
             Device::Other => Err(errno::ENXIO),
@@ -1044,9 +1028,8 @@ enum Device {
     Null,
     Zero,
     Full,
-    Random,
-    /// Terminals, disks and the rest: the client serves them itself (a disk through its
-    /// driver server).
+    /// Terminals, disks, random sources and the rest: the client serves them itself (a disk
+    /// through its driver server, `/dev/urandom` from the entropy driver).
     Other,
 }
 
@@ -1342,7 +1325,7 @@ mod tests {
         fs.mknod_device(ROOT_INO, b"/dev/vda", kind, 0o660, dev, Ctx::root(0))
             .unwrap();
         Client::new(Loopback {
-            server: FileServer::new(fs, 42),
+            server: FileServer::new(fs),
             pid: 7,
             buffer: [0; BUFFER_SIZE],
             woken: Vec::new(),
@@ -1530,11 +1513,9 @@ mod tests {
         assert_eq!(out, [0; 16]);
         let (full, _) = c.open(b"/dev/full", O_WRONLY, 0).unwrap();
         assert_eq!(c.write(full, b"x", None).unwrap_err(), errno::ENOSPC);
+        // Random bytes are the client's to make (from the entropy driver): none here.
         let (random, _) = c.open(b"/dev/urandom", O_RDONLY, 0).unwrap();
-        let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
-        c.read(random, &mut a, None).unwrap();
-        c.read(random, &mut b, None).unwrap();
-        assert!(a != [0; 16] && a != b);
+        assert_eq!(c.read(random, &mut out, None).unwrap_err(), errno::ENXIO);
         c.close(&[null, zero, full, random]).unwrap();
         // A disk is the client's to serve (through its driver): the server moves no bytes.
         let (disk, info) = c.open(b"/dev/vda", O_RDWR, 0).unwrap();
@@ -1575,7 +1556,7 @@ mod tests {
         let t = c.transport();
         let server = core::mem::replace(
             &mut t.server,
-            FileServer::new(FileSystem::new(Ctx::root(0)), 1),
+            FileServer::new(FileSystem::new(Ctx::root(0))),
         );
         t.server = server.with_memory(alloc::boxed::Box::new(memory.clone()));
         (c, memory)

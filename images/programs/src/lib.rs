@@ -77,8 +77,8 @@ pub fn start_workers(worker: extern "C" fn(u64) -> !) -> Result<usize, k42_rt::k
     Ok(started)
 }
 
-/// Starts the console server, a driver for each disk ([`start_block_drivers`]), then the file
-/// server (which prints through the console and names the disks in `/dev`): what an init that
+/// Starts the console server, a driver for each disk ([`start_block_drivers`]) and for an
+/// entropy device ([`start_entropy_driver`]), then the file server (which prints through the console and names the disks in `/dev`): what an init that
 /// runs Linux programs needs. `who` names the caller in the message a failure prints; returns
 /// the exit status to end with then.
 pub fn start_console_and_file_servers(who: &str) -> Result<(), i64> {
@@ -88,6 +88,7 @@ pub fn start_console_and_file_servers(who: &str) -> Result<(), i64> {
         return Err(e as i64);
     }
     start_block_drivers(who);
+    start_entropy_driver(who);
     start_file_server().map_err(|why| {
         k42_rt::println!("{who}: {why}");
         1
@@ -95,41 +96,46 @@ pub fn start_console_and_file_servers(who: &str) -> Result<(), i64> {
 }
 
 /// Starts a `blkd` for each virtio-blk disk the kernel knows (none when the caller lacks the
-/// device right) and waits until each serves `blk<n>` or has exited (saying why); returns how
-/// many serve. `who` names the caller in what it prints.
+/// device right); returns how many serve. `who` names the caller in what it prints.
 pub fn start_block_drivers(who: &str) -> usize {
-    use k42_rt::kabi::{DeviceDesc, SpawnFlags, MAX_DEVICES};
-    let mut list = [DeviceDesc::default(); MAX_DEVICES];
-    let Ok(count) = sys::device_list(&mut list) else {
-        return 0;
-    };
-    let block = u64::from(k42_guest_lib::virtio::DEVICE_ID_BLOCK);
-    let disks = list[..count.min(MAX_DEVICES)]
-        .iter()
-        .filter(|d| d.device_id == block)
-        .count();
-    let mut serving = 0;
-    for n in 0..disks {
-        let pid = match sys::spawn("/bin/blkd", n as u64, SpawnFlags::DEVICES) {
-            Ok(pid) => pid,
-            Err(e) => {
-                k42_rt::println!("{who}: cannot start blkd {n}: {e:?}");
-                continue;
-            }
-        };
-        let name = alloc::format!("blk{n}");
-        let mut exited = false;
-        let up = wait_until(1000, 30_000, || {
-            exited = sys::wait_no_hang(pid).is_ok();
-            exited || sys::ppc_lookup(&name).is_ok()
-        });
-        match (up, exited) {
-            (true, false) => serving += 1,
-            (false, _) => k42_rt::println!("{who}: blkd {n} did not start serving"),
-            (true, true) => {} // It printed why.
+    let block = k42_guest_lib::virtio::DEVICE_ID_BLOCK;
+    (0..)
+        .map_while(|n| {
+            devmem::nth_device(who, "virtio-blk", block, n)
+                .ok()
+                .map(|_| n)
+        })
+        .filter(|&n| start_driver(who, "/bin/blkd", n as u64, &alloc::format!("blk{n}")))
+        .count()
+}
+
+/// Starts `rngd` if the kernel knows a virtio-rng device (and the caller holds the device
+/// right), so `getrandom` and `/dev/urandom` get its bytes; returns whether it serves.
+pub fn start_entropy_driver(who: &str) -> bool {
+    let rng = k42_guest_lib::virtio::DEVICE_ID_RNG;
+    devmem::nth_device(who, "virtio-rng", rng, 0).is_ok()
+        && start_driver(who, "/bin/rngd", 0, "random")
+}
+
+/// Starts the driver `program` with argument `n` and the device right, and waits until it
+/// serves `name` or has exited (having said why); returns whether it serves.
+fn start_driver(who: &str, program: &str, n: u64, name: &str) -> bool {
+    let pid = match sys::spawn(program, n, k42_rt::kabi::SpawnFlags::DEVICES) {
+        Ok(pid) => pid,
+        Err(e) => {
+            k42_rt::println!("{who}: cannot start {program} {n}: {e:?}");
+            return false;
         }
+    };
+    let mut exited = false;
+    let up = wait_until(1000, 30_000, || {
+        exited = sys::wait_no_hang(pid).is_ok();
+        exited || sys::ppc_lookup(name).is_ok()
+    });
+    if !up {
+        k42_rt::println!("{who}: {program} {n} did not start serving {name}");
     }
-    serving
+    up && !exited
 }
 
 /// Starts the file-system server `/bin/fsd` and waits (up to 120 s: it unpacks the whole

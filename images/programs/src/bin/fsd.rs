@@ -165,9 +165,8 @@ fn main(_arg: u64) -> i64 {
     let memory = KernelMemory {
         ranges: AddressRanges::new(WINDOWS),
     };
-    SERVER.call_once(|| {
-        Mutex::new(FileServer::new(fs, sys::rdtsc()).with_memory(alloc::boxed::Box::new(memory)))
-    });
+    SERVER
+        .call_once(|| Mutex::new(FileServer::new(fs).with_memory(alloc::boxed::Box::new(memory))));
     // Printed before the export: whoever waits for the server (init) starts its clients once
     // the name is exported, and their output must come after this line, not inside it.
     k42_rt::println!("fsd: ready ({entries} entries)");

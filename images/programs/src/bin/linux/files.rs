@@ -97,6 +97,9 @@ enum Kind {
     Device,
     /// A disk, read and written through its driver ([`crate::disk`]).
     Disk,
+    /// `/dev/random` and `/dev/urandom`: bytes from the entropy driver when one runs
+    /// ([`crate::fill_random`]); writes are taken and dropped, as Linux mixes them in.
+    Random,
 }
 
 /// An open file: one reference to a server handle, shared by `dup`ed descriptors.
@@ -494,6 +497,9 @@ fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
     let kind = match info.kind & S_IFMT {
         S_IFDIR => Kind::Directory,
         S_IFCHR if matches!(file::major(info.rdev), 4 | 5) => Kind::Console,
+        S_IFCHR if file::major(info.rdev) == 1 && matches!(file::minor(info.rdev), 8 | 9) => {
+            Kind::Random
+        }
         S_IFCHR => Kind::Device,
         S_IFIFO => Kind::Pipe,
         S_IFBLK => Kind::Disk,
@@ -558,6 +564,10 @@ fn read_into(f: &OpenFile, out: &mut [u8], at: Option<u64>) -> Result<usize, Ret
     }
     match f.kind {
         Kind::Console => return console_read(f, out),
+        Kind::Random => {
+            crate::fill_random(out);
+            return Ok(out.len());
+        }
         Kind::Directory => return Err(err(errno::EISDIR)),
         Kind::Pipe if at.is_some() => return Err(err(errno::ESPIPE)),
         _ => {}
@@ -657,6 +667,7 @@ fn write_to(f: &OpenFile, data: &[u8], at: Option<u64>) -> Result<usize, Ret> {
                 .map(|()| data.len())
                 .map_err(|_| err(errno::EIO))
         }
+        Kind::Random => return Ok(data.len()),
         Kind::Directory => return Err(err(errno::EISDIR)),
         Kind::Pipe if at.is_some() => return Err(err(errno::ESPIPE)),
         _ => {}
