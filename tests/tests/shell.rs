@@ -30,7 +30,7 @@ fn default_guest_runs_the_busybox_demonstration() {
         "job 1 done\n",
         "job 2 done\n",
         "sh -c 'exit 7' gave 7\n",
-        "there are 5 files in /bin\n",
+        "there are 7 files in /bin\n",
         "== done\n",
     ] {
         assert!(run.stdout.contains(line), "missing {line:?}\n{context}");

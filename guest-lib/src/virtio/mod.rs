@@ -10,6 +10,8 @@ pub mod cache;
 pub mod net;
 pub mod queue;
 pub mod rng;
+#[cfg(test)]
+mod testing;
 pub mod transport;
 
 pub use queue::{Dma, SplitQueue};

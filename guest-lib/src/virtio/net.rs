@@ -220,6 +220,7 @@ mod tests {
     //! The driver against a model card: transmitted frames land on a "wire", and the test
     //! delivers frames into the posted receive buffers.
     use super::*;
+    use crate::virtio::testing::{r16, ModelMemory};
     use crate::virtio::transport::{reg, MAGIC};
     use alloc::vec;
     use alloc::vec::Vec;
@@ -236,21 +237,17 @@ mod tests {
     }
 
     struct Model {
-        mem: RefCell<Vec<u8>>,
+        mem: ModelMemory,
         regs: RefCell<[u32; 0x40]>,
         queues: RefCell<[QueueRegs; 2]>,
         wire: RefCell<Vec<Vec<u8>>>,
         status: RefCell<u32>,
     }
 
-    fn r16(mem: &[u8], at: usize) -> u16 {
-        u16::from_le_bytes([mem[at], mem[at + 1]])
-    }
-
     impl Model {
         fn new() -> Model {
             Model {
-                mem: RefCell::new(vec![0; DMA_PAGES * 4096]),
+                mem: ModelMemory::new(DMA_PAGES),
                 regs: RefCell::new([0; 0x40]),
                 queues: RefCell::new([QueueRegs::default(); 2]),
                 wire: RefCell::new(Vec::new()),
@@ -262,7 +259,7 @@ mod tests {
         fn pop(&self, q: usize) -> Option<(u16, usize, usize)> {
             let mut queues = self.queues.borrow_mut();
             let qr = &mut queues[q];
-            let mem = self.mem.borrow();
+            let mem = self.mem.0.borrow();
             if qr.last_avail == r16(&mem, qr.avail + 2) {
                 return None;
             }
@@ -277,7 +274,7 @@ mod tests {
 
         fn complete(&self, q: usize, head: u16, written: u32) {
             let qr = self.queues.borrow()[q];
-            let mut mem = self.mem.borrow_mut();
+            let mut mem = self.mem.0.borrow_mut();
             let idx = r16(&mem, qr.used + 2);
             let entry = qr.used + 4 + 8 * (usize::from(idx) % qr.size);
             mem[entry..entry + 4].copy_from_slice(&u32::from(head).to_le_bytes());
@@ -291,7 +288,7 @@ mod tests {
                 return false;
             };
             assert!(len >= HEADER_LEN + frame.len());
-            let mut mem = self.mem.borrow_mut();
+            let mut mem = self.mem.0.borrow_mut();
             mem[addr..addr + HEADER_LEN].fill(0);
             mem[addr + HEADER_LEN..addr + HEADER_LEN + frame.len()].copy_from_slice(frame);
             drop(mem);
@@ -301,7 +298,7 @@ mod tests {
 
         fn transmit(&self) {
             while let Some((head, addr, len)) = self.pop(1) {
-                let mem = self.mem.borrow();
+                let mem = self.mem.0.borrow();
                 self.wire
                     .borrow_mut()
                     .push(mem[addr + HEADER_LEN..addr + len].to_vec());
@@ -349,33 +346,6 @@ mod tests {
         }
     }
 
-    impl Dma for &Model {
-        fn read_u16(&self, offset: usize) -> u16 {
-            r16(&self.mem.borrow(), offset)
-        }
-        fn read_u32(&self, offset: usize) -> u32 {
-            u32::from_le_bytes(self.mem.borrow()[offset..offset + 4].try_into().unwrap())
-        }
-        fn write_u16(&self, offset: usize, value: u16) {
-            self.write_bytes(offset, &value.to_le_bytes());
-        }
-        fn write_u32(&self, offset: usize, value: u32) {
-            self.write_bytes(offset, &value.to_le_bytes());
-        }
-        fn write_u64(&self, offset: usize, value: u64) {
-            self.write_bytes(offset, &value.to_le_bytes());
-        }
-        fn read_bytes(&self, offset: usize, out: &mut [u8]) {
-            out.copy_from_slice(&self.mem.borrow()[offset..offset + out.len()]);
-        }
-        fn write_bytes(&self, offset: usize, bytes: &[u8]) {
-            self.mem.borrow_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
-        }
-        fn phys(&self, offset: usize) -> u64 {
-            offset as u64
-        }
-    }
-
     fn never_wait() {
         panic!("the driver waited for a transmit the model had completed");
     }
@@ -383,7 +353,7 @@ mod tests {
     #[test]
     fn comes_up_with_its_mac_and_posted_buffers() {
         let model = Model::new();
-        let dev = NetDevice::new(&model, &model).unwrap();
+        let dev = NetDevice::new(&model, &model.mem).unwrap();
         assert_eq!(dev.mac(), [0x52, 0x54, 0, 0xab, 0xcd, 0xef]);
         let queues = model.queues.borrow();
         assert_eq!((queues[0].size, queues[1].size), (8, 8));
@@ -396,14 +366,14 @@ mod tests {
         assert!(!model.deliver(&[9; 60]));
         // Another driver refuses the card before touching its status.
         let other = Model::new();
-        assert!(crate::virtio::rng::RngDevice::new(&other, &other).is_err());
+        assert!(crate::virtio::rng::RngDevice::new(&other, &other.mem).is_err());
         assert_eq!(*other.status.borrow(), 0);
     }
 
     #[test]
     fn frames_go_out_without_the_header_and_bad_lengths_are_refused() {
         let model = Model::new();
-        let mut dev = NetDevice::new(&model, &model).unwrap();
+        let mut dev = NetDevice::new(&model, &model.mem).unwrap();
         let frame: Vec<u8> = (0..100u8).collect();
         dev.send(&frame, &mut never_wait).unwrap();
         dev.send(&[7; MAX_FRAME], &mut never_wait).unwrap();
@@ -423,7 +393,7 @@ mod tests {
     #[test]
     fn received_frames_come_in_order_and_buffers_are_reposted() {
         let model = Model::new();
-        let mut dev = NetDevice::new(&model, &model).unwrap();
+        let mut dev = NetDevice::new(&model, &model.mem).unwrap();
         let mut out = [0u8; MAX_FRAME];
         assert_eq!(dev.receive(&mut out), Ok(None));
         // More frames than buffers, one at a time: each buffer goes back after its frame.

@@ -108,22 +108,19 @@ impl<R: Regs, D: Dma> RngDevice<R, D> {
 mod tests {
     //! The driver against a model entropy device that fills buffers from a counter.
     use super::*;
+    use crate::virtio::testing::{r16, ModelMemory};
     use crate::virtio::transport::{reg, MAGIC};
     use alloc::vec;
     use alloc::vec::Vec;
     use core::cell::RefCell;
 
     struct Model {
-        mem: RefCell<Vec<u8>>,
+        mem: ModelMemory,
         regs: RefCell<[u32; 0x40]>,
         last_avail: RefCell<u16>,
         next: RefCell<u8>,
         /// Most bytes it gives per request (a device may give fewer than asked).
         limit: usize,
-    }
-
-    fn r16(mem: &[u8], at: usize) -> u16 {
-        u16::from_le_bytes([mem[at], mem[at + 1]])
     }
 
     impl Model {
@@ -136,7 +133,7 @@ mod tests {
                 addr(reg::QUEUE_DEVICE_LOW),
             );
             let size = regs[reg::QUEUE_NUM / 4] as usize;
-            let mut mem = self.mem.borrow_mut();
+            let mut mem = self.mem.0.borrow_mut();
             while *self.last_avail.borrow() != r16(&mem, avail + 2) {
                 let slot = usize::from(*self.last_avail.borrow()) % size;
                 let head = usize::from(r16(&mem, avail + 4 + 2 * slot));
@@ -182,34 +179,6 @@ mod tests {
         }
     }
 
-    impl Dma for &Model {
-        fn read_u16(&self, offset: usize) -> u16 {
-            r16(&self.mem.borrow(), offset)
-        }
-        fn read_u32(&self, offset: usize) -> u32 {
-            u32::from_le_bytes(self.mem.borrow()[offset..offset + 4].try_into().unwrap())
-        }
-        fn write_u16(&self, offset: usize, value: u16) {
-            self.write_bytes(offset, &value.to_le_bytes());
-        }
-        fn write_u32(&self, offset: usize, value: u32) {
-            self.write_bytes(offset, &value.to_le_bytes());
-        }
-        fn write_u64(&self, offset: usize, value: u64) {
-            self.write_bytes(offset, &value.to_le_bytes());
-        }
-        fn read_bytes(&self, offset: usize, out: &mut [u8]) {
-            out.copy_from_slice(&self.mem.borrow()[offset..offset + out.len()]);
-        }
-        fn write_bytes(&self, offset: usize, bytes: &[u8]) {
-            self.mem.borrow_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
-        }
-        fn phys(&self, offset: usize) -> u64 {
-            // Identity: the model's "physical" addresses are offsets.
-            offset as u64
-        }
-    }
-
     fn never_wait() {
         panic!("the driver waited for a request the model had completed");
     }
@@ -217,7 +186,7 @@ mod tests {
     /// A fresh model device that gives at most `limit` bytes per request.
     fn model(limit: usize) -> Model {
         Model {
-            mem: RefCell::new(vec![0; DMA_PAGES * 4096]),
+            mem: ModelMemory::new(DMA_PAGES),
             regs: RefCell::new([0; 0x40]),
             last_avail: RefCell::new(0),
             next: RefCell::new(0),
@@ -228,17 +197,17 @@ mod tests {
     #[test]
     fn another_driver_leaves_the_device_alone() {
         let model = model(100);
-        let blk = crate::virtio::blk::BlkDevice::new(&model, &model);
+        let blk = crate::virtio::blk::BlkDevice::new(&model, &model.mem);
         assert_eq!(blk.err(), Some(crate::virtio::blk::BlkError::Setup));
         // Refused at the probe: the status register was never written.
         assert_eq!(model.regs.borrow()[reg::STATUS / 4], 0);
-        assert!(RngDevice::new(&model, &model).is_ok());
+        assert!(RngDevice::new(&model, &model.mem).is_ok());
     }
 
     #[test]
     fn fills_buffers_and_takes_short_answers() {
         let model = model(100);
-        let mut dev = RngDevice::new(&model, &model).unwrap();
+        let mut dev = RngDevice::new(&model, &model.mem).unwrap();
         assert_eq!(
             model.regs.borrow()[reg::QUEUE_NUM / 4],
             u32::from(QUEUE_SIZE)
