@@ -222,7 +222,6 @@ mod tests {
     use super::*;
     use crate::virtio::testing::{r16, ModelMemory};
     use crate::virtio::transport::{reg, MAGIC};
-    use alloc::vec;
     use alloc::vec::Vec;
     use core::cell::RefCell;
 
