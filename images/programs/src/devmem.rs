@@ -189,3 +189,40 @@ pub fn nth_device(
             alloc::format!("{who}: there is no {kind} device number {n} ({count} devices in all)")
         })
 }
+
+/// A device a driver has claimed: its kernel index and description, its mapped registers
+/// (at [`REGS_ADDR`]) and its DMA memory (at [`DMA_ADDR`]).
+#[derive(Debug)]
+pub struct Claimed {
+    /// The kernel's index of the device.
+    pub index: usize,
+    /// Where it is and its interrupt line.
+    pub desc: kabi::DeviceDesc,
+    /// The register window.
+    pub regs: MmioRegs,
+    /// The driver's DMA memory.
+    pub dma: DmaRegion,
+}
+
+/// Claims the `n`-th `kind` device (virtio ID `device_id`) for the driver `who`: maps its
+/// registers and makes `dma_pages` of DMA memory. The error is a sentence to print; `hint`
+/// (such as "k42vm --rng") follows it when there is no such device.
+pub fn claim_device(
+    who: &str,
+    (kind, device_id, hint): (&str, u32, &str),
+    n: usize,
+    dma_pages: usize,
+) -> Result<Claimed, alloc::string::String> {
+    let (index, desc) =
+        nth_device(who, kind, device_id, n).map_err(|why| alloc::format!("{why} ({hint})"))?;
+    let regs = MmioRegs::map(index, REGS_ADDR, desc.size)
+        .map_err(|e| alloc::format!("{who}: cannot map device {index}: {e:?}"))?;
+    let dma = DmaRegion::new(dma_pages, DMA_ADDR)
+        .map_err(|e| alloc::format!("{who}: no DMA memory: {e:?}"))?;
+    Ok(Claimed {
+        index,
+        desc,
+        regs,
+        dma,
+    })
+}

@@ -18,8 +18,7 @@ use k42_guest_lib::virtio::blk::{op, BlkDevice, BlkError, Request, BLOCK_SIZE, D
 use k42_guest_lib::virtio::cache::BlockCache;
 use k42_guest_lib::virtio::{Dma, DEVICE_ID_BLOCK};
 use k42_programs::devmem::{
-    nth_device, ppc_window_read, ppc_window_write, DmaRegion, MmioRegs, DMA_ADDR, IRQ_BIT,
-    REGS_ADDR,
+    claim_device, ppc_window_read, ppc_window_write, Claimed, DmaRegion, MmioRegs, IRQ_BIT,
 };
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
@@ -162,36 +161,25 @@ extern "C" fn serve(
 }
 
 fn main(n: u64) -> i64 {
-    let (index, desc) = match nth_device(
-        &format!("blkd {n}"),
-        "virtio-blk",
-        DEVICE_ID_BLOCK,
-        n as usize,
-    ) {
-        Ok(found) => found,
+    let who = format!("blkd {n}");
+    let kind = ("virtio-blk", DEVICE_ID_BLOCK, "k42vm --disk PATH");
+    let blk_pages = k42_guest_lib::virtio::blk::DMA_PAGES;
+    let Claimed {
+        index,
+        desc,
+        regs,
+        dma,
+    } = match claim_device(&who, kind, n as usize, blk_pages) {
+        Ok(claimed) => claimed,
         Err(why) => {
-            println!("{why} (k42vm --disk PATH)");
-            return 1;
-        }
-    };
-    let regs = match MmioRegs::map(index, REGS_ADDR, desc.size) {
-        Ok(regs) => regs,
-        Err(e) => {
-            println!("blkd {n}: cannot map device {index}: {e:?}");
-            return 1;
-        }
-    };
-    let dma = match DmaRegion::new(k42_guest_lib::virtio::blk::DMA_PAGES, DMA_ADDR) {
-        Ok(dma) => dma,
-        Err(e) => {
-            println!("blkd {n}: no DMA memory: {e:?}");
+            println!("{why}");
             return 1;
         }
     };
     let dev = match BlkDevice::new(regs, dma) {
         Ok(dev) => dev,
         Err(e) => {
-            println!("blkd {n}: device {index} did not come up: {e:?}");
+            println!("{who}: device {index} did not come up: {e:?}");
             return 1;
         }
     };

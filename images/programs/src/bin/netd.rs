@@ -14,8 +14,7 @@ use alloc::format;
 use k42_guest_lib::virtio::net::{op, NetDevice, NetError, DMA_PAGES, MAX_FRAME};
 use k42_guest_lib::virtio::DEVICE_ID_NET;
 use k42_programs::devmem::{
-    nth_device, ppc_window_read, ppc_window_write, DmaRegion, MmioRegs, DMA_ADDR, IRQ_BIT,
-    REGS_ADDR,
+    claim_device, ppc_window_read, ppc_window_write, Claimed, DmaRegion, MmioRegs, IRQ_BIT,
 };
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
@@ -104,32 +103,24 @@ extern "C" fn serve(
 }
 
 fn main(n: u64) -> i64 {
-    let (index, desc) = match nth_device(
-        &format!("netd {n}"),
-        "virtio-net",
-        DEVICE_ID_NET,
-        n as usize,
-    ) {
-        Ok(found) => found,
+    let who = format!("netd {n}");
+    let kind = ("virtio-net", DEVICE_ID_NET, "k42vm --net tap=NAME");
+    let Claimed {
+        index,
+        desc,
+        regs,
+        dma,
+    } = match claim_device(&who, kind, n as usize, DMA_PAGES) {
+        Ok(claimed) => claimed,
         Err(why) => {
-            println!("{why} (k42vm --net tap=NAME)");
+            println!("{why}");
             return 1;
         }
     };
-    let regs = match MmioRegs::map(index, REGS_ADDR, desc.size) {
-        Ok(regs) => regs,
-        Err(e) => {
-            println!("netd {n}: cannot map device {index}: {e:?}");
-            return 1;
-        }
-    };
-    let dev = match DmaRegion::new(DMA_PAGES, DMA_ADDR)
-        .map_err(|_| NetError::Setup)
-        .and_then(|dma| NetDevice::new(regs, dma))
-    {
+    let dev = match NetDevice::new(regs, dma) {
         Ok(dev) => dev,
         Err(e) => {
-            println!("netd {n}: device {index} did not come up: {e:?}");
+            println!("{who}: device {index} did not come up: {e:?}");
             return 1;
         }
     };

@@ -7,9 +7,7 @@
 
 use k42_guest_lib::virtio::rng::{op, RngDevice, RngError, DMA_PAGES, MAX_REQUEST};
 use k42_guest_lib::virtio::DEVICE_ID_RNG;
-use k42_programs::devmem::{
-    nth_device, ppc_window_write, DmaRegion, MmioRegs, DMA_ADDR, IRQ_BIT, REGS_ADDR,
-};
+use k42_programs::devmem::{claim_device, ppc_window_write, Claimed, DmaRegion, MmioRegs, IRQ_BIT};
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
 use spin::Mutex;
@@ -62,24 +60,20 @@ extern "C" fn serve(
 }
 
 fn main(_arg: u64) -> i64 {
-    let (index, desc) = match nth_device("rngd", "virtio-rng", DEVICE_ID_RNG, 0) {
-        Ok(found) => found,
+    let kind = ("virtio-rng", DEVICE_ID_RNG, "k42vm --rng");
+    let Claimed {
+        index,
+        desc,
+        regs,
+        dma,
+    } = match claim_device("rngd", kind, 0, DMA_PAGES) {
+        Ok(claimed) => claimed,
         Err(why) => {
-            println!("{why} (k42vm --rng)");
+            println!("{why}");
             return 1;
         }
     };
-    let regs = match MmioRegs::map(index, REGS_ADDR, desc.size) {
-        Ok(regs) => regs,
-        Err(e) => {
-            println!("rngd: cannot map device {index}: {e:?}");
-            return 1;
-        }
-    };
-    let dev = match DmaRegion::new(DMA_PAGES, DMA_ADDR)
-        .map_err(|_| RngError::Setup)
-        .and_then(|dma| RngDevice::new(regs, dma))
-    {
+    let dev = match RngDevice::new(regs, dma) {
         Ok(dev) => dev,
         Err(e) => {
             println!("rngd: device {index} did not come up: {e:?}");

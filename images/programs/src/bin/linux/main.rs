@@ -673,7 +673,9 @@ fn from_random_server(out: &mut [u8]) -> usize {
         server = sys::ppc_lookup("random").unwrap_or(u64::MAX);
         RANDOM_SERVER.store(server, Ordering::Relaxed);
         if server != u64::MAX {
-            k42_rt::println!("linux: getrandom and /dev/urandom are served by the virtio-rng driver (random)");
+            k42_rt::println!(
+                "linux: getrandom and /dev/urandom are served by the virtio-rng driver (random)"
+            );
         }
     }
     if server == u64::MAX {
