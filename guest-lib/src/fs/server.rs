@@ -11,7 +11,9 @@
 //! count that `dup`, `fork` ([`op::RETAIN`]) and `close` move. Pipes live here too; a read
 //! from an empty pipe (or a write to a full one) that may block replies [`WOULD_BLOCK`], and
 //! the server later posts [`WAKE_SOFT_INTERRUPT`] to the waiting process (its dispatcher 0)
-//! when the pipe changes: the client blocks until then and calls again.
+//! when the pipe changes. The client call then fails with [`MUST_WAIT`]: its caller waits for
+//! the wake-up without holding the client (another thread of the process may need it to make
+//! that wake-up happen) and makes the call again.
 //!
 //! Regular files can be read and written without calls ([`crate::filewindow`]): a client
 //! that asks ([`op::WINDOW`]) for a window on a file nobody else has open gets the file copied
@@ -43,6 +45,9 @@ pub const BUFFER_SIZE: usize = 4096;
 pub const SERVER_NAME: &str = "fs";
 /// The reply value of a call that would block: wait for [`WAKE_SOFT_INTERRUPT`], call again.
 pub const WOULD_BLOCK: u64 = u64::MAX >> 2;
+/// The error of a [`Client`] call the server answered with [`WOULD_BLOCK`]: wait for
+/// [`WAKE_SOFT_INTERRUPT`], then make the call again. Negative, so never a Linux errno.
+pub const MUST_WAIT: i32 = -1;
 /// The soft-interrupt bit the server posts to a waiting client when a pipe it waits on
 /// changes.
 pub const WAKE_SOFT_INTERRUPT: u64 = 1 << 61;
@@ -1064,8 +1069,6 @@ pub trait Transport {
     fn buffer(&mut self) -> &mut [u8; BUFFER_SIZE];
     /// Makes the call; returns the reply words (value, errno).
     fn call(&mut self, args: [u64; 4]) -> (u64, u64);
-    /// Waits until the server posts [`WAKE_SOFT_INTERRUPT`] (after a [`WOULD_BLOCK`]).
-    fn wait(&mut self);
 }
 
 /// The client half: typed calls over a [`Transport`]. Paths must be absolute.
@@ -1096,15 +1099,10 @@ impl<T: Transport> Client<T> {
     }
 
     fn call(&mut self, args: [u64; 4]) -> Result<u64> {
-        loop {
-            let (value, errno) = self.transport.call(args);
-            if errno != 0 {
-                return Err(errno as i32);
-            }
-            if value != WOULD_BLOCK {
-                return Ok(value);
-            }
-            self.transport.wait();
+        match self.transport.call(args) {
+            (_, errno) if errno != 0 => Err(errno as i32),
+            (WOULD_BLOCK, _) => Err(MUST_WAIT),
+            (value, _) => Ok(value),
         }
     }
 
@@ -1160,7 +1158,7 @@ impl<T: Transport> Client<T> {
     }
 
     /// Reads into `out` (at most one buffer's worth) from `offset` or, with `None`, from the
-    /// handle's offset; blocks on an empty pipe.
+    /// handle's offset; [`MUST_WAIT`] on an empty pipe.
     pub fn read(&mut self, handle: u64, out: &mut [u8], offset: Option<u64>) -> Result<usize> {
         let len = out.len().min(BUFFER_SIZE);
         let at = offset.unwrap_or(op::CURRENT);
@@ -1170,7 +1168,7 @@ impl<T: Transport> Client<T> {
         Ok(n)
     }
 
-    /// Writes (at most one buffer's worth of) `data`; blocks on a full pipe.
+    /// Writes (at most one buffer's worth of) `data`; [`MUST_WAIT`] on a full pipe.
     pub fn write(&mut self, handle: u64, data: &[u8], offset: Option<u64>) -> Result<usize> {
         let len = data.len().min(BUFFER_SIZE);
         self.transport.buffer()[..len].copy_from_slice(&data[..len]);
@@ -1278,7 +1276,6 @@ mod tests {
         pid: u64,
         buffer: [u8; BUFFER_SIZE],
         woken: Vec<u64>,
-        waits: usize,
     }
 
     impl Transport for Loopback {
@@ -1289,11 +1286,6 @@ mod tests {
             let reply = self.server.call(self.pid, args, &mut self.buffer, 1_000);
             self.woken.extend(self.server.take_wakeups());
             (reply.value, reply.errno as u64)
-        }
-        fn wait(&mut self) {
-            // Nobody else can run in this test: a wait would hang. Count it and fail loudly.
-            self.waits += 1;
-            panic!("the client would block");
         }
     }
 
@@ -1329,7 +1321,6 @@ mod tests {
             pid: 7,
             buffer: [0; BUFFER_SIZE],
             woken: Vec::new(),
-            waits: 0,
         })
     }
 
@@ -1464,9 +1455,10 @@ mod tests {
         let mut out = [0u8; 8];
         assert_eq!(c.read(r, &mut out, None).unwrap(), 4);
         assert_eq!(&out[..4], b"ping");
-        // Empty with a writer: the server says wait (the loopback cannot, so ask it raw).
+        // Empty with a writer: the server says wait, and the client tells its caller to.
         let (value, e) = c.transport().call([op::READ, r, 8, op::CURRENT]);
         assert_eq!((value, e), (WOULD_BLOCK, 0));
+        assert_eq!(c.read(r, &mut out, None).unwrap_err(), MUST_WAIT);
         assert_eq!(c.seek(r, 0, SEEK_SET).unwrap_err(), errno::ESPIPE);
         assert_eq!(c.fstat(r).unwrap().st_mode & S_IFMT, S_IFIFO);
         // fork: both ends gain a reference; the write end closes twice before hang-up.
@@ -1478,8 +1470,11 @@ mod tests {
             [7],
             "a reader waiting is woken by a close"
         );
-        let (value, _) = c.transport().call([op::READ, r, 8, op::CURRENT]);
-        assert_eq!(value, WOULD_BLOCK, "one writer left");
+        assert_eq!(
+            c.read(r, &mut out, None).unwrap_err(),
+            MUST_WAIT,
+            "one writer left"
+        );
         c.close(&[w]).unwrap();
         assert_eq!(c.read(r, &mut out, None).unwrap(), 0, "end of file");
         assert_eq!(c.poll(r).unwrap() & 4, 4, "hung up");
@@ -1495,9 +1490,18 @@ mod tests {
         }
         assert_eq!(c.write(w3, b"x", None).unwrap_err(), errno::EAGAIN);
         assert_eq!(c.read(r3, &mut out, None).unwrap(), 8);
-        c.close(&[r, r, w2, r3, w3]).unwrap();
+        // Full and blocking: the writer must wait, and a read wakes it.
+        let (r4, w4) = c.pipe(0).unwrap();
+        for _ in 0..PIPE_CAPACITY / BUFFER_SIZE {
+            assert_eq!(c.write(w4, &page, None).unwrap(), BUFFER_SIZE);
+        }
+        assert_eq!(c.write(w4, b"x", None).unwrap_err(), MUST_WAIT);
+        c.transport().woken.clear();
+        assert_eq!(c.read(r4, &mut out, None).unwrap(), 8);
+        assert_eq!(c.transport().woken, [7], "the waiting writer is woken");
+        assert_eq!(c.write(w4, b"x", None).unwrap(), 1);
+        c.close(&[r, r, w2, r3, w3, r4, w4]).unwrap();
         assert_eq!(c.transport().server.open_handles(), 0);
-        assert_eq!(c.transport().waits, 0);
     }
 
     #[test]

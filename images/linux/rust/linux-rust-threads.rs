@@ -1,9 +1,12 @@
 //! A Rust program with the standard library (x86_64-unknown-linux-musl, static) that checks
 //! its own results: threads (std::thread), Mutex, Condvar, channels, thread-locals, sleeps and
-//! joins; then files, the environment and child processes (std::process::Command). Prints
+//! joins, threads blocked in pipes and in waits for children while the others run; then files,
+//! the environment and child processes (std::process::Command). Prints
 //! `linux-rust-threads: all checks passed` and exits 0, or says what failed and exits 1.
 
 use std::cell::Cell;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
@@ -108,6 +111,48 @@ fn main() {
     });
     check(counter.load(Ordering::Relaxed) == 300, "scoped threads");
 
+    // A thread blocked in a call other than a futex (reading an empty pipe, writing a full
+    // one, waiting for a child) lets the others run: each of these hangs if it holds them up.
+    let (mut reader, mut writer) = std::io::pipe().unwrap();
+    let blocked_reader = thread::spawn(move || {
+        let mut got = String::new();
+        reader.read_to_string(&mut got).unwrap();
+        got
+    });
+    thread::sleep(Duration::from_millis(20));
+    writer.write_all(b"through the pipe").unwrap();
+    drop(writer);
+    check(
+        blocked_reader.join().unwrap() == "through the pipe",
+        "a thread reading an empty pipe lets the writer run",
+    );
+    let (mut reader, mut writer) = std::io::pipe().unwrap();
+    let sent: Vec<u8> = (0..160 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let expected = sent.clone();
+    let blocked_writer = thread::spawn(move || writer.write_all(&sent).unwrap());
+    let mut received = Vec::new();
+    reader.read_to_end(&mut received).unwrap();
+    blocked_writer.join().unwrap();
+    check(
+        received == expected,
+        "a thread writing a full pipe lets the reader run",
+    );
+    let mut cat = Command::new("/bin/busybox")
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run busybox cat");
+    let mut feed = cat.stdin.take().unwrap();
+    let waiter = thread::spawn(move || cat.wait().unwrap());
+    thread::sleep(Duration::from_millis(20));
+    feed.write_all(b"to a child\n").unwrap();
+    drop(feed);
+    check(
+        waiter.join().unwrap().success(),
+        "a thread waiting for a child lets the others feed it",
+    );
+
     // Files and the environment through std.
     let path = std::env::temp_dir().join("linux-rust-threads.txt");
     std::fs::write(&path, b"written by std\n").unwrap();
@@ -120,7 +165,7 @@ fn main() {
 
     // Child processes: Command (musl's posix_spawn: clone with CLONE_VM | CLONE_VFORK), its
     // output through a pipe, its exit status, and a program that does not exist.
-    let out = std::process::Command::new("/bin/linux-hello")
+    let out = Command::new("/bin/linux-hello")
         .output()
         .expect("run /bin/linux-hello");
     check(out.status.success(), "the child's exit status");
@@ -128,12 +173,12 @@ fn main() {
         String::from_utf8_lossy(&out.stdout).contains("hello from a static musl program"),
         "the child's output through a pipe",
     );
-    let missing = std::process::Command::new("/bin/no-such-program").spawn();
+    let missing = Command::new("/bin/no-such-program").spawn();
     check(
         matches!(&missing, Err(e) if e.kind() == std::io::ErrorKind::NotFound),
         "spawning a missing program fails with NotFound",
     );
-    let status = std::process::Command::new("/bin/busybox")
+    let status = Command::new("/bin/busybox")
         .args(["sh", "-c", "exit 3"])
         .status()
         .expect("run busybox sh");

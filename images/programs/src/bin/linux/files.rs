@@ -60,11 +60,6 @@ impl Transport for Ppc {
             Err(_) => (0, errno::EIO as u64),
         }
     }
-
-    fn wait(&mut self) {
-        // Signals arriving meanwhile are kept for delivery when the call returns.
-        while crate::signals::absorb(sys::block(0)) & WAKE_SOFT_INTERRUPT == 0 {}
-    }
 }
 
 static CLIENT: Mutex<Option<Client<Ppc>>> = Mutex::new(None);
@@ -76,15 +71,28 @@ pub(crate) fn with_ppc_buffer<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Runs `f` with the file-server client (`EIO` when there is no server).
-fn with_client<T>(f: impl FnOnce(&mut Client<Ppc>) -> Result<T, i32>) -> Result<T, Ret> {
-    let mut guard = CLIENT.lock();
-    if guard.is_none() {
-        let server = sys::ppc_lookup(server::SERVER_NAME).map_err(|_| err(errno::EIO))?;
-        *guard = Some(Client::new(Ppc { server }));
+/// Runs `f` with the file-server client (`EIO` when there is no server). When the server says
+/// the call must wait (an empty or full pipe), waits for its wake-up without the client, so
+/// the process's other threads can use it meanwhile, then runs `f` again. Signals arriving
+/// meanwhile are kept for delivery when the system call returns.
+fn with_client<T>(mut f: impl FnMut(&mut Client<Ppc>) -> Result<T, i32>) -> Result<T, Ret> {
+    loop {
+        let result = {
+            let mut guard = CLIENT.lock();
+            if guard.is_none() {
+                let server = sys::ppc_lookup(server::SERVER_NAME).map_err(|_| err(errno::EIO))?;
+                *guard = Some(Client::new(Ppc { server }));
+            }
+            let client = guard.as_mut().ok_or(err(errno::EIO))?;
+            f(client)
+        };
+        match result {
+            Err(server::MUST_WAIT) => {
+                crate::threads::wait_for(WAKE_SOFT_INTERRUPT, 0);
+            }
+            other => return other.map_err(err),
+        }
     }
-    let client = guard.as_mut().ok_or(err(errno::EIO))?;
-    f(client).map_err(err)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -635,9 +643,11 @@ fn console_read(f: &OpenFile, out: &mut [u8]) -> Result<usize, Ret> {
         if f.flags & O_NONBLOCK != 0 {
             return Err(err(errno::EAGAIN));
         }
-        // The server posts the wake bit once input arrives; other bits are signals or
-        // leftovers from the file server, after which asking again is harmless.
-        let woke = crate::signals::absorb(sys::block(0));
+        // The server posts the wake bit once input arrives; a signal ends the wait too.
+        let woke = crate::threads::wait_for(
+            k42_rt::CONSOLE_WAKE_SOFT_INTERRUPT | crate::signals::SOFT_INTERRUPTS,
+            0,
+        );
         if woke & k42_rt::CONSOLE_WAKE_SOFT_INTERRUPT == 0 && crate::signals::deliverable() {
             return Err(err(errno::EINTR));
         }
@@ -1241,7 +1251,8 @@ fn poll(fds: u64, count: u64, timeout_ms: i32) -> Result<Ret, Ret> {
             }
             return Ok(ready);
         }
-        sys::block(deadline.unwrap_or(0));
+        // Any soft interrupt may be news: a pipe's or the console's wake-up, a signal.
+        crate::threads::wait_for(u64::MAX, deadline.unwrap_or(0));
     }
 }
 

@@ -95,12 +95,8 @@ pub fn wait4(pid: i64, status: u64, options: u64, rusage: u64) -> Ret {
         return err(errno::EINVAL);
     }
     let target = if pid > 0 { pid as u64 } else { kabi::WAIT_ANY };
-    let flags = if options & u64::from(WNOHANG) != 0 {
-        WaitFlags::NO_HANG
-    } else {
-        0
-    };
-    match sys::wait_flags(target, flags) {
+    let no_hang = options & u64::from(WNOHANG) != 0;
+    match wait_child(target, no_hang) {
         Ok((child, code)) => {
             if status != 0 {
                 let word = if code & kabi::EXIT_SIGNALED != 0 {
@@ -123,6 +119,26 @@ pub fn wait4(pid: i64, status: u64, options: u64, rusage: u64) -> Ret {
         }
         Err(Error::Again) => 0,
         Err(_) => err(errno::ECHILD),
+    }
+}
+
+/// Waits for `target` (or any child) to exit, without blocking the other threads of the
+/// process: alone, the thread waits in the kernel; with others, it polls and waits for the
+/// soft interrupt a child's exit posts.
+fn wait_child(target: u64, no_hang: bool) -> sys::SysResult<(u64, i64)> {
+    if no_hang {
+        return sys::wait_flags(target, WaitFlags::NO_HANG);
+    }
+    if !crate::threads::others_live() {
+        return sys::wait_flags(target, 0);
+    }
+    loop {
+        match sys::wait_flags(target, WaitFlags::NO_HANG) {
+            Err(Error::Again) => {
+                crate::threads::wait_for(kabi::SOFT_INTERRUPT_CHILD, 0);
+            }
+            other => return other,
+        }
     }
 }
 

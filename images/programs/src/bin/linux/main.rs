@@ -637,13 +637,11 @@ fn clock_nanosleep(clock: u64, flags: u64, request: u64) -> Ret {
         Ok(d) => d,
         Err(e) => return e,
     };
-    // With other threads, only this one sleeps.
-    if threads::sleep_until(deadline) {
-        return 0;
-    }
+    // Only this thread sleeps; the process's others run meanwhile.
     while sys::now_ns() < deadline {
-        signals::absorb(sys::block(deadline));
-        // A signal to act on ends the sleep early; it is delivered as the call returns.
+        threads::wait_for(signals::SOFT_INTERRUPTS, deadline);
+        // A signal to act on ends the sleep early; it is delivered as the call returns (by
+        // the first thread it wakes: the others find it gone and sleep on).
         if signals::deliverable() {
             return err(errno::EINTR);
         }

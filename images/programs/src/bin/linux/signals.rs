@@ -28,6 +28,8 @@ use crate::{err, get, put, Ret};
 
 /// Soft-interrupt bits that carry signals from other processes (signals 1-31).
 const SIGNAL_BITS: u64 = (1 << 31) - 1;
+/// Every soft-interrupt bit that raises a signal (from another process, or a child's exit).
+pub const SOFT_INTERRUPTS: u64 = SIGNAL_BITS | kabi::SOFT_INTERRUPT_CHILD;
 
 /// Each signal's action (index = signal number).
 static ACTIONS: Mutex<[KernelSigaction; 65]> = Mutex::new(
@@ -44,8 +46,9 @@ static PENDING: AtomicU64 = AtomicU64::new(0);
 static BLOCKED: AtomicU64 = AtomicU64::new(0);
 
 /// Records soft-interrupt `bits` (returned by a `block`, or taken from the dispatcher page) as
-/// pending signals; returns the bits that are not signals.
-pub fn absorb(bits: u64) -> u64 {
+/// pending signals, and wakes the threads waiting for any of them.
+pub fn absorb(bits: u64) {
+    crate::threads::bits_arrived(bits);
     let mut signals = bits & SIGNAL_BITS;
     if bits & kabi::SOFT_INTERRUPT_CHILD != 0 {
         signals |= Sigset::bit(SIGCHLD);
@@ -53,16 +56,14 @@ pub fn absorb(bits: u64) -> u64 {
     if signals != 0 {
         PENDING.fetch_or(signals, Ordering::AcqRel);
     }
-    bits & !(SIGNAL_BITS | kabi::SOFT_INTERRUPT_CHILD)
 }
 
 /// Takes signal bits the kernel posted while the process ran (they wait in its dispatcher
 /// page until a `block` would return them); other bits stay for whoever waits for them.
 fn take_posted() {
     let word = &k42_rt::dispatcher_page(0).soft_interrupts;
-    let mask = SIGNAL_BITS | kabi::SOFT_INTERRUPT_CHILD;
-    if word.load(Ordering::Relaxed) & mask != 0 {
-        absorb(word.fetch_and(!mask, Ordering::AcqRel) & mask);
+    if word.load(Ordering::Relaxed) & SOFT_INTERRUPTS != 0 {
+        absorb(word.fetch_and(!SOFT_INTERRUPTS, Ordering::AcqRel) & SOFT_INTERRUPTS);
     }
 }
 
@@ -237,9 +238,7 @@ pub fn sigsuspend(mask: u64, size: u64) -> Ret {
             return err(errno::EINTR);
         }
         deliver();
-        // Other bits (a file-server wake-up) matter only to a call that waits for them,
-        // and none does now.
-        absorb(sys::block(0));
+        crate::threads::wait_for(SOFT_INTERRUPTS, 0);
     }
 }
 

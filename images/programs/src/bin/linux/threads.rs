@@ -2,16 +2,18 @@
 //! as K42 ran them: the kernel sees one dispatcher; this module switches between the program's
 //! threads in ring 3, each on the stack the C library gave it, with its own FS base (TLS).
 //!
-//! Switching is cooperative: a thread runs until it waits (a futex, a sleep, `sched_yield`) or
-//! exits. That is what C and Rust threading libraries need (their locks, condition variables,
-//! joins and channels all end in `futex`); a thread that blocks in some other call (a pipe
-//! read, `wait4`) holds up the others meanwhile. Futex waits stay in the process: no kernel
-//! call unless every thread waits, and then one `block` until a deadline or a soft interrupt.
+//! Switching is cooperative: a thread runs until it waits (a futex, `sched_yield`, or
+//! [`wait_for`] soft-interrupt bits or a deadline: a sleep, a pipe, `wait4`, console input,
+//! `poll`) or exits. Futex
+//! waits stay in the process: no kernel call unless every thread waits, and then one `block`
+//! until the earliest deadline or a soft interrupt, whose bits wake the threads waiting for
+//! them ([`bits_arrived`]).
 //!
 //! No lock is held across a switch: the table is locked to decide, unlocked, then the stacks
 //! are switched.
 
 use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
 
 use k42_linux_abi::errno;
 use k42_linux_abi::futex::{self, FUTEX_BITSET_MATCH_ANY};
@@ -35,8 +37,9 @@ enum State {
         bits: u32,
         deadline: u64,
     },
-    /// In a sleep until `deadline`.
-    Sleeping {
+    /// Waiting for soft-interrupt bits in `mask`, until `deadline` (0: none).
+    Awaiting {
+        mask: u64,
         deadline: u64,
     },
     Exited,
@@ -53,6 +56,8 @@ struct Thread {
     state: State,
     /// Whether the last wait ended by a wake (not by its deadline).
     woken: bool,
+    /// The soft-interrupt bits that ended its last [`wait_for`].
+    arrived: u64,
     /// An unmap of its own stack, done once it has exited (see [`defer_own_stack_unmap`]).
     stack_unmap: Option<(u64, u64)>,
 }
@@ -142,6 +147,7 @@ impl Threads {
                 clear_tid: 0,
                 state: State::Running,
                 woken: false,
+                arrived: 0,
                 stack_unmap: None,
             });
             self.current = 0;
@@ -182,7 +188,7 @@ impl Threads {
         let mut earliest = 0u64;
         for t in self.list.iter_mut() {
             let deadline = match t.state {
-                State::Waiting { deadline, .. } | State::Sleeping { deadline } => deadline,
+                State::Waiting { deadline, .. } | State::Awaiting { deadline, .. } => deadline,
                 _ => continue,
             };
             if deadline == 0 {
@@ -198,6 +204,26 @@ impl Threads {
         earliest
     }
 
+    /// Makes the threads waiting for any of `bits` runnable.
+    fn bits_arrived(&mut self, bits: u64) {
+        for t in self.list.iter_mut() {
+            if let State::Awaiting { mask, .. } = t.state {
+                if mask & bits != 0 {
+                    t.state = State::Runnable;
+                    t.arrived |= bits & mask;
+                }
+            }
+        }
+    }
+
+    /// The soft-interrupt bits some thread waits for.
+    fn awaited(&self) -> u64 {
+        self.list.iter().fold(0, |all, t| match t.state {
+            State::Awaiting { mask, .. } => all | mask,
+            _ => all,
+        })
+    }
+
     /// The next runnable thread after the current one (the current one last).
     fn next_runnable(&self) -> Option<usize> {
         let n = self.list.len();
@@ -211,6 +237,13 @@ impl Threads {
 /// The caller has set the current thread's state (anything but `Running`).
 fn schedule() {
     loop {
+        // Bits posted while threads ran wait in the dispatcher page until a `block` would
+        // return them; take those some thread waits for now, so it runs in this round.
+        let awaited = THREADS.lock().awaited();
+        let word = &k42_rt::dispatcher_page(0).soft_interrupts;
+        if word.load(Ordering::Relaxed) & awaited != 0 {
+            crate::signals::absorb(word.fetch_and(!awaited, Ordering::AcqRel) & awaited);
+        }
         let mut threads = THREADS.lock();
         let now = sys::now_ns();
         let earliest = threads.expire(now);
@@ -260,7 +293,8 @@ fn schedule() {
             None => {
                 drop(threads);
                 // Every thread waits: block the dispatcher until the earliest deadline or a
-                // soft interrupt (signals are kept for delivery).
+                // soft interrupt (signals are kept for delivery; `absorb` wakes the threads
+                // waiting for the bits).
                 crate::signals::absorb(sys::block(earliest));
             }
         }
@@ -315,6 +349,7 @@ pub fn spawn(
         },
         state: State::Runnable,
         woken: false,
+        arrived: 0,
         stack_unmap: None,
     });
     drop(threads);
@@ -489,19 +524,36 @@ pub fn yield_now() {
     schedule();
 }
 
-/// Sleeps the calling thread until `deadline` (boot-clock ns) while the others run; `false`
-/// when there are no other threads (the caller sleeps the dispatcher itself).
-pub fn sleep_until(deadline: u64) -> bool {
+/// Waits until a soft interrupt brings bits in `mask` or `deadline` (boot-clock ns, 0: none)
+/// passes, while the process's other threads run; returns the bits of `mask` that came (0: the
+/// deadline). Every wait of the personality for a soft interrupt comes here, so one thread
+/// waiting for a pipe, a child or console input never holds up the others.
+pub fn wait_for(mask: u64, deadline: u64) -> u64 {
     {
         let mut threads = THREADS.lock();
-        if threads.live() <= 1 {
-            return false;
-        }
+        threads.ensure_main();
         let me = threads.current;
-        threads.list[me].state = State::Sleeping { deadline };
+        threads.list[me].state = State::Awaiting { mask, deadline };
+        threads.list[me].arrived = 0;
     }
     schedule();
-    true
+    let mut threads = THREADS.lock();
+    let me = threads.current;
+    core::mem::take(&mut threads.list[me].arrived)
+}
+
+/// Wakes the threads waiting (in [`wait_for`]) for any of `bits`, which a `block` returned or
+/// which were taken from the dispatcher page. Called by [`crate::signals::absorb`], which
+/// sees every such bit.
+pub fn bits_arrived(bits: u64) {
+    if bits != 0 {
+        THREADS.lock().bits_arrived(bits);
+    }
+}
+
+/// Whether the process has threads besides the calling one.
+pub fn others_live() -> bool {
+    THREADS.lock().live() > 1
 }
 
 /// `futex(addr, op, val, timeout_or_val2, addr2, val3)`.
