@@ -175,6 +175,15 @@ fn start_init(path: &str, arg: u64, initrd: Option<(u64, u64)>, console_input: b
     console_input::init(console_input);
     match proc::init_initrd(start, size) {
         Ok(files) => kprintln!("initramfs: {} files; starting {}", files, path),
+        Err(_) if proc::initrd_is_gzip(start, size) => {
+            kprintln!(
+                "init={}: the initramfs is gzip-compressed; this kernel does not unpack it in ring 0. \
+                 k42vm unpacks it on the host; under another VMM pass the uncompressed cpio archive \
+                 (gunzip it)",
+                path
+            );
+            platform::shutdown(exit_code::NO_INIT);
+        }
         Err(e) => {
             kprintln!(
                 "init={}: the initramfs is not an uncompressed cpio archive ({:?})",

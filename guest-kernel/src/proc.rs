@@ -46,9 +46,15 @@ pub fn initrd_range() -> Option<(u64, u64)> {
     INITRD_RANGE.get().copied()
 }
 
+/// Whether the initramfs at `phys`/`len` starts like a gzip member (which k42vm would have
+/// unpacked on the host: another VMM passed it).
+pub fn initrd_is_gzip(phys: u64, len: u64) -> bool {
+    len >= 2 && mm::phys_slice::<u8>(phys, 2) == [0x1f, 0x8b]
+}
+
 /// Indexes the initramfs (an uncompressed cpio newc archive) at `phys`/`len`. Compressed
-/// archives are refused: decompressing is bulk work that does not belong in ring 0 (a user-level
-/// file server will do it).
+/// archives are refused: decompressing is bulk work that does not belong in ring 0 (k42vm
+/// unpacks a gzip initrd on the host before the guest starts).
 pub fn init_initrd(phys: u64, len: u64) -> Result<usize, cpio::CpioError> {
     let bytes: &'static [u8] = mm::phys_slice(phys, len as usize);
     let entries = cpio::parse(bytes)?;

@@ -218,6 +218,23 @@ pub fn banner_cpus(output: &str) -> Option<u32> {
     before.rsplit(' ').next()?.parse().ok()
 }
 
+/// Writes `data` gzip-compressed (by gzip(1), as a user would make an initrd) to `path`.
+pub fn write_gzip(path: &Path, data: &[u8]) {
+    let mut child = Command::new("gzip")
+        .args(["-c", "-n"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip(1) is needed for this test (Debian's gzip package)");
+    let mut stdin = child.stdin.take().expect("gzip's stdin");
+    let input = data.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().expect("run gzip");
+    feeder.join().unwrap().expect("feed gzip");
+    assert!(output.status.success(), "gzip failed: {:?}", output.status);
+    std::fs::write(path, output.stdout).expect("write the gzip file");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

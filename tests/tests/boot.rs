@@ -145,6 +145,56 @@ fn initrd_arrives_intact() {
 }
 
 #[test]
+fn gzip_initrd_is_unpacked_on_the_host() {
+    require_kvm();
+    let dir = std::env::temp_dir().join(format!("k42-initrd-gz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut state = 0x0bad_cafe_dead_beefu64;
+    let bytes: Vec<u8> = (0..100_001)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Half repetitive, so it really compresses.
+            if i % 2 == 0 {
+                b'k'
+            } else {
+                state as u8
+            }
+        })
+        .collect();
+    let packed = dir.join("initrd.gz");
+    write_gzip(&packed, &bytes);
+    let run = k42vm_run(&[
+        "--initrd",
+        packed.to_str().unwrap(),
+        "--cmdline",
+        "k42.initrd_checksum k42.quiet",
+        "--timeout",
+        "30s",
+    ]);
+    let context = run.all();
+    assert_eq!(run.status, Some(0), "{context}");
+    let expected = format!(
+        "initrd: {} bytes, checksum {:#018x}",
+        bytes.len(),
+        k42_paravirt::checksum64(&bytes)
+    );
+    assert!(
+        run.stdout.contains(&expected),
+        "the guest should see the unpacked bytes: expected '{expected}'\n{context}"
+    );
+    // A damaged one is refused before the guest starts.
+    let mut damaged = std::fs::read(&packed).unwrap();
+    damaged.truncate(damaged.len() / 2);
+    let broken = dir.join("broken.gz");
+    std::fs::write(&broken, &damaged).unwrap();
+    let run = k42vm_run(&["--initrd", broken.to_str().unwrap(), "--timeout", "30s"]);
+    assert_usage_error(&run, "is gzip-compressed but cannot be unpacked");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn guest_exit_code_is_propagated() {
     require_kvm();
     for code in [0, 7, 42] {

@@ -234,6 +234,40 @@ fn missing_or_bad_init_is_a_clear_error() {
     assert!(run.stdout.contains("no initramfs was given"), "{context}");
 }
 
+/// A gzip-compressed initramfs: k42vm unpacks it on the host and the programs in it start; under
+/// QEMU, which passes it as it is, the kernel says what to do instead of unpacking in ring 0.
+#[test]
+fn gzip_initramfs_programs_start() {
+    let dir = std::env::temp_dir().join(format!("k42-gz-initramfs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let packed = dir.join("initramfs.cpio.gz");
+    write_gzip(&packed, &std::fs::read(initrd()).unwrap());
+    let packed = packed.to_str().unwrap();
+    let run = k42vm_run(&[
+        "--initrd",
+        packed,
+        "--cmdline",
+        "init=/bin/fault",
+        "--timeout",
+        "60s",
+    ]);
+    let context = run.all();
+    assert_eq!(run.status, Some(139), "{context}");
+    assert!(
+        run.stdout
+            .contains("init (/bin/fault) exited with status 139"),
+        "{context}"
+    );
+    let run = qemu_tcg_microvm(1, Some(packed), "init=/bin/fault");
+    let context = run.all();
+    assert_eq!(run.status, Some((104 << 1) | 1), "no init: 104\n{context}");
+    assert!(
+        run.stdout.contains("the initramfs is gzip-compressed") && run.stdout.contains("gunzip it"),
+        "{context}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 fn qemu_user(cpus: u32, rewrite: Rewrite) {
     let run = qemu_tcg_microvm(cpus, Some(initrd()), &rewrite.cmdline());
     let context = run.all();

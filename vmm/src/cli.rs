@@ -51,8 +51,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
 
-    /// Initial ramdisk, passed to the guest as PVH module 0 (e.g. a cpio archive) [default:
-    /// the embedded busybox initramfs, when neither --kernel nor --cmdline is given either].
+    /// Initial ramdisk, passed to the guest as PVH module 0 (e.g. a cpio archive; a gzip one
+    /// is unpacked first) [default: the embedded busybox initramfs, when neither --kernel nor
+    /// --cmdline is given either].
     #[arg(long, value_name = "FILE")]
     pub initrd: Option<PathBuf>,
 

@@ -41,6 +41,14 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
+    /// A gzip-compressed initrd could not be unpacked.
+    #[error("the initrd {name} is gzip-compressed but cannot be unpacked: {reason}. Pass an intact .gz or the plain cpio archive")]
+    BadInitrd {
+        /// The file.
+        name: String,
+        /// What the decompressor said.
+        reason: String,
+    },
     /// The kernel image is not a loadable PVH ELF.
     #[error("{name} is not a usable kernel: {reason}. k42vm boots PVH ELF kernels (with a XEN_ELFNOTE_PHYS32_ENTRY note)")]
     BadKernel {

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod error;
 pub mod hypercall;
+pub mod initrd;
 pub mod layout;
 pub mod mmio;
 pub mod tap;

@@ -24,6 +24,7 @@ use k42_paravirt as pv;
 use crate::cli::RunArgs;
 use crate::error::{Result, VmmError, EXIT_TIMEOUT, EXIT_VM_FAILURE};
 use crate::hypercall::{self, KtestLog};
+use crate::initrd;
 use crate::layout;
 use crate::mmio::MmioBus;
 use crate::timeline::Timeline;
@@ -128,13 +129,15 @@ pub fn run(args: &RunArgs, timeline: Timeline) -> Result<i32> {
         ),
     };
     let initrd: Option<Cow<'static, [u8]>> = match &args.initrd {
-        Some(path) => Some(Cow::Owned(std::fs::read(path).map_err(|source| {
-            VmmError::ReadImage {
+        Some(path) => {
+            let image = std::fs::read(path).map_err(|source| VmmError::ReadImage {
                 kind: "initrd",
                 path: path.clone(),
                 source,
-            }
-        })?)),
+            })?;
+            let name = path.display().to_string();
+            Some(initrd::unpack(Cow::Owned(image), &name, args.memory)?)
+        }
         None if args.default_guest() => Some(Cow::Borrowed(k42_images::DEFAULT_INITRD)),
         None => None,
     };
