@@ -2,6 +2,7 @@
 
 use core::sync::atomic::Ordering;
 
+use k42_guest_lib::frames::FRAME_SIZE;
 use k42_guest_lib::kabi;
 use k42_paravirt::exit_code;
 
@@ -86,12 +87,19 @@ fn user_exception(frame: &mut TrapFrame) {
         let address = read_cr2();
         let write = frame.error_code & 2 != 0;
         let exec = frame.error_code & 0x10 != 0;
-        let resolved = current
-            .process
-            .aspace
-            .lock()
-            .as_mut()
-            .is_some_and(|space| space.fault(address, write, exec).is_ok());
+        let (resolved, replaced) = match current.process.aspace.lock().as_mut() {
+            Some(space) => (
+                space.fault(address, write, exec).is_ok(),
+                space.has_replaced_frames(),
+            ),
+            None => (false, false),
+        };
+        if replaced {
+            // A copy-on-write fault moved the page to a copy: other CPUs of the process may
+            // still point at the original.
+            let page = address & !(FRAME_SIZE - 1);
+            crate::tlb::finish_change(&current.process, page..page + FRAME_SIZE, &[]);
+        }
         if resolved {
             return;
         }
@@ -172,6 +180,7 @@ pub fn interrupt(vector: u8) {
         idt::WAKE_VECTOR => {
             cpu.wakes.fetch_add(1, Ordering::AcqRel);
         }
+        idt::TLB_VECTOR => crate::tlb::serve_flush_request(),
         v if v == idt::DEVICE_VECTOR_BASE + crate::console_input::LINE as u8 => {
             crate::console_input::interrupt();
         }

@@ -25,6 +25,7 @@ mod sched;
 mod smp;
 mod syscall;
 mod timer;
+mod tlb;
 mod upcall;
 
 use core::panic::PanicInfo;

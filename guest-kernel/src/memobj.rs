@@ -164,7 +164,9 @@ pub fn unmap(caller: &Arc<Process>, addr: u64) -> Result<(), kabi::Error> {
     space.remove_range(region.start, region.end, &mut freed)?;
     let still_mapped = space.maps_object(id);
     drop(guard);
-    if !still_mapped && caller.dispatchers.lock().len() <= 1 {
+    // No CPU reaches the object's frames through this space after this.
+    crate::tlb::finish_change(caller, region.start..region.end, &[]);
+    if !still_mapped {
         caller.memobjs.lock().retain(|o| !Arc::ptr_eq(o, &obj));
     }
     // If that was the last hold, the frames are zeroed and freed here.

@@ -69,6 +69,16 @@ pub struct PerCpu {
     pub command_result: AtomicU32,
     /// Incremented when a command completes.
     pub commands_done: AtomicU64,
+    /// The page-table root this CPU has loaded (`crate::tlb`).
+    pub loaded_root: AtomicU64,
+    /// Set by a CPU that needs this one to flush its TLB (`crate::tlb::shoot_down`).
+    pub tlb_flush_wanted: AtomicBool,
+    /// The pages to flush: from here (`u64::MAX`: none asked)...
+    pub tlb_flush_start: AtomicU64,
+    /// ...to here.
+    pub tlb_flush_end: AtomicU64,
+    /// TLB flushes this CPU has done at another's request.
+    pub tlb_flushes: AtomicU64,
 }
 
 static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] =
@@ -103,6 +113,11 @@ pub fn create(index: usize, apic_id: u32) -> &'static PerCpu {
         command: AtomicU32::new(Command::None as u32),
         command_result: AtomicU32::new(0),
         commands_done: AtomicU64::new(0),
+        loaded_root: AtomicU64::new(0),
+        tlb_flush_wanted: AtomicBool::new(false),
+        tlb_flush_start: AtomicU64::new(u64::MAX),
+        tlb_flush_end: AtomicU64::new(0),
+        tlb_flushes: AtomicU64::new(0),
     }));
     cpu.self_ptr = cpu as *const PerCpu as u64;
     CPUS[index].store(cpu, Ordering::Release);

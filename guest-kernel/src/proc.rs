@@ -247,8 +247,6 @@ pub struct Process {
     pub ppc_buffers: Mutex<Vec<u64>>,
     /// Memory objects it maps (kept alive while mapped).
     pub memobjs: Mutex<Vec<Arc<crate::memobj::Memobj>>>,
-    /// Frames unmapped while other dispatchers may still cache them; freed at teardown.
-    pub deferred_frames: Mutex<Vec<u64>>,
     /// Set once it has begun to exit.
     pub exiting: AtomicBool,
     /// Its children, for `wait`.
@@ -273,11 +271,10 @@ impl Drop for Process {
         if let Some(space) = self.aspace.get_mut().take() {
             space.destroy();
         }
-        let mut frames: Vec<u64> = core::mem::take(self.ppc_buffers.get_mut())
+        let frames: Vec<u64> = core::mem::take(self.ppc_buffers.get_mut())
             .into_iter()
             .filter(|&f| f != 0)
             .collect();
-        frames.append(self.deferred_frames.get_mut());
         mm::free_zeroed(&frames);
     }
 }
@@ -495,7 +492,6 @@ fn new_process(parent: u64, name: &str, flags: u64, spawn_arg: u64) -> Arc<Proce
         linux_entry: AtomicU64::new(0),
         ppc_buffers: Mutex::new(Vec::new()),
         memobjs: Mutex::new(Vec::new()),
-        deferred_frames: Mutex::new(Vec::new()),
         exiting: AtomicBool::new(false),
         children: Mutex::new(Children::default()),
     })
@@ -600,13 +596,8 @@ fn spawn_reserved(
 /// [`kabi::Sys::Fork`]): a new process, child of `me`'s, with a copy-on-write copy of its
 /// memory and one dispatcher on `me`'s CPU that resumes with `frame` and `rax` = 0.
 pub fn fork(me: &Arc<Dispatcher>, frame: &TrapFrame) -> Result<Arc<Process>, kabi::Error> {
-    let parent = &me.process;
-    // One dispatcher, on this CPU, and no PPC dispatchers: then only this CPU can hold TLB
-    // entries of the pages the fork makes read-only, and one flush here is enough.
-    if me.kind != DispatcherKind::Normal
-        || parent.dispatchers.lock().len() != 1
-        || parent.ppc_dispatchers.lock().iter().any(Option::is_some)
-    {
+    // A PPC dispatcher runs calls for others: it has no process state of its own to fork.
+    if me.kind != DispatcherKind::Normal {
         return Err(kabi::Error::Invalid);
     }
     reserve_process().ok_or(kabi::Error::Again)?;
@@ -619,10 +610,14 @@ pub fn fork(me: &Arc<Dispatcher>, frame: &TrapFrame) -> Result<Arc<Process>, kab
 
 fn fork_reserved(me: &Arc<Dispatcher>, frame: &TrapFrame) -> Result<Arc<Process>, kabi::Error> {
     let parent = &me.process;
-    let (mut space, _stats) = {
+    let forked = {
         let mut guard = parent.aspace.lock();
-        guard.as_mut().ok_or(kabi::Error::NotFound)?.fork()?
+        guard.as_mut().ok_or(kabi::Error::NotFound)?.fork()
     };
+    // The parent's pages are now read-only (shared with the child) even if the fork failed:
+    // its other CPUs must drop their writable translations before the child can run.
+    crate::tlb::finish_change(parent, kabi::USER_START..mm::aspace::FORK_END, &[]);
+    let (mut space, _stats) = forked?;
     if let Err(e) = map_entry_page(&mut space) {
         space.destroy();
         return Err(e.into());
@@ -794,7 +789,6 @@ pub fn create_dispatcher(
     let space = space_guard.as_mut().ok_or(kabi::Error::NotFound)?;
     let frame = user_frame(rip, rsp, arg, kabi::dispatcher_page(index));
     let d = new_dispatcher(process, space, index, cpu, frame).map_err(kabi::Error::from)?;
-    space.set_multi_cpu();
     drop(space_guard);
     ppc_buffer(process, index)?;
     dispatchers.push(d.clone());

@@ -313,7 +313,7 @@ fn load(next: &Arc<Dispatcher>, frame: &mut TrapFrame, prev: Option<&Arc<Dispatc
     let same_space = prev.is_some_and(|p| Arc::ptr_eq(&p.process, &next.process));
     if !same_space {
         if let Some(space) = next.process.aspace.lock().as_ref() {
-            user::load_cr3(space.root());
+            crate::tlb::switch_to(space.root());
         }
     }
     this().switches.fetch_add(1, Ordering::Relaxed);
@@ -408,7 +408,7 @@ pub fn return_to_user(frame: &mut TrapFrame) {
             drop(prev);
         }
         None => {
-            user::load_cr3(boot::boot_pml4_phys());
+            crate::tlb::switch_to(boot::boot_pml4_phys());
             drop(prev);
             user::run_on_stack(percpu::current().kernel_stack_top, idle_entry);
         }

@@ -244,14 +244,8 @@ fn unmap(me: &Arc<Dispatcher>, addr: u64, len: u64) -> SysResult {
         .as_mut()
         .ok_or(Error::Fault)?
         .remove_range(start, end, &mut freed)?;
-    // Other CPUs running this process may still hold TLB entries for these pages: free the
-    // frames only when this is the process's only dispatcher; otherwise they stay with the
-    // process until it exits (no TLB shoot-down yet).
-    if me.process.dispatchers.lock().len() <= 1 {
-        crate::mm::free_zeroed(&freed);
-    } else {
-        me.process.deferred_frames.lock().extend(freed);
-    }
+    // Other CPUs running this process may still hold TLB entries for these pages.
+    crate::tlb::finish_change(&me.process, start..end, &freed);
     Ok(0)
 }
 
@@ -264,6 +258,7 @@ fn protect(me: &Arc<Dispatcher>, addr: u64, len: u64, prot: u64) -> SysResult {
         .as_mut()
         .ok_or(Error::Fault)?
         .protect(start, end, prot)?;
+    crate::tlb::finish_change(&me.process, start..end, &[]);
     Ok(0)
 }
 
@@ -334,6 +329,10 @@ fn linux_rewrite(me: &Arc<Dispatcher>, site: u64) -> SysResult {
         return Err(Error::NotPermitted);
     }
     space.patch_text(site, [0x0f, 0x05], [0xff, 0xd0])?;
+    drop(guard);
+    // A page fork shared was copied first: the original goes once no TLB points at it.
+    let page = site & !(FRAME_SIZE - 1);
+    crate::tlb::finish_change(&me.process, page..page + FRAME_SIZE, &[]);
     Ok(0)
 }
 
@@ -381,5 +380,6 @@ fn info(me: &Arc<Dispatcher>, what: u64) -> SysResult {
         Info::MaxProcesses => proc::process_limit() as u64,
         Info::TotalFrames => crate::mm::frames::total_count(),
         Info::WallClockOffset => platform::wall_clock_offset(),
+        Info::RemoteShootDowns => crate::tlb::remote_shoot_downs(),
     })
 }

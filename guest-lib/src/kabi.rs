@@ -451,6 +451,9 @@ pub enum Info {
     /// Nanoseconds to add to [`crate::sys::now_ns`] for Unix time (the host's clock, read once
     /// at boot on k42vm); 0 where the kernel does not know the time.
     WallClockOffset = 12,
+    /// TLB shoot-downs so far (system-wide) that had to ask another CPU to flush: lets tests
+    /// check that an unmap reached the other CPUs running the process.
+    RemoteShootDowns = 13,
 }
 
 impl Info {
@@ -470,6 +473,7 @@ impl Info {
             Info::MaxProcesses,
             Info::TotalFrames,
             Info::WallClockOffset,
+            Info::RemoteShootDowns,
         ]
         .into_iter()
         .find(|i| *i as u64 == nr)
@@ -681,7 +685,8 @@ mod tests {
         assert_eq!(Info::from_number(10), Some(Info::MaxProcesses));
         assert_eq!(Info::from_number(11), Some(Info::TotalFrames));
         assert_eq!(Info::from_number(12), Some(Info::WallClockOffset));
-        assert_eq!(Info::from_number(13), None);
+        assert_eq!(Info::from_number(13), Some(Info::RemoteShootDowns));
+        assert_eq!(Info::from_number(14), None);
         assert_eq!(Error::from_return(-32), Some(Error::Ended));
         assert_eq!(Sys::from_number(29), Some(Sys::ConsoleRead));
         assert_eq!(Sys::from_number(30), Some(Sys::MemobjUnmap));

@@ -110,12 +110,10 @@ pub struct AddressSpace {
     /// are the cost that matters. Only addresses, so a copy-on-write fault, which changes a
     /// page's frame, need not search it.
     owned: Vec<u64>,
-    /// Frames this space no longer maps but keeps a reference to until it is destroyed:
-    /// originals of copy-on-write pages copied while the space may run on several CPUs,
-    /// whose TLBs can still point at them (no TLB shoot-down yet).
-    retained: Vec<u64>,
-    /// Set once the space may run on more than one CPU at a time.
-    multi_cpu: bool,
+    /// Frames this space stopped mapping whose reference it still holds: originals of
+    /// copy-on-write pages it has copied, which another CPU's TLB may still point at. The
+    /// kernel releases them after a TLB shoot-down ([`AddressSpace::take_replaced_frames`]).
+    replaced: Vec<u64>,
 }
 
 /// Regions below this address are the process's own memory, which fork copies; the areas
@@ -190,8 +188,7 @@ impl AddressSpace {
             regions: Vec::new(),
             tables: Vec::new(),
             owned: Vec::new(),
-            retained: Vec::new(),
-            multi_cpu: false,
+            replaced: Vec::new(),
         })
     }
 
@@ -241,9 +238,17 @@ impl AddressSpace {
         self.regions[..at].last().filter(|r| va < r.end)
     }
 
-    /// Notes that the space may now run on several CPUs at once (a second dispatcher).
-    pub fn set_multi_cpu(&mut self) {
-        self.multi_cpu = true;
+    /// Takes the frames copy-on-write faults moved this space away from: once no TLB points
+    /// at them any more (after `crate::tlb::shoot_down`), the caller releases this space's
+    /// reference to each ([`super::release_shared`]).
+    pub fn take_replaced_frames(&mut self) -> Vec<u64> {
+        core::mem::take(&mut self.replaced)
+    }
+
+    /// Whether copy-on-write faults have moved pages since the last
+    /// [`AddressSpace::take_replaced_frames`].
+    pub fn has_replaced_frames(&self) -> bool {
+        !self.replaced.is_empty()
     }
 
     /// Splits the region containing `va` in two at `va` (nothing to do when `va` is a region
@@ -571,21 +576,17 @@ impl AddressSpace {
         }
         write_entry(t, index, new | leaf_flags(prot) | OWNED);
         arch::invlpg(page);
-        if self.multi_cpu {
-            // Another CPU of this space may still reach `old` through its TLB: keep the
-            // reference until the space goes.
-            self.retained.push(old);
-        } else if shares.release(old) {
-            // The other sharers left between the check and now: it is ours alone.
-            super::free_zeroed(&[old]);
-        }
+        // Another CPU of this space may still reach `old` through its TLB: the reference goes
+        // after a shoot-down.
+        self.replaced.push(old);
         Ok(())
     }
 
     /// A copy of this space for a forked child (see [`kabi::Sys::Fork`]): its regions below
     /// [`FORK_END`]; anonymous pages it has mapped shared copy-on-write (read-only here too);
-    /// memory-object pages mapped as they are. The caller runs in this space, on its only CPU:
-    /// each page made read-only is invalidated there. One pass over the owned-frame list,
+    /// memory-object pages mapped as they are. The caller runs in this space: each page made
+    /// read-only is invalidated on its CPU, and the caller then shoots down the space's other
+    /// CPUs (`crate::tlb`). One pass over the owned-frame list,
     /// caching the last leaf table of both spaces, so the ring-0 cost is a few dozen
     /// instructions per page (plus the child's page tables).
     pub fn fork(&mut self) -> Result<(AddressSpace, ForkStats), AspaceError> {
@@ -824,7 +825,7 @@ impl AddressSpace {
         let mut frames: Vec<u64> = self
             .owned_frames()
             .into_iter()
-            .chain(self.retained.iter().copied())
+            .chain(self.replaced.iter().copied())
             .filter(|&f| shares.release(f))
             .collect();
         self.tables.push(self.pml4);

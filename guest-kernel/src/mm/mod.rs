@@ -15,6 +15,18 @@ use crate::bootinfo::BootInfo;
 
 pub use frames::{alloc_frame, alloc_frames, free_frame, free_zeroed};
 
+/// Drops one space's reference to each of `frames` (originals of copy-on-write pages) and
+/// frees those no space shares any more.
+pub fn release_shared(frames: &[u64]) {
+    let shares = frames::shares();
+    let last: alloc::vec::Vec<u64> = frames
+        .iter()
+        .copied()
+        .filter(|&f| shares.release(f))
+        .collect();
+    free_zeroed(&last);
+}
+
 /// A `'static` reference to a `T` at physical address `phys`.
 ///
 /// Only for loader-provided structures (start info, memory map, ACPI tables) that live in

@@ -11,6 +11,8 @@ pub const TIMER_VECTOR: u8 = 0x20;
 pub const PING_VECTOR: u8 = 0x21;
 /// Vector of the "wake" IPI (a CPU reports back, or wakes a halted CPU).
 pub const WAKE_VECTOR: u8 = 0x22;
+/// Vector of the TLB shoot-down IPI (see `crate::tlb`).
+pub const TLB_VECTOR: u8 = 0x23;
 /// Vector of device interrupt line (GSI) 0; line `n` uses `DEVICE_VECTOR_BASE + n`.
 pub const DEVICE_VECTOR_BASE: u8 = 0x30;
 /// Device lines with a vector (the I/O APIC's pins).
@@ -108,6 +110,7 @@ global_asm!(
     irq_stub 32
     irq_stub 33
     irq_stub 34
+    irq_stub 35
     irq_stub 48
     irq_stub 49
     irq_stub 50
@@ -211,7 +214,7 @@ k42_exception_stubs:
     .quad exc_stub_24, exc_stub_25, exc_stub_26, exc_stub_27, exc_stub_28, exc_stub_29, exc_stub_30, exc_stub_31
     .global k42_interrupt_stubs
 k42_interrupt_stubs:
-    .quad irq_stub_32, irq_stub_33, irq_stub_34
+    .quad irq_stub_32, irq_stub_33, irq_stub_34, irq_stub_35
     .global k42_device_stubs
 k42_device_stubs:
     .quad irq_stub_48, irq_stub_49, irq_stub_50, irq_stub_51, irq_stub_52, irq_stub_53, irq_stub_54, irq_stub_55, irq_stub_56, irq_stub_57, irq_stub_58, irq_stub_59, irq_stub_60, irq_stub_61, irq_stub_62, irq_stub_63, irq_stub_64, irq_stub_65, irq_stub_66, irq_stub_67, irq_stub_68, irq_stub_69, irq_stub_70, irq_stub_71
@@ -229,7 +232,7 @@ k42_spurious_stub:
 
 extern "C" {
     static k42_exception_stubs: [u64; 32];
-    static k42_interrupt_stubs: [u64; 3];
+    static k42_interrupt_stubs: [u64; 4];
     static k42_device_stubs: [u64; DEVICE_VECTORS as usize];
     static k42_spurious_stub: u64;
     fn k42_syscall_entry();

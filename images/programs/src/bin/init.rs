@@ -80,6 +80,8 @@ fn main(arg: u64) -> i64 {
     ok &= run("/bin/threads", 0, 0, 0);
     // Copy-on-write fork, wait for any child, the process limit.
     ok &= run("/bin/fork", 0, 0, 0);
+    // TLB shoot-down: a fork and an unmap reach the process's other dispatchers.
+    ok &= run("/bin/tlb", 0, 0, 0);
     match sys::spawn("/bin/kv", 0, 0) {
         Ok(_) => {
             let a = sys::spawn("/bin/kvclient", arg, 0);
