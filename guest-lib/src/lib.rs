@@ -28,6 +28,7 @@
 
 extern crate alloc;
 
+pub mod blockdev;
 pub mod cmdlist;
 pub mod cobj;
 pub mod cpio;

@@ -143,6 +143,17 @@ fn blkd_serves_disks_writes_reach_the_image_and_readonly_is_enforced() {
         out.contains("blktest: blk0 read past the end refused: OutOfRange"),
         "{context}"
     );
+    // The disk object's rep on the second CPU found the blocks in the first CPU's part.
+    let other_cpu = out
+        .lines()
+        .find(|l| l.starts_with("blktest: blk0 blocks 32..48 read on cpu "))
+        .unwrap_or_else(|| panic!("no read from another CPU\n{context}"));
+    assert!(
+        other_cpu.ends_with(
+            ": 0 wrong, 0 device requests, 16 reads from another CPU's cache part, 2 CPUs with a part"
+        ),
+        "the block cache's parts on two CPUs did not share blocks\n{context}"
+    );
 
     // The read-only disk refused the write, and its file is untouched.
     assert!(

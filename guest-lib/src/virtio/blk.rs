@@ -108,12 +108,16 @@ pub mod op {
     pub const WRITE: u64 = 3;
     /// `flush()`: a virtio FLUSH (the host file is synced).
     pub const FLUSH: u64 = 4;
-    /// `stats() -> (0, hits << 32 | misses)` of the block cache.
+    /// `stats() -> (0, hits << 32 | misses)` of the block cache (hits on every CPU's part;
+    /// misses are device reads).
     pub const STATS: u64 = 5;
     /// `invalidate()`: empties the block cache (later reads go to the device).
     pub const INVALIDATE: u64 = 6;
     /// `waits() -> (0, requests << 32 | times the driver blocked for the device's interrupt)`.
     pub const WAITS: u64 = 7;
+    /// `peer_hits() -> (0, reads copied from another CPU's part of the cache << 32 | CPUs
+    /// with a part)`.
+    pub const PEER_HITS: u64 = 8;
     /// Bit of `info`'s `r1`: the disk is read-only.
     pub const READONLY_BIT: u64 = 1 << 63;
 }

@@ -77,17 +77,25 @@ impl BlockCache {
         }
     }
 
+    /// The cached copy of `block`, if any, without counting it or marking it used (another
+    /// CPU's part of a distributed cache copying it).
+    pub fn peek(&self, block: u64) -> Option<&[u8; BLOCK_SIZE]> {
+        self.find(block).map(|i| &*self.slots[i].data)
+    }
+
     /// Caches `data` (at most a block; the rest of the block is zero) as `block`, replacing
-    /// a cached copy or, when full, the first unreferenced block the clock hand finds.
-    pub fn insert(&mut self, block: u64, data: &[u8]) {
+    /// a cached copy or, when full, the first unreferenced block the clock hand finds; returns
+    /// the block that was replaced to make room, if any.
+    pub fn insert(&mut self, block: u64, data: &[u8]) -> Option<u64> {
         let n = data.len().min(BLOCK_SIZE);
         if let Some(i) = self.find(block) {
             let slot = &mut self.slots[i];
             slot.data[..n].copy_from_slice(&data[..n]);
             slot.data[n..].fill(0);
             slot.referenced = true;
-            return;
+            return None;
         }
+        let mut evicted = None;
         let i = if self.slots.len() < self.capacity {
             self.slots.push(Slot {
                 block,
@@ -106,6 +114,7 @@ impl BlockCache {
             let old = self.slots[victim].block;
             let chain = self.bucket(old);
             self.buckets[chain].retain(|&s| s as usize != victim);
+            evicted = Some(old);
             self.slots[victim].block = block;
             self.slots[victim].referenced = true;
             victim
@@ -114,6 +123,32 @@ impl BlockCache {
         self.slots[i].data[n..].fill(0);
         let chain = self.bucket(block);
         self.buckets[chain].push(i as u32);
+        evicted
+    }
+
+    /// Forgets `block`; returns whether it was cached.
+    pub fn remove(&mut self, block: u64) -> bool {
+        let Some(i) = self.find(block) else {
+            return false;
+        };
+        // The last slot moves into the freed one.
+        let last = self.slots.len() - 1;
+        let chain = self.bucket(block);
+        self.buckets[chain].retain(|&s| s as usize != i);
+        if i != last {
+            let moved = self.slots[last].block;
+            let chain = self.bucket(moved);
+            for s in self.buckets[chain].iter_mut() {
+                if *s as usize == last {
+                    *s = i as u32;
+                }
+            }
+        }
+        self.slots.swap_remove(i);
+        if self.hand >= self.slots.len() {
+            self.hand = 0;
+        }
+        true
     }
 
     /// Forgets every block.
@@ -173,6 +208,32 @@ mod tests {
         assert_eq!(hits + misses, 1 + 1 + 1 + 1 + 4);
         cache.clear();
         assert!(cache.is_empty() && cache.get(5).is_none());
+    }
+
+    #[test]
+    fn removal_and_eviction_are_reported() {
+        let mut cache = BlockCache::new(3);
+        for b in 0..3u64 {
+            assert_eq!(cache.insert(b, &block_of(b as u8)), None);
+        }
+        assert_eq!(
+            cache.insert(1, &block_of(11)),
+            None,
+            "an update evicts nothing"
+        );
+        assert!(cache.remove(0));
+        assert!(!cache.remove(0), "gone already");
+        assert_eq!(cache.len(), 2);
+        // The slot that moved into the hole is still found, by lookup and by peek.
+        assert_eq!(cache.peek(2).map(|d| d[0]), Some(2));
+        assert_eq!(cache.get(1).map(|d| d[0]), Some(11));
+        assert_eq!(cache.insert(7, &block_of(7)), None, "room again");
+        let evicted = cache.insert(8, &block_of(8)).expect("full: one goes");
+        assert!([1, 2, 7].contains(&evicted));
+        assert!(cache.peek(evicted).is_none());
+        assert_eq!(cache.len(), 3);
+        let (hits, misses) = cache.stats();
+        assert_eq!((hits, misses), (1, 0), "peek counts nothing");
     }
 
     #[test]

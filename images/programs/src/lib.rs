@@ -37,6 +37,52 @@ pub const PROC_FILES: [&str; 6] = [
     "k42-file-windows",
 ];
 
+/// The CPUs a PPC server's clustered objects are spread over (user-level clustered objects
+/// with a translation table per PPC dispatcher, that is per CPU): a call runs on its CPU's PPC
+/// stack, so the stack pointer names the CPU; code on the server's own dispatchers uses the
+/// CPU of the dispatcher.
+pub struct ServerCpus {
+    count: usize,
+}
+
+impl ServerCpus {
+    /// The machine's CPUs.
+    pub fn new() -> ServerCpus {
+        ServerCpus {
+            count: (sys::info(k42_rt::kabi::Info::Cpus) as usize).max(1),
+        }
+    }
+}
+
+impl Default for ServerCpus {
+    fn default() -> Self {
+        ServerCpus::new()
+    }
+}
+
+impl k42_guest_lib::cobj::Cpus for ServerCpus {
+    fn current(&self) -> usize {
+        use k42_rt::kabi::{PPC_STACK_AREA, PPC_STACK_SIZE};
+        let rsp: u64;
+        // SAFETY: reading the stack pointer has no effects.
+        unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack)) };
+        let cpu = if rsp > PPC_STACK_AREA && rsp <= k42_rt::kabi::ppc_stack_top(self.count - 1) {
+            ((rsp - 1 - PPC_STACK_AREA) / PPC_STACK_SIZE) as usize
+        } else {
+            k42_rt::current_cpu()
+        };
+        cpu.min(self.count - 1)
+    }
+
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn relax(&self) {
+        sys::yield_now();
+    }
+}
+
 /// Where worker dispatchers' stacks are mapped (one [`STACK_SIZE`] slot each).
 pub const STACKS_BASE: u64 = 0x0000_2000_0000_0000;
 /// Size of a worker dispatcher's stack.

@@ -3,46 +3,53 @@
 //!
 //! It claims the device's register window and DMA memory from the kernel, brings the device up
 //! (guest-lib's virtio-mmio transport and split queue), and serves 4 KiB blocks by PPC through
-//! the caller's PPC buffer (`k42_guest_lib::virtio::blk::op`), with a page-sized block cache
-//! in front (write-through: a write reaches the device before the call returns). A request
-//! waits for its completion by blocking the serving PPC dispatcher on a soft-interrupt bit
-//! that the device's interrupt posts; the handler then acknowledges the device itself.
+//! the caller's PPC buffer (`k42_guest_lib::virtio::blk::op`). The disk is a user-level
+//! clustered object (`k42_guest_lib::blockdev`): each CPU's PPC dispatcher calls its own rep,
+//! which keeps that CPU's part of a distributed block cache (write-through: a write reaches
+//! the device before the call returns) in front of the one device. A device request waits
+//! for its completion by blocking the serving PPC dispatcher on a soft-interrupt bit that the
+//! device's interrupt posts; the handler then acknowledges the device itself.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
 use alloc::format;
+use core::sync::atomic::{AtomicU64, Ordering};
 
+use k42_guest_lib::blockdev::{self, BlockBackend, BlockDevice, CacheStats};
+use k42_guest_lib::cobj::{CoManager, CoRef, Cpus};
 use k42_guest_lib::virtio::blk::{op, BlkDevice, BlkError, Request, BLOCK_SIZE, DATA};
-use k42_guest_lib::virtio::cache::BlockCache;
 use k42_guest_lib::virtio::{Dma, DEVICE_ID_BLOCK};
 use k42_programs::devmem::{
     claim_device, ppc_window_read, ppc_window_write, Claimed, DmaRegion, MmioRegs, IRQ_BIT,
 };
+use k42_programs::ServerCpus;
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
-use spin::Mutex;
+use spin::Once;
 
 k42_rt::entry!(main);
 
-/// Blocks the cache holds (64 pages).
-const CACHE_BLOCKS: usize = 64;
+/// Blocks each CPU's part of the cache holds (64 pages).
+const CACHE_BLOCKS_PER_CPU: usize = 64;
 
-struct Driver {
+/// The device under the cache, one request at a time (the block-device object holds it under
+/// a lock).
+struct Device {
     dev: BlkDevice<MmioRegs, DmaRegion>,
-    cache: BlockCache,
     /// The kernel's index of the device.
     index: usize,
     /// The CPU whose PPC dispatcher the interrupt is bound to.
     bound_cpu: Option<usize>,
-    /// Requests sent to the device.
-    requests: u64,
-    /// Times a request blocked for the device's interrupt.
-    waits: u64,
 }
 
-impl Driver {
+/// Requests sent to the device.
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Times a request blocked for the device's interrupt.
+static WAITS: AtomicU64 = AtomicU64::new(0);
+
+impl Device {
     /// Runs one request, blocking the calling dispatcher on [`IRQ_BIT`] until it completes.
     fn run(&mut self, request: Request, cpu: usize) -> Result<(), BlkError> {
         if self.bound_cpu != Some(cpu) {
@@ -50,13 +57,12 @@ impl Driver {
             sys::device_irq(self.index, IRQ_BIT).map_err(|_| BlkError::Device)?;
             self.bound_cpu = Some(cpu);
         }
-        self.requests += 1;
+        REQUESTS.fetch_add(1, Ordering::Relaxed);
         if request == Request::Flush {
             return self.run_on_interrupt(request);
         }
-        let waits = &mut self.waits;
         self.dev.run(request, &mut || {
-            *waits += 1;
+            WAITS.fetch_add(1, Ordering::Relaxed);
             sys::block(0);
         })
     }
@@ -70,7 +76,7 @@ impl Driver {
         sys::block(1);
         self.dev.start(request)?;
         loop {
-            self.waits += 1;
+            WAITS.fetch_add(1, Ordering::Relaxed);
             if sys::block(0) & IRQ_BIT != 0 {
                 break;
             }
@@ -80,37 +86,44 @@ impl Driver {
             if let Some(result) = self.dev.poll() {
                 return result;
             }
-            self.waits += 1;
+            WAITS.fetch_add(1, Ordering::Relaxed);
             sys::block(0);
         }
     }
+}
 
-    fn read(&mut self, block: u64, cpu: usize) -> Result<(), BlkError> {
-        if let Some(data) = self.cache.get(block) {
-            ppc_window_write(cpu, data);
-            return Ok(());
-        }
+impl BlockBackend for Device {
+    fn blocks(&self) -> u64 {
+        self.dev.blocks()
+    }
+
+    fn readonly(&self) -> bool {
+        self.dev.readonly()
+    }
+
+    fn read(&mut self, block: u64, out: &mut [u8; BLOCK_SIZE], cpu: usize) -> Result<(), BlkError> {
         self.run(Request::Read(block), cpu)?;
-        let mut data = [0u8; BLOCK_SIZE];
-        self.dev.dma().read_bytes(DATA, &mut data);
-        self.cache.insert(block, &data);
-        ppc_window_write(cpu, &data);
+        self.dev.dma().read_bytes(DATA, out);
         Ok(())
     }
 
-    fn write(&mut self, block: u64, cpu: usize) -> Result<(), BlkError> {
-        let mut data = [0u8; BLOCK_SIZE];
-        ppc_window_read(cpu, &mut data);
-        self.dev.dma().write_bytes(DATA, &data);
-        self.run(Request::Write(block), cpu)?;
-        // Cached only once the device has it (write-through).
-        self.cache.insert(block, &data);
-        Ok(())
+    fn write(&mut self, block: u64, data: &[u8; BLOCK_SIZE], cpu: usize) -> Result<(), BlkError> {
+        self.dev.dma().write_bytes(DATA, data);
+        self.run(Request::Write(block), cpu)
+    }
+
+    fn flush(&mut self, cpu: usize) -> Result<(), BlkError> {
+        self.run(Request::Flush, cpu)
     }
 }
 
-/// One request at a time: a handler waiting for the device holds the driver.
-static DRIVER: Mutex<Option<Driver>> = Mutex::new(None);
+/// The driver's clustered objects, and the disk among them.
+struct Objects {
+    cos: CoManager<ServerCpus>,
+    disk: CoRef<dyn BlockDevice>,
+}
+
+static OBJECTS: Once<Objects> = Once::new();
 
 fn reply(result: Result<u64, BlkError>) -> PpcReply {
     match result {
@@ -122,6 +135,15 @@ fn reply(result: Result<u64, BlkError>) -> PpcReply {
     }
 }
 
+/// How every CPU's part of the cache has served reads.
+fn cache_stats(objects: &Objects) -> CacheStats {
+    let mut total = CacheStats::default();
+    objects
+        .cos
+        .for_each_rep(objects.disk, |_, rep| total = total.plus(rep.stats()));
+    total
+}
+
 extern "C" fn serve(
     _client: u64,
     operation: u64,
@@ -131,31 +153,46 @@ extern "C" fn serve(
     cpu: u64,
 ) -> PpcReply {
     let cpu = cpu as usize;
-    let mut guard = DRIVER.lock();
-    let Some(driver) = guard.as_mut() else {
+    let Some(objects) = OBJECTS.get() else {
         return reply(Err(BlkError::Setup));
     };
+    let disk = |f: &mut dyn FnMut(&dyn BlockDevice) -> Result<u64, BlkError>| {
+        objects.cos.call(objects.disk, |d| f(d))
+    };
     reply(match operation {
-        op::INFO => {
-            let ro = if driver.dev.readonly() {
-                op::READONLY_BIT
-            } else {
-                0
-            };
-            Ok(driver.dev.blocks() | ro)
+        op::INFO => disk(&mut |d| {
+            let ro = if d.readonly() { op::READONLY_BIT } else { 0 };
+            Ok(d.blocks() | ro)
+        }),
+        op::READ => {
+            let mut data = [0u8; BLOCK_SIZE];
+            disk(&mut |d| d.read(a1, &mut data).map(|()| 0)).inspect(|_| {
+                ppc_window_write(cpu, &data);
+            })
         }
-        op::READ => driver.read(a1, cpu).map(|_| 0),
-        op::WRITE => driver.write(a1, cpu).map(|_| 0),
-        op::FLUSH => driver.run(Request::Flush, cpu).map(|_| 0),
+        op::WRITE => {
+            let mut data = [0u8; BLOCK_SIZE];
+            ppc_window_read(cpu, &mut data);
+            disk(&mut |d| d.write(a1, &data).map(|()| 0))
+        }
+        op::FLUSH => disk(&mut |d| d.flush().map(|()| 0)),
         op::STATS => {
-            let (hits, misses) = driver.cache.stats();
-            Ok((hits << 32) | (misses & 0xffff_ffff))
+            let stats = cache_stats(objects);
+            let hits = stats.local_hits + stats.peer_hits;
+            Ok((hits << 32) | (stats.device_reads & 0xffff_ffff))
         }
-        op::WAITS => Ok((driver.requests << 32) | (driver.waits & 0xffff_ffff)),
-        op::INVALIDATE => {
-            driver.cache.clear();
+        op::PEER_HITS => {
+            let reps = objects.cos.objects()[objects.disk.id()].reps as u64;
+            Ok((cache_stats(objects).peer_hits << 32) | reps)
+        }
+        op::WAITS => {
+            let requests = REQUESTS.load(Ordering::Relaxed);
+            Ok((requests << 32) | (WAITS.load(Ordering::Relaxed) & 0xffff_ffff))
+        }
+        op::INVALIDATE => disk(&mut |d| {
+            d.invalidate();
             Ok(0)
-        }
+        }),
         _ => Err(BlkError::UnknownOp),
     })
 }
@@ -191,14 +228,25 @@ fn main(n: u64) -> i64 {
         dev.blocks(),
         if dev.readonly() { ", read-only" } else { "" }
     );
-    *DRIVER.lock() = Some(Driver {
+    let cpus = ServerCpus::new();
+    let count = cpus.count();
+    let cos = CoManager::new(cpus, 4);
+    let device = Device {
         dev,
-        cache: BlockCache::new(CACHE_BLOCKS),
         index,
         bound_cpu: None,
-        requests: 0,
-        waits: 0,
-    });
+    };
+    let disk = match cos.create(
+        "blk.disk",
+        blockdev::root(device, count, CACHE_BLOCKS_PER_CPU),
+    ) {
+        Ok(disk) => disk,
+        Err(e) => {
+            println!("blkd {n}: cannot create the disk object: {e:?}");
+            return 1;
+        }
+    };
+    OBJECTS.call_once(|| Objects { cos, disk });
     if let Err(e) = sys::ppc_serve(&name, serve) {
         println!("blkd {n}: cannot export {name}: {e:?}");
         return 1;

@@ -1,15 +1,19 @@
 //! The block-driver check (run by `/bin/drvinit` with two disks: `blk0` writable, `blk1`
 //! read-only). On `blk0` it reads the host-prepared blocks 0..16 and prints their checksum,
 //! writes a known pattern to blocks 32..48, reads it back from the cache and, after a flush and
-//! emptying the cache, from the device; an out-of-range read must fail. On `blk1` it prints the
+//! emptying the cache, from the device; then, from a dispatcher on another CPU, the same blocks
+//! must come from the first CPU's part of the cache, with no device request; an out-of-range
+//! read must fail. On `blk1` it prints the
 //! checksum of blocks 0..4 and a write must be refused as read-only. The host compares the
 //! checksums and the image files.
 #![no_std]
 #![no_main]
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use k42_guest_lib::virtio::blk::{fnv1a, op, pattern, BlkError, BLOCK_SIZE, FNV_OFFSET};
 use k42_programs::devmem::own_ppc_buffer;
 use k42_rt::kabi::{DeviceDesc, Error, SpawnFlags};
+
 use k42_rt::println;
 use k42_rt::sys;
 
@@ -19,6 +23,58 @@ k42_rt::entry!(main);
 const HOST_BLOCKS: core::ops::Range<u64> = 0..16;
 /// Blocks this test writes on `blk0`.
 const WRITTEN: core::ops::Range<u64> = 32..48;
+
+/// The `blk0` server, for the dispatcher on another CPU.
+static SERVER: AtomicU64 = AtomicU64::new(0);
+/// What that dispatcher found: wrong blocks + 1 once it has read them all (0: not yet), or
+/// `u64::MAX` after an error.
+static OTHER_CPU_WRONG: AtomicU64 = AtomicU64::new(0);
+/// The CPU it ran on.
+static OTHER_CPU: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn other_cpu_reader(cpu: u64) -> ! {
+    OTHER_CPU.store(cpu, Ordering::Relaxed);
+    let result = wrong_blocks(SERVER.load(Ordering::Acquire)).map_or(u64::MAX, |w| w + 1);
+    OTHER_CPU_WRONG.store(result, Ordering::Release);
+    loop {
+        sys::block(0);
+    }
+}
+
+/// Reads [`WRITTEN`] again from a dispatcher on another CPU: its rep of the disk object finds
+/// the blocks in the first CPU's part. False if a block is wrong or went to the device.
+fn read_on_another_cpu(server: u64) -> Result<bool, BlkError> {
+    let requests = call(server, op::WAITS, 0)? >> 32;
+    SERVER.store(server, Ordering::Release);
+    match k42_programs::start_workers(other_cpu_reader) {
+        Ok(0) => {
+            println!("blktest: one CPU: no second CPU's part of the cache to check");
+            return Ok(true);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            println!("blktest: cannot start a dispatcher on another CPU: {e:?}");
+            return Ok(false);
+        }
+    }
+    if !k42_programs::wait_until(100, 10_000, || OTHER_CPU_WRONG.load(Ordering::Acquire) != 0) {
+        println!("blktest: the dispatcher on another CPU did not finish");
+        return Ok(false);
+    }
+    let wrong = OTHER_CPU_WRONG.load(Ordering::Acquire).wrapping_sub(1);
+    let device = (call(server, op::WAITS, 0)? >> 32) - requests;
+    let peer = call(server, op::PEER_HITS, 0)?;
+    println!(
+        "blktest: blk0 blocks {}..{} read on cpu {}: {wrong} wrong, {device} device requests, \
+         {} reads from another CPU's cache part, {} CPUs with a part",
+        WRITTEN.start,
+        WRITTEN.end,
+        OTHER_CPU.load(Ordering::Relaxed),
+        peer >> 32,
+        peer & 0xffff_ffff
+    );
+    Ok(wrong == 0 && device == 0 && peer >> 32 >= WRITTEN.end - WRITTEN.start)
+}
 
 /// One call to a block server: `Ok(r1)` or the driver's error.
 fn call(server: u64, operation: u64, block: u64) -> Result<u64, BlkError> {
@@ -94,6 +150,7 @@ fn disk0(server: u64) -> Result<bool, BlkError> {
         WRITTEN.start, WRITTEN.end
     );
     ok &= cached == 0 && from_device == 0;
+    ok &= read_on_another_cpu(server)?;
     let stats = call(server, op::STATS, 0)?;
     println!(
         "blktest: blk0 cache: {} hits, {} misses",
