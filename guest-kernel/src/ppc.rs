@@ -13,7 +13,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
-use k42_guest_lib::kabi::{self, Message, Prot, Sys};
+use k42_guest_lib::kabi::{self, Message, Sys};
 use spin::Mutex;
 
 use crate::arch::idt::TrapFrame;
@@ -94,9 +94,7 @@ pub fn call(frame: &mut TrapFrame, client: Arc<Dispatcher>) -> Result<(), kabi::
     {
         let mut guard = server.aspace.lock();
         let space = guard.as_mut().ok_or(kabi::Error::NotFound)?;
-        let window = kabi::ppc_window(cpu);
-        space.unmap_page(window);
-        space.map_page(window, buffer, Prot::READ | Prot::WRITE, false)?;
+        space.map_window(kabi::ppc_window(cpu), buffer)?;
     }
     state.frame = proc::user_frame(
         entry,
@@ -111,7 +109,7 @@ pub fn call(frame: &mut TrapFrame, client: Arc<Dispatcher>) -> Result<(), kabi::
     state.frame.rax = kabi::ppc_window(cpu);
     state.serving = Some(client.clone());
     drop(state);
-    sched::block_current(BlockReason::PpcReply);
+    sched::block_current_for_hand_off(BlockReason::PpcReply);
     sched::hand_off(frame, target);
     Ok(())
 }

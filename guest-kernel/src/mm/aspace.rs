@@ -424,6 +424,22 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Points the page at `va` (a PPC window) at `frame`, read-write and not owned, replacing
+    /// whatever it mapped: one walk and one entry write, since every PPC call does it.
+    pub fn map_window(&mut self, va: u64, frame: u64) -> Result<(), AspaceError> {
+        let t = self.leaf_table(va)?;
+        let index = indices(va)[3];
+        let old = read_entry(t, index);
+        if old & OWNED != 0 {
+            return Err(AspaceError::BadRange);
+        }
+        write_entry(t, index, frame | leaf_flags(Prot::READ | Prot::WRITE));
+        if old & PRESENT != 0 {
+            arch::invlpg(va);
+        }
+        Ok(())
+    }
+
     /// Maps the device page at physical `phys` at `va` (inside a [`Backing::Device`] region),
     /// read-write, not executable, uncached (PCD and PWT set).
     pub fn map_device_page(&mut self, va: u64, phys: u64) -> Result<(), AspaceError> {
