@@ -4,7 +4,9 @@
 //! PPC buffer page, which the kernel maps into the server's window for the call. A server has
 //! one PPC dispatcher per CPU, so clients on every CPU are served at once; callers that find
 //! it busy (its current call was preempted) wait their turn and then re-issue the call, or,
-//! if they take upcalls, run other threads until told to retry.
+//! if they take upcalls, run other threads until told to retry. A handler may call other
+//! servers (nested PPC), carrying its CPU's nested buffer; such a call to a busy handler fails
+//! with `Busy` instead of waiting, so a cycle of servers calling each other cannot deadlock.
 //!
 //! Asynchronous messages go to a dispatcher's queue, set a soft-interrupt bit and never block.
 
@@ -17,7 +19,7 @@ use k42_guest_lib::kabi::{self, Message, Sys};
 use spin::Mutex;
 
 use crate::arch::idt::TrapFrame;
-use crate::proc::{self, BlockReason, Dispatcher, Process, RunState};
+use crate::proc::{self, BlockReason, Dispatcher, DispatcherKind, Process, RunState};
 use crate::sched;
 
 static NAMES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
@@ -68,12 +70,14 @@ pub fn call(frame: &mut TrapFrame, client: Arc<Dispatcher>) -> Result<(), kabi::
         return Err(kabi::Error::NotFound);
     }
     let cpu = client.cpu;
-    let buffer = proc::ppc_buffer(&client.process, client.index)?;
+    let buffer = proc::ppc_buffer_of(&client)?;
     let target = proc::ppc_dispatcher(&server, cpu)?;
     let mut state = target.state.lock();
     match state.run {
         RunState::Idle => {}
         RunState::Dead => return Err(kabi::Error::NotFound),
+        // A nested call never waits: the busy handler may be waiting for this one.
+        _ if client.kind == DispatcherKind::Ppc => return Err(kabi::Error::Busy),
         _ => {
             // Busy. The call is to be re-issued from the start of the entry stub. A client
             // that takes upcalls runs another of its threads meanwhile and is told when to

@@ -17,7 +17,7 @@ use spin::{Mutex, Once};
 use crate::arch::{gdt, idt::TrapFrame, user};
 use crate::mm::aspace::{AddressSpace, Backing, Region};
 use crate::mm::bulk::MemBatch;
-use crate::{mm, platform};
+use crate::{mm, percpu, platform};
 
 /// Process id of the first user program; when it exits, the VM shuts down with its status.
 pub const INIT_PID: u64 = 1;
@@ -806,6 +806,9 @@ pub fn ppc_dispatcher(process: &Arc<Process>, cpu: usize) -> Result<Arc<Dispatch
     if let Some(d) = &list[cpu] {
         return Ok(d.clone());
     }
+    // Its nested buffer (what its calls to other servers carry) exists before its first call,
+    // so a handler may fill it at once.
+    ppc_buffer(process, kabi::MAX_DISPATCHERS + cpu)?;
     let top = kabi::ppc_stack_top(cpu);
     let window = kabi::ppc_window(cpu);
     {
@@ -839,18 +842,33 @@ pub fn ppc_dispatcher(process: &Arc<Process>, cpu: usize) -> Result<Arc<Dispatch
     Ok(d)
 }
 
-/// The PPC buffer frame of `process`'s dispatcher `dispatcher` (the page its calls carry),
-/// allocated and mapped on first use.
-pub fn ppc_buffer(process: &Arc<Process>, dispatcher: usize) -> Result<u64, kabi::Error> {
-    let mut buffers = process.ppc_buffers.lock();
-    if buffers.len() <= dispatcher {
-        buffers.resize(dispatcher + 1, 0);
+/// The PPC buffer frame `d`'s calls carry: its own for a normal dispatcher, its CPU's nested
+/// buffer for a PPC one (see [`ppc_buffer`]).
+pub fn ppc_buffer_of(d: &Dispatcher) -> Result<u64, kabi::Error> {
+    match d.kind {
+        DispatcherKind::Normal => ppc_buffer(&d.process, d.index),
+        DispatcherKind::Ppc => ppc_buffer(&d.process, kabi::MAX_DISPATCHERS + d.cpu),
     }
-    if buffers[dispatcher] != 0 {
-        return Ok(buffers[dispatcher]);
+}
+
+/// The PPC buffer frame in `process`'s buffer slot `slot`, allocated and mapped on first use:
+/// slots below [`kabi::MAX_DISPATCHERS`] are the dispatchers' buffers ([`kabi::ppc_buffer`]),
+/// slot `MAX_DISPATCHERS + c` is the nested buffer of its PPC handler on CPU `c`
+/// ([`kabi::ppc_nested_buffer`]).
+pub fn ppc_buffer(process: &Arc<Process>, slot: usize) -> Result<u64, kabi::Error> {
+    let va = match slot.checked_sub(kabi::MAX_DISPATCHERS) {
+        None => kabi::ppc_buffer(slot),
+        Some(cpu) if cpu < percpu::MAX_CPUS => kabi::ppc_nested_buffer(cpu),
+        Some(_) => return Err(kabi::Error::Invalid),
+    };
+    let mut buffers = process.ppc_buffers.lock();
+    if buffers.len() <= slot {
+        buffers.resize(slot + 1, 0);
+    }
+    if buffers[slot] != 0 {
+        return Ok(buffers[slot]);
     }
     let frame = mm::alloc_frame().ok_or(kabi::Error::NoMemory)?;
-    let va = kabi::ppc_buffer(dispatcher);
     let mut guard = process.aspace.lock();
     let space = guard.as_mut().ok_or(kabi::Error::NotFound)?;
     let prot = Prot::READ | Prot::WRITE;
@@ -866,7 +884,7 @@ pub fn ppc_buffer(process: &Arc<Process>, dispatcher: usize) -> Result<u64, kabi
         mm::free_zeroed(&[frame]);
         return Err(e.into());
     }
-    buffers[dispatcher] = frame;
+    buffers[slot] = frame;
     Ok(frame)
 }
 

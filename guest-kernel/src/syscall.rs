@@ -84,10 +84,6 @@ fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Opt
             ppc::lookup(&name).ok_or(Error::NotFound)
         }
         Sys::PpcCall => {
-            if me.kind == DispatcherKind::Ppc {
-                // Nested calls from a PPC handler are not supported yet.
-                return Err(Error::NotPermitted);
-            }
             ppc::call(frame, me)?;
             return Ok(None);
         }

@@ -24,6 +24,9 @@ pub const PPC_WINDOW_AREA: u64 = 0x0000_7fff_ffc0_0000;
 /// The PPC buffer of a process's dispatcher `d` (the page its calls carry to the server):
 /// `PPC_BUFFER_AREA + d * PAGE_SIZE`.
 pub const PPC_BUFFER_AREA: u64 = 0x0000_7fff_ffa0_0000;
+/// The PPC buffer a server's handler on CPU `c` carries to the servers it calls itself (a
+/// nested call): `PPC_NESTED_BUFFER_AREA + c * PAGE_SIZE`.
+pub const PPC_NESTED_BUFFER_AREA: u64 = 0x0000_7fff_ffb0_0000;
 /// The stacks a server's PPC handler runs on: CPU `c`'s is the [`PPC_STACK_SIZE`] below
 /// `PPC_STACK_AREA + (c + 1) * PPC_STACK_SIZE` (demand-zero).
 pub const PPC_STACK_AREA: u64 = 0x0000_7fff_e000_0000;
@@ -86,6 +89,11 @@ pub enum Sys {
     /// `ppc_lookup(name_ptr, name_len) -> server pid`.
     PpcLookup = 12,
     /// `ppc_call(server, a0, a1, a2, a3) -> (r0, r1)`: synchronous protected procedure call.
+    /// The call carries the calling dispatcher's PPC buffer ([`ppc_buffer`]); a server's
+    /// handler may call other servers (a nested call), carrying its CPU's
+    /// [`ppc_nested_buffer`]. A nested call to a server whose handler on this CPU is busy fails
+    /// with `Busy` at once instead of waiting (its handler may be waiting for this one: a
+    /// server calling itself, or two servers calling each other).
     PpcCall = 13,
     /// `ppc_return(r0, r1)`: ends the PPC call being served; never returns.
     PpcReturn = 14,
@@ -656,6 +664,11 @@ pub const fn ppc_buffer(dispatcher: usize) -> u64 {
     PPC_BUFFER_AREA + dispatcher as u64 * PAGE_SIZE
 }
 
+/// Address of the PPC buffer a server's handler on `cpu` carries to the servers it calls.
+pub const fn ppc_nested_buffer(cpu: usize) -> u64 {
+    PPC_NESTED_BUFFER_AREA + cpu as u64 * PAGE_SIZE
+}
+
 /// Top of a server's PPC stack on `cpu`.
 pub const fn ppc_stack_top(cpu: usize) -> u64 {
     PPC_STACK_AREA + (cpu as u64 + 1) * PPC_STACK_SIZE
@@ -725,7 +738,8 @@ mod tests {
     const _: () = {
         assert!(MAIN_STACK_TOP <= PPC_STACK_AREA);
         assert!(ppc_stack_top(63) <= PPC_BUFFER_AREA);
-        assert!(ppc_buffer(63) + PAGE_SIZE <= PPC_WINDOW_AREA);
+        assert!(ppc_buffer(MAX_DISPATCHERS - 1) + PAGE_SIZE <= PPC_NESTED_BUFFER_AREA);
+        assert!(ppc_nested_buffer(63) + PAGE_SIZE <= PPC_WINDOW_AREA);
         assert!(ppc_window(63) + PAGE_SIZE <= DISPATCHER_AREA);
         assert!(dispatcher_page(MAX_DISPATCHERS - 1) + PAGE_SIZE <= ENTRY_PAGE);
         assert!(USER_END <= MAIN_STACK_TOP - MAIN_STACK_SIZE);

@@ -94,6 +94,13 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         "Linux fork/exec/wait4, signals, SIGSEGV from a fault or the fork bomb failed\n{context}"
     );
     assert!(
+        output.contains("nested: all checks passed")
+            && output.contains(
+                "nested: the relay calling itself: Some(Busy); calling a missing server: Some(NotFound)"
+            ),
+        "nested PPC (a server's handler calling kv) failed\n{context}"
+    );
+    assert!(
         output.contains("tlb: a fork kept the child's copy while another dispatcher wrote")
             && output.contains("tlb: an unmap ended the reader on another dispatcher"),
         "a fork or an unmap did not reach the process's other dispatchers (TLB shoot-down)\n{context}"

@@ -25,6 +25,21 @@ pub mod kv {
     pub const UNKNOWN: u64 = 0xbad;
 }
 
+/// Operations of `/bin/relay`, a server whose handler calls `kv` itself (nested PPC).
+pub mod relay {
+    /// `get(key = a1)`: `kv`'s `get`, made from the relay's handler; the same reply.
+    pub const GET: u64 = 1;
+    /// `sum(len = a1)`: copies the first `len` bytes of the caller's buffer into the relay's
+    /// nested buffer and asks `kv` for their sum; the same reply.
+    pub const SUM: u64 = 2;
+    /// `call_self()`: the relay's handler calls the relay (busy on this CPU: itself).
+    pub const CALL_SELF: u64 = 3;
+    /// `call_missing()`: the relay's handler calls a server that does not exist.
+    pub const CALL_MISSING: u64 = 4;
+    /// `r0` of a reply whose nested call failed; `r1` is the error's number, negated.
+    pub const FAILED: u64 = 0xfa11;
+}
+
 /// The files of `/proc` whose contents the Linux personality makes at each open (the file
 /// server holds them as empty read-only files, so they list and stat as on Linux, where they
 /// also report size 0).

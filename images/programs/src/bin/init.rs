@@ -95,6 +95,8 @@ fn main(arg: u64) -> i64 {
                     }
                 }
             }
+            // Nested PPC: a server whose handler calls kv.
+            ok &= run("/bin/nested", 0, 0, 0);
         }
         Err(e) => {
             println!("init: cannot start kv: {e:?}");
