@@ -171,10 +171,10 @@ pub struct Dispatcher {
     pub cpu: usize,
     /// Normal or PPC.
     pub kind: DispatcherKind,
-    /// Priority class (0 is the most urgent).
-    pub class: usize,
+    /// Priority class (0 is the most urgent; [`set_schedule`] changes it).
+    pub class: AtomicUsize,
     /// Proportional-share tickets within the class.
-    pub tickets: u64,
+    pub tickets: AtomicU64,
     /// Physical frame of its shared page (normal dispatchers; 0 for PPC ones).
     pub page: u64,
     /// Pending soft-interrupt bits of a PPC dispatcher (it has no shared page; only a device
@@ -437,8 +437,8 @@ fn new_dispatcher(
         index,
         cpu,
         kind: DispatcherKind::Normal,
-        class: 1,
-        tickets: 100,
+        class: AtomicUsize::new(kabi::DEFAULT_CLASS as usize),
+        tickets: AtomicU64::new(kabi::DEFAULT_TICKETS),
         page,
         kernel_soft: AtomicU64::new(0),
         state: Mutex::new(DispatcherState::new(frame, RunState::Runnable)),
@@ -832,14 +832,38 @@ pub fn ppc_dispatcher(process: &Arc<Process>, cpu: usize) -> Result<Arc<Dispatch
         index: cpu,
         cpu,
         kind: DispatcherKind::Ppc,
-        class: 1,
-        tickets: 100,
+        class: AtomicUsize::new(kabi::DEFAULT_CLASS as usize),
+        tickets: AtomicU64::new(kabi::DEFAULT_TICKETS),
         page: 0,
         kernel_soft: AtomicU64::new(0),
         state: Mutex::new(DispatcherState::new(TrapFrame::default(), RunState::Idle)),
     });
     list[cpu] = Some(d.clone());
     Ok(d)
+}
+
+/// `dispatcher_schedule(index, class, tickets)` for `process` (see
+/// [`kabi::Sys::DispatcherSchedule`]).
+pub fn set_schedule(
+    process: &Arc<Process>,
+    index: u64,
+    class: u64,
+    tickets: u64,
+) -> Result<(), kabi::Error> {
+    if class >= kabi::SCHED_CLASSES || !(1..=kabi::MAX_TICKETS).contains(&tickets) {
+        return Err(kabi::Error::Invalid);
+    }
+    if class == 0 && process.flags & kabi::SpawnFlags::DEVICES == 0 {
+        return Err(kabi::Error::NotPermitted);
+    }
+    let d = usize::try_from(index)
+        .ok()
+        .and_then(|i| process.dispatchers.lock().get(i).cloned())
+        .ok_or(kabi::Error::NotFound)?;
+    d.class.store(class as usize, Ordering::Relaxed);
+    d.tickets.store(tickets, Ordering::Relaxed);
+    crate::sched::reclassed(&d);
+    Ok(())
 }
 
 /// The PPC buffer frame `d`'s calls carry: its own for a normal dispatcher, its CPU's nested

@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use k42_guest_lib::cobj::{CoRef, PerCpuReps};
+use k42_guest_lib::kabi;
 use spin::{Mutex, Once};
 
 use crate::arch::{self, apic, boot, idt, idt::TrapFrame, user};
@@ -21,7 +22,7 @@ use crate::proc::{BlockReason, Dispatcher, RunState};
 use crate::{platform, timer};
 
 /// Priority classes (0 is served first).
-pub const CLASSES: usize = 3;
+pub const CLASSES: usize = kabi::SCHED_CLASSES as usize;
 /// Time a dispatcher runs before another of its CPU gets a turn.
 const QUANTUM_US: u64 = 10_000;
 /// Stride numerator: a dispatcher's pass advances by `STRIDE_ONE / tickets` per turn.
@@ -35,6 +36,8 @@ pub trait RunQueue: Send + Sync {
     fn pop(&self) -> Option<Arc<Dispatcher>>;
     /// Dispatchers waiting.
     fn len(&self) -> usize;
+    /// Moves `d`, if it waits here, to the queue of the class it now has.
+    fn reclass(&self, d: &Arc<Dispatcher>);
 }
 
 struct RunQueueRep {
@@ -46,7 +49,7 @@ struct RunQueueRep {
 
 impl RunQueue for RunQueueRep {
     fn push(&self, d: Arc<Dispatcher>) {
-        let class = d.class.min(CLASSES - 1);
+        let class = d.class.load(Ordering::Relaxed).min(CLASSES - 1);
         {
             let mut state = d.state.lock();
             state.pass = state.pass.max(self.global_pass.load(Ordering::Relaxed));
@@ -73,7 +76,7 @@ impl RunQueue for RunQueueRep {
             let d = queue.remove(best);
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             self.global_pass.store(best_pass, Ordering::Relaxed);
-            d.state.lock().pass = best_pass + STRIDE_ONE / d.tickets.max(1);
+            d.state.lock().pass = best_pass + STRIDE_ONE / d.tickets.load(Ordering::Relaxed).max(1);
             return Some(d);
         }
         None
@@ -82,6 +85,24 @@ impl RunQueue for RunQueueRep {
     fn len(&self) -> usize {
         self.waiting.load(Ordering::Acquire) as usize
     }
+
+    fn reclass(&self, d: &Arc<Dispatcher>) {
+        let class = d.class.load(Ordering::Relaxed).min(CLASSES - 1);
+        let mut classes = self.classes.lock();
+        for queue in classes.iter_mut() {
+            if let Some(at) = queue.iter().position(|q| Arc::ptr_eq(q, d)) {
+                let d = queue.remove(at);
+                classes[class].push(d);
+                return;
+            }
+        }
+    }
+}
+
+/// After `d`'s class changed: if it waits on its CPU's run queue, it moves to its new class's
+/// queue (else it would wait behind every dispatcher of its old class).
+pub fn reclassed(d: &Arc<Dispatcher>) {
+    with_queue(d.cpu, |q| q.reclass(d));
 }
 
 /// Per-CPU scheduler state that is not a run queue.

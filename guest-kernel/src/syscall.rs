@@ -100,6 +100,7 @@ fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Opt
         Sys::MemobjMap => memobj::map(&me.process, a0, a1, a2).map(|_| 0),
         Sys::MemobjGrant => memobj::grant(&me.process, a0, a1).map(|_| 0),
         Sys::MemobjUnmap => memobj::unmap(&me.process, a0).map(|_| 0),
+        Sys::DispatcherSchedule => proc::set_schedule(&me.process, a0, a1, a2).map(|_| 0),
         Sys::Info => info(&me, a0),
         Sys::LinuxEntry => linux_entry(&me, a0),
         Sys::LinuxRewrite => linux_rewrite(&me, a0),

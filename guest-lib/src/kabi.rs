@@ -177,10 +177,25 @@ pub enum Sys {
     /// holds it, and the object's memory is freed when no process does. `Invalid` if no object
     /// mapping starts at `addr`.
     MemobjUnmap = 30,
+    /// `dispatcher_schedule(index, class, tickets) -> 0`: puts the caller's dispatcher `index`
+    /// in priority class `class` (below [`SCHED_CLASSES`]; 0 is served first and needs
+    /// [`SpawnFlags::DEVICES`], the drivers' right) with `tickets` (1 to [`MAX_TICKETS`]) for
+    /// its proportional share within the class. New dispatchers start in class
+    /// [`DEFAULT_CLASS`] with [`DEFAULT_TICKETS`]. Takes effect from its next turn.
+    DispatcherSchedule = 31,
 }
 
 /// How many system calls there are.
-pub const SYS_COUNT: u64 = 31;
+pub const SYS_COUNT: u64 = 32;
+
+/// Priority classes of dispatchers (0 is served first).
+pub const SCHED_CLASSES: u64 = 3;
+/// The class a dispatcher starts in.
+pub const DEFAULT_CLASS: u64 = 1;
+/// The tickets a dispatcher starts with.
+pub const DEFAULT_TICKETS: u64 = 100;
+/// Most tickets a dispatcher may hold.
+pub const MAX_TICKETS: u64 = 10_000;
 
 /// Most processes alive at once (running, init and servers included): `spawn` and `fork`
 /// beyond it fail with `Again`, which bounds a fork bomb. Exited processes whose status waits
@@ -241,6 +256,7 @@ impl Sys {
             Sys::LinuxRewrite,
             Sys::ConsoleRead,
             Sys::MemobjUnmap,
+            Sys::DispatcherSchedule,
         ];
         ALL.get(usize::try_from(nr).ok()?).copied()
     }
@@ -703,6 +719,7 @@ mod tests {
         assert_eq!(Error::from_return(-32), Some(Error::Ended));
         assert_eq!(Sys::from_number(29), Some(Sys::ConsoleRead));
         assert_eq!(Sys::from_number(30), Some(Sys::MemobjUnmap));
+        assert_eq!(Sys::from_number(31), Some(Sys::DispatcherSchedule));
         assert_eq!(Sys::from_number(23), Some(Sys::Fork));
     }
 

@@ -350,6 +350,12 @@ pub fn memobj_grant(id: u64, pid: u64) -> SysResult<()> {
     check(raw(Sys::MemobjGrant, id, pid, 0, 0).0).map(|_| ())
 }
 
+/// Puts this process's dispatcher `index` in priority class `class` with `tickets` (see
+/// [`Sys::DispatcherSchedule`]).
+pub fn dispatcher_schedule(index: usize, class: u64, tickets: u64) -> SysResult<()> {
+    check(raw(Sys::DispatcherSchedule, index as u64, class, tickets, 0).0).map(|_| ())
+}
+
 /// Removes the mapping of a memory object made at `addr` (see [`Sys::MemobjUnmap`]).
 pub fn memobj_unmap(addr: u64) -> SysResult<()> {
     check(raw(Sys::MemobjUnmap, addr, 0, 0, 0).0).map(|_| ())

@@ -94,6 +94,10 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         "Linux fork/exec/wait4, signals, SIGSEGV from a fault or the fork bomb failed\n{context}"
     );
     assert!(
+        output.contains("sched: all checks passed"),
+        "dispatcher classes or tickets had no effect\n{context}"
+    );
+    assert!(
         output.contains("nested: all checks passed")
             && output.contains(
                 "nested: the relay calling itself: Some(Busy); calling a missing server: Some(NotFound)"

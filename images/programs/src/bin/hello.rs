@@ -70,6 +70,31 @@ fn main(_arg: u64) -> i64 {
         sys::check_raw(sys::raw_number(999, 0)),
         Error::NoSys,
     );
+    for (what, (index, class, tickets), error) in [
+        (
+            "schedule: a class beyond the last",
+            (0, 3, 100),
+            Error::Invalid,
+        ),
+        ("schedule: no tickets", (0, 1, 0), Error::Invalid),
+        ("schedule: too many tickets", (0, 1, 10_001), Error::Invalid),
+        (
+            "schedule: class 0 without the driver right",
+            (0, 0, 100),
+            Error::NotPermitted,
+        ),
+        (
+            "schedule: a missing dispatcher",
+            (99, 1, 100),
+            Error::NotFound,
+        ),
+    ] {
+        ok &= expect(what, sys::dispatcher_schedule(index, class, tickets), error);
+    }
+    if sys::dispatcher_schedule(0, 1, 100) != Ok(()) {
+        println!("hello: FAILED: dispatcher_schedule with good arguments");
+        ok = false;
+    }
     ok &= expect(
         "dispatcher on a missing CPU",
         sys::dispatcher_create(10_000, worker, 0x10_0000, 0),

@@ -82,6 +82,8 @@ fn main(arg: u64) -> i64 {
     ok &= run("/bin/fork", 0, 0, 0);
     // TLB shoot-down: a fork and an unmap reach the process's other dispatchers.
     ok &= run("/bin/tlb", 0, 0, 0);
+    // Priority classes and proportional share, set by dispatcher_schedule.
+    ok &= run("/bin/sched", 0, 0, 0);
     match sys::spawn("/bin/kv", 0, 0) {
         Ok(_) => {
             let a = sys::spawn("/bin/kvclient", arg, 0);
