@@ -2,9 +2,12 @@
  * statuses, a child ended by SIGSEGV from a fault and one ended by kill, execve of itself
  * (arguments arrive), of a file that is not a program and of a missing one, a pipe between
  * parent and child, signal handlers (raised by the process itself and SIGCHLD from a child's
- * exit) and a fork bomb that ends at the process limit with EAGAIN, after which fork works
- * again. Exits 0 only if every check holds; prints each failure. */
+ * exit), signals that end blocking calls (a pipe read ended by a handled signal with EINTR or
+ * by SIGTERM's default action, a wait4 ended with EINTR by a signal from another thread) and a
+ * fork bomb that ends at the process limit with EAGAIN, after which fork works again. Exits 0
+ * only if every check holds; prints each failure. */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -150,6 +153,76 @@ static void signal_handlers(void) {
     signal(SIGUSR1, SIG_DFL);
 }
 
+static volatile sig_atomic_t usr2;
+
+static void on_usr2(int sig) { usr2 += sig == SIGUSR2; }
+
+/* Sends `sig` to `pid` every 20 ms until it has exited (at most 2 s); returns its status. */
+static int signal_until_reaped(pid_t pid, int sig) {
+    for (int i = 0; i < 100; i++) {
+        kill(pid, sig);
+        usleep(20000);
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return status;
+    }
+    return -1;
+}
+
+/* A child reading an empty pipe whose writer stays open; it exits 42 if its read ended with
+ * EINTR after its SIGUSR2 handler ran. */
+static pid_t blocked_reader(int fds[2]) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c;
+        ssize_t n = read(fds[0], &c, 1);
+        _exit(n == -1 && errno == EINTR && usr2 >= 1 ? 42 : 1);
+    }
+    return pid;
+}
+
+/* Sends SIGUSR2 to the thread `arg` points at, after 50 ms. */
+static void *signal_thread_later(void *arg) {
+    usleep(50000);
+    pthread_kill(*(pthread_t *)arg, SIGUSR2);
+    return NULL;
+}
+
+static void interrupted_calls(void) {
+    int fds[2];
+    check(pipe(fds) == 0, "pipe for the blocked readers");
+    /* The handler (without SA_RESTART) is inherited, so it is there before any signal. */
+    struct sigaction sa = {0};
+    sa.sa_handler = on_usr2;
+    check(sigaction(SIGUSR2, &sa, NULL) == 0, "sigaction SIGUSR2");
+    int status = signal_until_reaped(blocked_reader(fds), SIGUSR2);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 42,
+          "a handled signal ends a blocked pipe read with EINTR");
+    status = signal_until_reaped(blocked_reader(fds), SIGTERM);
+    check(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+          "SIGTERM ends a process blocked in a pipe read");
+
+    /* wait4 ended by a signal from another thread of this process, then reaping works. */
+    usr2 = 0;
+    pid_t child = fork();
+    if (child == 0) {
+        char c;
+        close(fds[1]);
+        _exit(read(fds[0], &c, 1) == 0 ? 5 : 1);
+    }
+    pthread_t thread, self = pthread_self();
+    check(pthread_create(&thread, NULL, signal_thread_later, &self) == 0, "pthread_create");
+    int got = waitpid(child, &status, 0);
+    check(got == -1 && errno == EINTR && usr2 == 1, "a signal from another thread ends waitpid with EINTR");
+    pthread_join(thread, NULL);
+    close(fds[1]);
+    got = waitpid(child, &status, 0);
+    check(got == child && WIFEXITED(status) && WEXITSTATUS(status) == 5,
+          "the child is reaped after the interrupted wait");
+    close(fds[0]);
+    signal(SIGUSR2, SIG_DFL);
+}
+
 static void fork_bomb(void) {
     pid_t pids[4096];
     int n = 0;
@@ -192,6 +265,7 @@ int main(int argc, char **argv) {
     exec_checks(argv[0]);
     pipe_to_child();
     signal_handlers();
+    interrupted_calls();
     fork_bomb();
     if (failures == 0) {
         printf("linux-procs: ok (%d checks)\n", checks);

@@ -73,8 +73,9 @@ pub(crate) fn with_ppc_buffer<T>(f: impl FnOnce() -> T) -> T {
 
 /// Runs `f` with the file-server client (`EIO` when there is no server). When the server says
 /// the call must wait (an empty or full pipe), waits for its wake-up without the client, so
-/// the process's other threads can use it meanwhile, then runs `f` again. Signals arriving
-/// meanwhile are kept for delivery when the system call returns.
+/// the process's other threads can use it meanwhile, then runs `f` again. A signal that
+/// arrives meanwhile ends the wait with `EINTR` (see [`crate::signals::interrupts_call`]); it
+/// is delivered as the system call returns.
 fn with_client<T>(mut f: impl FnMut(&mut Client<Ppc>) -> Result<T, i32>) -> Result<T, Ret> {
     loop {
         let result = {
@@ -88,7 +89,13 @@ fn with_client<T>(mut f: impl FnMut(&mut Client<Ppc>) -> Result<T, i32>) -> Resu
         };
         match result {
             Err(server::MUST_WAIT) => {
-                crate::threads::wait_for(WAKE_SOFT_INTERRUPT, 0);
+                let woke = crate::threads::wait_for(
+                    WAKE_SOFT_INTERRUPT | crate::signals::SOFT_INTERRUPTS,
+                    0,
+                );
+                if woke & WAKE_SOFT_INTERRUPT == 0 && crate::signals::interrupts_call() {
+                    return Err(err(errno::EINTR));
+                }
             }
             other => return other.map_err(err),
         }

@@ -97,6 +97,9 @@ pub fn wait4(pid: i64, status: u64, options: u64, rusage: u64) -> Ret {
     let target = if pid > 0 { pid as u64 } else { kabi::WAIT_ANY };
     let no_hang = options & u64::from(WNOHANG) != 0;
     match wait_child(target, no_hang) {
+        Err(Waited::Interrupted) => err(errno::EINTR),
+        Err(Waited::NoChild) => err(errno::ECHILD),
+        Err(Waited::NoneYet) => 0,
         Ok((child, code)) => {
             if status != 0 {
                 let word = if code & kabi::EXIT_SIGNALED != 0 {
@@ -117,28 +120,36 @@ pub fn wait4(pid: i64, status: u64, options: u64, rusage: u64) -> Ret {
             }
             child as Ret
         }
-        Err(Error::Again) => 0,
-        Err(_) => err(errno::ECHILD),
     }
 }
 
-/// Waits for `target` (or any child) to exit, without blocking the other threads of the
-/// process: alone, the thread waits in the kernel; with others, it polls and waits for the
-/// soft interrupt a child's exit posts.
-fn wait_child(target: u64, no_hang: bool) -> sys::SysResult<(u64, i64)> {
-    if no_hang {
-        return sys::wait_flags(target, WaitFlags::NO_HANG);
-    }
-    if !crate::threads::others_live() {
-        return sys::wait_flags(target, 0);
-    }
+/// Why [`wait_child`] found no child.
+enum Waited {
+    /// `WNOHANG`, and none has exited.
+    NoneYet,
+    /// A signal ended the wait.
+    Interrupted,
+    /// No such child.
+    NoChild,
+}
+
+/// Waits for `target` (or any child) to exit: (its pid, its status). The wait is the
+/// soft interrupt a child's exit posts, so the process's other threads run meanwhile and a
+/// signal can end it (`EINTR`, see [`crate::signals::interrupts_call`]); a child that has
+/// exited is reaped before a signal is looked at.
+fn wait_child(target: u64, no_hang: bool) -> Result<(u64, i64), Waited> {
+    let mut interrupted = false;
     loop {
         match sys::wait_flags(target, WaitFlags::NO_HANG) {
-            Err(Error::Again) => {
-                crate::threads::wait_for(kabi::SOFT_INTERRUPT_CHILD, 0);
-            }
-            other => return other,
+            Ok(found) => return Ok(found),
+            Err(Error::Again) if no_hang => return Err(Waited::NoneYet),
+            Err(Error::Again) if interrupted => return Err(Waited::Interrupted),
+            Err(Error::Again) => {}
+            Err(_) => return Err(Waited::NoChild),
         }
+        let mask = kabi::SOFT_INTERRUPT_CHILD | crate::signals::SOFT_INTERRUPTS;
+        crate::threads::wait_for(mask, 0);
+        interrupted = crate::signals::interrupts_call();
     }
 }
 

@@ -9,16 +9,16 @@
 //! is called as a function on the program's stack, with the signal (and with `SA_SIGINFO`, a
 //! `siginfo_t` and an empty `ucontext_t`), under the handler's mask; its return resumes the
 //! system call's return. A default action of Terminate or CoreDump ends the process with
-//! status 128 + the signal. Not yet: interrupting a system call that blocks (it completes and
-//! the signal follows), delivery to a process spinning without system calls, alternate
-//! signal stacks, stop and continue.
+//! status 128 + the signal. A signal ends a blocking call with `EINTR` unless its handler was
+//! installed with `SA_RESTART` ([`interrupts_call`]). Not yet: delivery to a process spinning
+//! without system calls, alternate signal stacks, stop and continue.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_linux_abi::errno;
 use k42_linux_abi::signal::{
     default_action, is_valid, DefaultAction, KernelSigaction, SigInfo, Sigset, UContext,
-    SA_NODEFER, SA_RESETHAND, SA_SIGINFO, SIGCHLD, SIGKILL, SIGSTOP, SIG_DFL, SIG_IGN,
+    SA_NODEFER, SA_RESETHAND, SA_RESTART, SA_SIGINFO, SIGCHLD, SIGKILL, SIGSTOP, SIG_DFL, SIG_IGN,
 };
 use k42_rt::kabi;
 use k42_rt::sys;
@@ -70,6 +70,10 @@ fn take_posted() {
 /// Makes `sig` pending in this process.
 pub fn raise(sig: i32) {
     PENDING.fetch_or(Sigset::bit(sig), Ordering::AcqRel);
+    // A thread of this process waiting for a signal's soft interrupt is woken as if one came.
+    if (1..=31).contains(&sig) {
+        crate::threads::bits_arrived(1 << (sig - 1));
+    }
 }
 
 /// A forked child starts with no pending signals.
@@ -103,6 +107,27 @@ pub fn deliverable() -> bool {
     })
 }
 
+/// Whether a signal should end the calling thread's blocking call with `EINTR` now: a pending
+/// one that is deliverable and whose action is not a handler installed with `SA_RESTART`
+/// (that handler runs when the call completes, which stands in for Linux's restart of the
+/// call), or one whose handler already ran on another thread meanwhile.
+pub fn interrupts_call() -> bool {
+    let handled_elsewhere = crate::threads::take_interrupted();
+    take_posted();
+    let ready = PENDING.load(Ordering::Acquire) & !BLOCKED.load(Ordering::Acquire);
+    if ready == 0 {
+        return handled_elsewhere;
+    }
+    let actions = ACTIONS.lock();
+    handled_elsewhere
+        || Sigset(ready).iter().any(|sig| {
+            let action = &actions[sig as usize];
+            (action.handler > SIG_IGN && action.flags & SA_RESTART == 0)
+                || (action.handler == SIG_DFL
+                    && !matches!(default_action(sig), Some(DefaultAction::Ignore) | None))
+        })
+}
+
 /// Delivers every pending signal that is not blocked (called as each system call returns).
 pub fn deliver() {
     take_posted();
@@ -133,6 +158,9 @@ fn deliver_one(sig: i32) {
             }
         }
         handler => {
+            if action.flags & SA_RESTART == 0 {
+                crate::threads::interrupt_waits();
+            }
             let old = BLOCKED.load(Ordering::Acquire);
             let mut mask = old | action.mask.0;
             if action.flags & SA_NODEFER == 0 {

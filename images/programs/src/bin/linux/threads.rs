@@ -58,6 +58,11 @@ struct Thread {
     woken: bool,
     /// The soft-interrupt bits that ended its last [`wait_for`].
     arrived: u64,
+    /// Inside a [`wait_for`] that signals end (woken or not yet).
+    interruptible: bool,
+    /// Set when a signal's handler ran on another thread while this one waited (see
+    /// [`interrupt_waits`]).
+    interrupted: bool,
     /// An unmap of its own stack, done once it has exited (see [`defer_own_stack_unmap`]).
     stack_unmap: Option<(u64, u64)>,
 }
@@ -148,6 +153,8 @@ impl Threads {
                 state: State::Running,
                 woken: false,
                 arrived: 0,
+                interruptible: false,
+                interrupted: false,
                 stack_unmap: None,
             });
             self.current = 0;
@@ -350,6 +357,8 @@ pub fn spawn(
         state: State::Runnable,
         woken: false,
         arrived: 0,
+        interruptible: false,
+        interrupted: false,
         stack_unmap: None,
     });
     drop(threads);
@@ -535,11 +544,42 @@ pub fn wait_for(mask: u64, deadline: u64) -> u64 {
         let me = threads.current;
         threads.list[me].state = State::Awaiting { mask, deadline };
         threads.list[me].arrived = 0;
+        threads.list[me].interruptible = mask & crate::signals::SOFT_INTERRUPTS != 0;
+        threads.list[me].interrupted = false;
     }
     schedule();
     let mut threads = THREADS.lock();
     let me = threads.current;
+    threads.list[me].interruptible = false;
     core::mem::take(&mut threads.list[me].arrived)
+}
+
+/// A signal's handler (without `SA_RESTART`) is about to run on the calling thread: every other
+/// thread waiting for signals in [`wait_for`] is woken and told ([`take_interrupted`]), so its
+/// call ends with `EINTR` as the thread Linux would have interrupted. (Signals are kept per
+/// process here, so the handler runs on whichever thread returns from a call first.)
+pub fn interrupt_waits() {
+    let mut threads = THREADS.lock();
+    let me = threads.current;
+    for (i, t) in threads.list.iter_mut().enumerate() {
+        if i != me && t.interruptible {
+            t.interrupted = true;
+            if matches!(t.state, State::Awaiting { .. }) {
+                t.state = State::Runnable;
+            }
+        }
+    }
+}
+
+/// Whether a handler ran on another thread during the calling thread's last [`wait_for`]
+/// (cleared by asking).
+pub fn take_interrupted() -> bool {
+    let mut threads = THREADS.lock();
+    if threads.list.is_empty() {
+        return false;
+    }
+    let me = threads.current;
+    core::mem::take(&mut threads.list[me].interrupted)
 }
 
 /// Wakes the threads waiting (in [`wait_for`]) for any of `bits`, which a `block` returned or
@@ -549,11 +589,6 @@ pub fn bits_arrived(bits: u64) {
     if bits != 0 {
         THREADS.lock().bits_arrived(bits);
     }
-}
-
-/// Whether the process has threads besides the calling one.
-pub fn others_live() -> bool {
-    THREADS.lock().live() > 1
 }
 
 /// `futex(addr, op, val, timeout_or_val2, addr2, val3)`.
