@@ -591,6 +591,11 @@ pub fn bits_arrived(bits: u64) {
     }
 }
 
+/// Whether the process has threads besides the calling one.
+pub fn others_live() -> bool {
+    THREADS.lock().live() > 1
+}
+
 /// `futex(addr, op, val, timeout_or_val2, addr2, val3)`.
 pub fn futex(addr: u64, op: u64, val: u64, timeout: u64, addr2: u64, val3: u64) -> Ret {
     let op = op as i32;
