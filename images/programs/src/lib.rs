@@ -118,21 +118,32 @@ pub fn dispatcher_from_stack() -> usize {
 
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 
-/// Starts a dispatcher on every CPU other than the caller's, each running `worker(cpu)` on its
-/// own stack; returns how many were started. Dispatcher `i` gets stack slot `i`.
-pub fn start_workers(worker: extern "C" fn(u64) -> !) -> Result<usize, k42_rt::kabi::Error> {
+/// Starts a dispatcher on `cpu` running `worker(arg)` on its own stack (the next stack slot:
+/// dispatcher `i` gets slot `i`, which [`dispatcher_from_stack`] relies on); returns its index.
+pub fn start_dispatcher(
+    cpu: usize,
+    worker: extern "C" fn(u64) -> !,
+    arg: u64,
+) -> Result<usize, k42_rt::kabi::Error> {
     k42_rt::set_dispatcher_lookup(dispatcher_from_stack);
+    let index = STARTED.fetch_add(1, Ordering::AcqRel) + 1;
+    let base = STACKS_BASE + index as u64 * STACK_SIZE;
+    sys::map(base, STACK_SIZE, Prot::READ | Prot::WRITE)?;
+    let got = sys::dispatcher_create(cpu, worker, base + STACK_SIZE - 8, arg)?;
+    if got != index {
+        return Err(k42_rt::kabi::Error::Invalid);
+    }
+    Ok(index)
+}
+
+/// Starts a dispatcher on every CPU other than the caller's, each running `worker(cpu)` on its
+/// own stack ([`start_dispatcher`]); returns how many were started.
+pub fn start_workers(worker: extern "C" fn(u64) -> !) -> Result<usize, k42_rt::kabi::Error> {
     let cpus = sys::info(k42_rt::kabi::Info::Cpus) as usize;
     let me = k42_rt::current_cpu();
     let mut started = 0;
     for cpu in (0..cpus).filter(|&c| c != me) {
-        let index = STARTED.fetch_add(1, Ordering::AcqRel) + 1;
-        let base = STACKS_BASE + index as u64 * STACK_SIZE;
-        sys::map(base, STACK_SIZE, Prot::READ | Prot::WRITE)?;
-        let got = sys::dispatcher_create(cpu, worker, base + STACK_SIZE - 8, cpu as u64)?;
-        if got != index {
-            return Err(k42_rt::kabi::Error::Invalid);
-        }
+        start_dispatcher(cpu, worker, cpu as u64)?;
         started += 1;
     }
     Ok(started)

@@ -8,7 +8,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use k42_rt::kabi::{Prot, DEFAULT_CLASS};
+use k42_rt::kabi::DEFAULT_CLASS;
 use k42_rt::{println, sys};
 
 k42_rt::entry!(main);
@@ -39,13 +39,7 @@ fn spin_for(ms: u64) -> u64 {
 }
 
 fn main(_arg: u64) -> i64 {
-    use k42_programs::{STACKS_BASE, STACK_SIZE};
-    k42_rt::set_dispatcher_lookup(k42_programs::dispatcher_from_stack);
-    let stack = STACKS_BASE + STACK_SIZE;
-    let cpu = k42_rt::current_cpu();
-    let started = sys::map(stack, STACK_SIZE, Prot::READ | Prot::WRITE)
-        .and_then(|()| sys::dispatcher_create(cpu, spinner, stack + STACK_SIZE - 8, 0));
-    if let Err(e) = started {
+    if let Err(e) = k42_programs::start_dispatcher(k42_rt::current_cpu(), spinner, 0) {
         println!("sched: cannot start the second dispatcher: {e:?}");
         return 1;
     }

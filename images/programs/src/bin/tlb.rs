@@ -71,15 +71,9 @@ fn main(arg: u64) -> i64 {
 
 /// Starts `body` on a second dispatcher: on another CPU when there is one.
 fn start_other(body: extern "C" fn(u64) -> !) -> bool {
-    use k42_programs::{STACKS_BASE, STACK_SIZE};
-    k42_rt::set_dispatcher_lookup(k42_programs::dispatcher_from_stack);
     let cpus = sys::info(Info::Cpus) as usize;
     let cpu = (k42_rt::current_cpu() + 1) % cpus.max(1);
-    // Dispatcher 1, on stack slot 1 (how `dispatcher_from_stack` finds it).
-    let stack = STACKS_BASE + STACK_SIZE;
-    let started = sys::map(stack, STACK_SIZE, Prot::READ | Prot::WRITE)
-        .and_then(|()| sys::dispatcher_create(cpu, body, stack + STACK_SIZE - 8, 1));
-    if let Err(e) = started {
+    if let Err(e) = k42_programs::start_dispatcher(cpu, body, 0) {
         println!("tlb: cannot start a second dispatcher: {e:?}");
         return false;
     }
