@@ -151,8 +151,8 @@ fn bench() -> Result<(), String> {
         1e6 / figures[0]
     );
     println!(
-        "(one PPC call per 4 KiB block: on an emulating KVM such as kvm_pvm its ring-0 path \
-         dominates every figure)"
+        "(up to 16 blocks per PPC call through the transfer area, but one device request per \
+         4 KiB block: on an emulating KVM such as kvm_pvm the ring-0 paths dominate every figure)"
     );
     Ok(())
 }

@@ -143,6 +143,10 @@ fn blkd_serves_disks_writes_reach_the_image_and_readonly_is_enforced() {
         out.contains("blktest: blk0 read past the end refused: OutOfRange"),
         "{context}"
     );
+    assert!(
+        out.contains("blktest: blk0 transfer area: refusals right, blocks 32..48 read 4 per call with 0 wrong, 4 blocks from the second-last: Ok(2)"),
+        "multi-block requests through a transfer area failed\n{context}"
+    );
     // The disk object's rep on the second CPU found the blocks in the first CPU's part.
     let other_cpu = out
         .lines()
@@ -321,6 +325,10 @@ fn linux_programs_read_and_write_disks_as_dev_vda() {
         "{context}"
     );
     assert!(out.contains("linux-disk: ok ("), "{context}");
+    assert!(
+        !out.contains("no transfer area with a disk driver"),
+        "the disk calls did not get their multi-block transfer area\n{context}"
+    );
 
     // What the guest read is what the host wrote.
     let vda_sum = printed_checksum(out, "linux-disk: vda first 64 KiB fnv1a", &context);

@@ -65,6 +65,9 @@ pub enum BlkError {
     UnknownOp = 7,
     /// No `blkd` serves that disk.
     NoServer = 8,
+    /// The caller has no transfer area attached (`op::ATTACH`), or the one it named cannot
+    /// be mapped, or a multi-block request does not fit in it.
+    NoTransferArea = 9,
 }
 
 impl BlkError {
@@ -79,6 +82,7 @@ impl BlkError {
             BlkError::Setup,
             BlkError::UnknownOp,
             BlkError::NoServer,
+            BlkError::NoTransferArea,
         ]
         .into_iter()
         .find(|e| *e as u64 == code)
@@ -118,6 +122,20 @@ pub mod op {
     /// `peer_hits() -> (0, reads copied from another CPU's part of the cache << 32 | CPUs
     /// with a part)`.
     pub const PEER_HITS: u64 = 8;
+    /// `attach(object = a1, pages = a2)`: the memory object `object` (1 to
+    /// [`MAX_TRANSFER_PAGES`] pages, granted to the driver by the caller) becomes the caller's
+    /// transfer area for multi-block requests, replacing any earlier one of the caller.
+    pub const ATTACH: u64 = 9;
+    /// `read_blocks(block = a1, count = a2, page = a3) -> (0, blocks read)`: blocks
+    /// `block..block + count` into pages `page..page + count` of the caller's transfer area
+    /// (fewer at the end of the disk).
+    pub const READ_BLOCKS: u64 = 10;
+    /// `write_blocks(block = a1, count = a2, page = a3) -> (0, blocks written)`: pages
+    /// `page..page + count` of the caller's transfer area to blocks `block..block + count`,
+    /// through to the device.
+    pub const WRITE_BLOCKS: u64 = 11;
+    /// Most pages of a transfer area.
+    pub const MAX_TRANSFER_PAGES: u64 = 16;
     /// Bit of `info`'s `r1`: the disk is read-only.
     pub const READONLY_BIT: u64 = 1 << 63;
 }

@@ -9,6 +9,12 @@
 //! the device before the call returns) in front of the one device. A device request waits
 //! for its completion by blocking the serving PPC dispatcher on a soft-interrupt bit that the
 //! device's interrupt posts; the handler then acknowledges the device itself.
+//!
+//! A client may attach a transfer area (a memory object it grants to the driver, up to 16
+//! pages) and then move up to that many blocks in one call (`op::READ_BLOCKS`,
+//! `op::WRITE_BLOCKS`): one PPC round trip per 64 KiB instead of per 4 KiB. The driver maps
+//! each client's area in its own address space; it keeps [`MAX_ATTACHED`] of them, replacing
+//! the oldest one not in use when another client attaches.
 #![no_std]
 #![no_main]
 
@@ -19,12 +25,14 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_guest_lib::blockdev::{self, BlockBackend, BlockDevice, CacheStats};
 use k42_guest_lib::cobj::{CoManager, CoRef, Cpus};
-use k42_guest_lib::virtio::blk::{op, BlkDevice, BlkError, Request, BLOCK_SIZE, DATA};
+use k42_guest_lib::virtio::blk::op::{self, MAX_TRANSFER_PAGES};
+use k42_guest_lib::virtio::blk::{BlkDevice, BlkError, Request, BLOCK_SIZE, DATA};
 use k42_guest_lib::virtio::{Dma, DEVICE_ID_BLOCK};
 use k42_programs::devmem::{
     claim_device, ppc_window_read, ppc_window_write, Claimed, DmaRegion, MmioRegs, IRQ_BIT,
 };
 use k42_programs::ServerCpus;
+use k42_rt::kabi::{Prot, PAGE_SIZE};
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
 use spin::Once;
@@ -117,6 +125,147 @@ impl BlockBackend for Device {
     }
 }
 
+/// Clients whose transfer areas are mapped at once.
+const MAX_ATTACHED: usize = 32;
+/// Where the transfer areas are mapped: slot `i` at `AREAS + i * MAX_TRANSFER_PAGES` pages.
+const AREAS: u64 = 0x0000_3000_0000_0000;
+
+/// A client's transfer area, mapped in slot `slot`.
+struct Attached {
+    client: u64,
+    object: u64,
+    pages: u64,
+    /// Calls using it now (it is not replaced meanwhile).
+    in_use: u32,
+    /// When it was attached (for replacing the oldest).
+    attached: u64,
+}
+
+/// The transfer areas, by slot.
+static AREAS_IN_USE: spin::Mutex<[Option<Attached>; MAX_ATTACHED]> =
+    spin::Mutex::new([const { None }; MAX_ATTACHED]);
+static ATTACHES: AtomicU64 = AtomicU64::new(0);
+
+fn area_address(slot: usize) -> u64 {
+    AREAS + slot as u64 * MAX_TRANSFER_PAGES * PAGE_SIZE
+}
+
+/// `op::ATTACH` for `client`: maps `object` (`pages` pages) in a free slot, or in the oldest
+/// one not in use, in place of the client's earlier area.
+fn attach(client: u64, object: u64, pages: u64) -> Result<u64, BlkError> {
+    if !(1..=MAX_TRANSFER_PAGES).contains(&pages) {
+        return Err(BlkError::NoTransferArea);
+    }
+    let mut areas = AREAS_IN_USE.lock();
+    if let Some(Some(a)) = areas.iter().find(|a| {
+        a.as_ref()
+            .is_some_and(|a| a.client == client && a.object == object)
+    }) {
+        // Already attached (a call after a fork attaches again under the child's pid).
+        return if a.pages == pages {
+            Ok(0)
+        } else {
+            Err(BlkError::NoTransferArea)
+        };
+    }
+    let slot = areas
+        .iter()
+        .position(|a| {
+            a.as_ref()
+                .is_some_and(|a| a.client == client && a.in_use == 0)
+        })
+        .or_else(|| areas.iter().position(Option::is_none))
+        .or_else(|| {
+            (0..MAX_ATTACHED)
+                .filter(|&i| areas[i].as_ref().is_some_and(|a| a.in_use == 0))
+                .min_by_key(|&i| areas[i].as_ref().map_or(0, |a| a.attached))
+        })
+        .ok_or(BlkError::NoTransferArea)?;
+    if areas[slot].take().is_some() {
+        let _ = sys::memobj_unmap(area_address(slot));
+    }
+    sys::memobj_map(object, area_address(slot), Prot::READ | Prot::WRITE)
+        .map_err(|_| BlkError::NoTransferArea)?;
+    areas[slot] = Some(Attached {
+        client,
+        object,
+        pages,
+        in_use: 0,
+        attached: ATTACHES.fetch_add(1, Ordering::Relaxed),
+    });
+    Ok(0)
+}
+
+/// Runs `f` on pages `first..first + count` of `client`'s transfer area (each a block's
+/// worth), keeping the area mapped meanwhile.
+fn with_area<T>(
+    client: u64,
+    first: u64,
+    count: u64,
+    f: impl FnOnce(&mut [[u8; BLOCK_SIZE]]) -> T,
+) -> Result<T, BlkError> {
+    let (slot, pages) = {
+        let mut areas = AREAS_IN_USE.lock();
+        // The client's latest area (an older one may still be in use by another call).
+        let slot = (0..MAX_ATTACHED)
+            .filter(|&i| areas[i].as_ref().is_some_and(|a| a.client == client))
+            .max_by_key(|&i| areas[i].as_ref().map_or(0, |a| a.attached))
+            .ok_or(BlkError::NoTransferArea)?;
+        let area = areas[slot].as_mut().ok_or(BlkError::NoTransferArea)?;
+        area.in_use += 1;
+        (slot, area.pages)
+    };
+    let result = if count == 0 || first.checked_add(count).is_none_or(|end| end > pages) {
+        Err(BlkError::NoTransferArea)
+    } else {
+        // SAFETY: slot `slot` maps `pages` pages of the client's object read-write, and stays
+        // mapped while `in_use` is non-zero; the pages asked for lie inside it. The client may
+        // write them meanwhile (it is shared memory): that changes only what this call moves.
+        let blocks = unsafe {
+            core::slice::from_raw_parts_mut(
+                (area_address(slot) + first * PAGE_SIZE) as *mut [u8; BLOCK_SIZE],
+                count as usize,
+            )
+        };
+        Ok(f(blocks))
+    };
+    if let Some(area) = AREAS_IN_USE.lock()[slot].as_mut() {
+        area.in_use -= 1;
+    }
+    result
+}
+
+/// Moves `count` blocks from `block` on between the disk and `client`'s transfer area (from
+/// page `first`); returns the blocks moved (fewer when the disk ends or fails after the first).
+fn transfer(
+    objects: &Objects,
+    client: u64,
+    write: bool,
+    block: u64,
+    count: u64,
+    first: u64,
+) -> Result<u64, BlkError> {
+    with_area(client, first, count, |pages| {
+        let mut done = 0u64;
+        for (i, page) in pages.iter_mut().enumerate() {
+            let at = block + i as u64;
+            let moved = objects.cos.call(objects.disk, |d| {
+                if write {
+                    d.write(at, page)
+                } else {
+                    d.read(at, page)
+                }
+            });
+            match moved {
+                Ok(()) => done += 1,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    })?
+}
+
 /// The driver's clustered objects, and the disk among them.
 struct Objects {
     cos: CoManager<ServerCpus>,
@@ -144,14 +293,7 @@ fn cache_stats(objects: &Objects) -> CacheStats {
     total
 }
 
-extern "C" fn serve(
-    _client: u64,
-    operation: u64,
-    a1: u64,
-    _a2: u64,
-    _a3: u64,
-    cpu: u64,
-) -> PpcReply {
+extern "C" fn serve(client: u64, operation: u64, a1: u64, a2: u64, a3: u64, cpu: u64) -> PpcReply {
     let cpu = cpu as usize;
     let Some(objects) = OBJECTS.get() else {
         return reply(Err(BlkError::Setup));
@@ -189,6 +331,9 @@ extern "C" fn serve(
             let requests = REQUESTS.load(Ordering::Relaxed);
             Ok((requests << 32) | (WAITS.load(Ordering::Relaxed) & 0xffff_ffff))
         }
+        op::ATTACH => attach(client, a1, a2),
+        op::READ_BLOCKS => transfer(objects, client, false, a1, a2, a3),
+        op::WRITE_BLOCKS => transfer(objects, client, true, a1, a2, a3),
         op::INVALIDATE => disk(&mut |d| {
             d.invalidate();
             Ok(0)

@@ -76,13 +76,71 @@ fn read_on_another_cpu(server: u64) -> Result<bool, BlkError> {
     Ok(wrong == 0 && device == 0 && peer >> 32 >= WRITTEN.end - WRITTEN.start)
 }
 
-/// One call to a block server: `Ok(r1)` or the driver's error.
-fn call(server: u64, operation: u64, block: u64) -> Result<u64, BlkError> {
-    match sys::ppc_call(server, [operation, block, 0, 0]) {
+/// Where this test maps its transfer area.
+const AREA_AT: u64 = 0x0000_0040_0000_0000;
+
+/// One call with three arguments to a block server: `Ok(r1)` or the driver's error.
+fn call4(server: u64, operation: u64, a1: u64, a2: u64, a3: u64) -> Result<u64, BlkError> {
+    match sys::ppc_call(server, [operation, a1, a2, a3]) {
         Ok((0, r1)) => Ok(r1),
         Ok((code, _)) => Err(BlkError::from_code(code).unwrap_or(BlkError::Device)),
         Err(_) => Err(BlkError::NoServer),
     }
+}
+
+/// Multi-block requests through a transfer area: the refusals, then blocks `WRITTEN` read
+/// four at a time, and a read cut short by the end of the disk.
+fn transfer_area(server: u64, blocks: u64) -> Result<bool, BlkError> {
+    use op::{ATTACH, READ_BLOCKS};
+    let no_area = Err(BlkError::NoTransferArea);
+    let mut ok = call4(server, READ_BLOCKS, 32, 1, 0) == no_area;
+    ok &= call4(server, ATTACH, 12345, 0, 0) == no_area;
+    ok &= call4(server, ATTACH, 12345, op::MAX_TRANSFER_PAGES + 1, 0) == no_area;
+    let object = sys::memobj_create(4).map_err(|_| BlkError::Setup)?;
+    // Not granted to the driver yet.
+    ok &= call4(server, ATTACH, object, 4, 0) == no_area;
+    sys::memobj_map(
+        object,
+        AREA_AT,
+        k42_rt::kabi::Prot::READ | k42_rt::kabi::Prot::WRITE,
+    )
+    .and_then(|()| sys::memobj_grant(object, server))
+    .map_err(|_| BlkError::Setup)?;
+    ok &= call4(server, ATTACH, object, 4, 0) == Ok(0);
+    // More blocks than the area holds; pages past its last one.
+    ok &= call4(server, READ_BLOCKS, 32, 5, 0) == no_area;
+    ok &= call4(server, READ_BLOCKS, 32, 2, 3) == no_area;
+    // SAFETY: the object's four pages are mapped at AREA_AT for this test, which only reads
+    // them.
+    let area = unsafe { core::slice::from_raw_parts(AREA_AT as *const u8, 4 * BLOCK_SIZE) };
+    let mut wrong = 0;
+    for first in WRITTEN.step_by(4) {
+        ok &= call4(server, READ_BLOCKS, first, 4, 0) == Ok(4);
+        for b in 0..4u64 {
+            let page = &area[b as usize * BLOCK_SIZE..(b as usize + 1) * BLOCK_SIZE];
+            if page
+                .iter()
+                .enumerate()
+                .any(|(i, &x)| x != pattern(first + b, i))
+            {
+                wrong += 1;
+            }
+        }
+    }
+    let at_end = call4(server, READ_BLOCKS, blocks - 2, 4, 0);
+    println!(
+        "blktest: blk0 transfer area: refusals {}, blocks {}..{} read 4 per call with {wrong} \
+         wrong, 4 blocks from the second-last: {at_end:?}",
+        if ok { "right" } else { "WRONG" },
+        WRITTEN.start,
+        WRITTEN.end
+    );
+    Ok(ok && wrong == 0 && at_end == Ok(2))
+}
+
+/// One call to a block server: `Ok(r1)` or the driver's error.
+fn call(server: u64, operation: u64, block: u64) -> Result<u64, BlkError> {
+    call4(server, operation, block, 0, 0)
 }
 
 /// Reads `blocks` and returns the FNV-1a checksum of their bytes.
@@ -151,6 +209,7 @@ fn disk0(server: u64) -> Result<bool, BlkError> {
     );
     ok &= cached == 0 && from_device == 0;
     ok &= read_on_another_cpu(server)?;
+    ok &= transfer_area(server, blocks)?;
     let stats = call(server, op::STATS, 0)?;
     println!(
         "blktest: blk0 cache: {} hits, {} misses",

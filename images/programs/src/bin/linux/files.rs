@@ -236,14 +236,22 @@ const WINDOW_RETRY_CALLS: u64 = 256;
 /// The address ranges of this process's file windows (inside [`crate::FILE_WINDOWS`]).
 static WINDOW_RANGES: Mutex<AddressRanges> = Mutex::new(AddressRanges::new(crate::FILE_WINDOWS));
 
-/// Maps the server's window object `object` of `pages` pages; `None` if it cannot (the file is
-/// then used through the server, which takes the window back at the first call).
-fn map_window(object: u64, pages: u64) -> Option<Window> {
+/// Maps memory object `object` (`pages` pages, read-write) in the window area, which the
+/// program's own mappings never use; returns where. For shared areas other than file windows
+/// (a disk driver's transfer area).
+pub(crate) fn map_object_in_window_area(object: u64, pages: u64) -> Option<u64> {
     let at = WINDOW_RANGES.lock().alloc(pages.checked_mul(PAGE)?)?;
     if sys::memobj_map(object, at, kabi::Prot::READ | kabi::Prot::WRITE).is_err() {
         WINDOW_RANGES.lock().free(at);
         return None;
     }
+    Some(at)
+}
+
+/// Maps the server's window object `object` of `pages` pages; `None` if it cannot (the file is
+/// then used through the server, which takes the window back at the first call).
+fn map_window(object: u64, pages: u64) -> Option<Window> {
+    let at = map_object_in_window_area(object, pages)?;
     // SAFETY: the object's `pages` pages were just mapped read-write at `at`, inside the
     // window area nothing else here maps into (the program's own `mmap` cannot: `ours`); they
     // stay mapped until `unmap_window` consumes this window.
