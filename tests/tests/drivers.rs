@@ -3,7 +3,7 @@
 //! against them, then `rngd` (the virtio-rng driver) and `/bin/rngtest`. The host then checks what reached the image files and the checksums the
 //! guest printed, with its own FNV-1a and pattern (not the guest's code).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use k42_tests::*;
 
@@ -63,27 +63,33 @@ fn printed_checksum(output: &str, prefix: &str, context: &str) -> u64 {
     u64::from_str_radix(hex.trim(), 16).unwrap_or_else(|e| panic!("{line}: {e}"))
 }
 
+/// Boots the test initramfs on 2 vCPUs with `cmdline`, the writable image `disk`, the
+/// read-only image `ro_disk` and `more` arguments.
+fn run_with_two_disks(cmdline: &str, disk: &Path, ro_disk: &Path, more: &[&str]) -> Run {
+    let ro_arg = format!("{},readonly", ro_disk.display());
+    let mut args = vec![
+        "--cpus",
+        "2",
+        "--initrd",
+        k42_images::TEST_INITRD_PATH,
+        "--cmdline",
+        cmdline,
+        "--disk",
+        disk.to_str().unwrap(),
+        "--disk",
+        &ro_arg,
+    ];
+    args.extend_from_slice(more);
+    k42vm_run(&args)
+}
+
 #[test]
 fn blkd_serves_disks_writes_reach_the_image_and_readonly_is_enforced() {
     require_kvm();
     let dir = Scratch::new("blk");
     let (disk, before) = dir.image("disk.img", 256 * BLOCK, 0x9e37_79b9_7f4a_7c15);
     let (ro_disk, ro_before) = dir.image("ro.img", 64 * BLOCK, 0x1234_5678_9abc_def1);
-    let ro_arg = format!("{},readonly", ro_disk.display());
-    let run = k42vm_run(&[
-        "--cpus",
-        "2",
-        "--initrd",
-        k42_images::TEST_INITRD_PATH,
-        "--cmdline",
-        "init=/bin/drvinit",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--disk",
-        &ro_arg,
-        "--timeout",
-        "50s",
-    ]);
+    let run = run_with_two_disks("init=/bin/drvinit", &disk, &ro_disk, &["--timeout", "50s"]);
     let context = run.all();
     let out = &run.stdout;
     assert_eq!(
@@ -289,22 +295,12 @@ fn linux_programs_read_and_write_disks_as_dev_vda() {
     let dir = Scratch::new("linux");
     let (disk, before) = dir.image("vda.img", 256 * BLOCK, 0x2545_f491_4f6c_dd1d);
     let (ro_disk, ro_before) = dir.image("vdb.img", 16 * BLOCK, 0x0bad_cafe_f00d_1234);
-    let ro_arg = format!("{},readonly", ro_disk.display());
-    let run = k42vm_run(&[
-        "--cpus",
-        "2",
-        "--initrd",
-        k42_images::TEST_INITRD_PATH,
-        "--cmdline",
+    let run = run_with_two_disks(
         "init=/bin/runlist k42.arg=1",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--disk",
-        &ro_arg,
-        "--rng",
-        "--timeout",
-        "100s",
-    ]);
+        &disk,
+        &ro_disk,
+        &["--rng", "--timeout", "100s"],
+    );
     let context = run.all();
     let out = &run.stdout;
     assert_eq!(run.status, Some(0), "{context}");

@@ -226,3 +226,44 @@ pub fn claim_device(
         dma,
     })
 }
+
+/// A driver's device, claimed and brought up.
+pub struct Started<D> {
+    /// The kernel's index of the device.
+    pub index: usize,
+    /// Where it is and its interrupt line.
+    pub desc: kabi::DeviceDesc,
+    /// The device, as `start` made it.
+    pub dev: D,
+}
+
+/// Claims the device ([`claim_device`]) and brings it up with `start` (the device type's
+/// constructor over its registers and DMA memory); prints why not and returns `None` when
+/// either fails.
+pub fn start_device<D, E: core::fmt::Debug>(
+    who: &str,
+    kind: (&str, u32, &str),
+    n: usize,
+    dma_pages: usize,
+    start: impl FnOnce(MmioRegs, DmaRegion) -> Result<D, E>,
+) -> Option<Started<D>> {
+    let claimed = match claim_device(who, kind, n, dma_pages) {
+        Ok(claimed) => claimed,
+        Err(why) => {
+            k42_rt::println!("{why}");
+            return None;
+        }
+    };
+    let index = claimed.index;
+    match start(claimed.regs, claimed.dma) {
+        Ok(dev) => Some(Started {
+            index,
+            desc: claimed.desc,
+            dev,
+        }),
+        Err(e) => {
+            k42_rt::println!("{who}: device {index} did not come up: {e:?}");
+            None
+        }
+    }
+}

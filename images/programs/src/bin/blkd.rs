@@ -29,7 +29,7 @@ use k42_guest_lib::virtio::blk::op::{self, MAX_TRANSFER_PAGES};
 use k42_guest_lib::virtio::blk::{BlkDevice, BlkError, Request, BLOCK_SIZE, DATA};
 use k42_guest_lib::virtio::{Dma, DEVICE_ID_BLOCK};
 use k42_programs::devmem::{
-    claim_device, ppc_window_read, ppc_window_write, Claimed, DmaRegion, MmioRegs, IRQ_BIT,
+    ppc_window_read, ppc_window_write, start_device, DmaRegion, MmioRegs, Started, IRQ_BIT,
 };
 use k42_programs::ServerCpus;
 use k42_rt::kabi::{Prot, PAGE_SIZE};
@@ -346,24 +346,10 @@ fn main(n: u64) -> i64 {
     let who = format!("blkd {n}");
     let kind = ("virtio-blk", DEVICE_ID_BLOCK, "k42vm --disk PATH");
     let blk_pages = k42_guest_lib::virtio::blk::DMA_PAGES;
-    let Claimed {
-        index,
-        desc,
-        regs,
-        dma,
-    } = match claim_device(&who, kind, n as usize, blk_pages) {
-        Ok(claimed) => claimed,
-        Err(why) => {
-            println!("{why}");
-            return 1;
-        }
-    };
-    let dev = match BlkDevice::new(regs, dma) {
-        Ok(dev) => dev,
-        Err(e) => {
-            println!("{who}: device {index} did not come up: {e:?}");
-            return 1;
-        }
+    let Some(Started { index, desc, dev }) =
+        start_device(&who, kind, n as usize, blk_pages, BlkDevice::new)
+    else {
+        return 1;
     };
     let name = format!("blk{n}");
     println!(

@@ -14,7 +14,7 @@ use alloc::format;
 use k42_guest_lib::virtio::net::{op, NetDevice, NetError, DMA_PAGES, MAX_FRAME};
 use k42_guest_lib::virtio::DEVICE_ID_NET;
 use k42_programs::devmem::{
-    claim_device, ppc_window_read, ppc_window_write, Claimed, DmaRegion, MmioRegs, IRQ_BIT,
+    ppc_window_read, ppc_window_write, start_device, DmaRegion, MmioRegs, Started, IRQ_BIT,
 };
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
@@ -105,24 +105,10 @@ extern "C" fn serve(
 fn main(n: u64) -> i64 {
     let who = format!("netd {n}");
     let kind = ("virtio-net", DEVICE_ID_NET, "k42vm --net tap=NAME");
-    let Claimed {
-        index,
-        desc,
-        regs,
-        dma,
-    } = match claim_device(&who, kind, n as usize, DMA_PAGES) {
-        Ok(claimed) => claimed,
-        Err(why) => {
-            println!("{why}");
-            return 1;
-        }
-    };
-    let dev = match NetDevice::new(regs, dma) {
-        Ok(dev) => dev,
-        Err(e) => {
-            println!("{who}: device {index} did not come up: {e:?}");
-            return 1;
-        }
+    let Some(Started { index, desc, dev }) =
+        start_device(&who, kind, n as usize, DMA_PAGES, NetDevice::new)
+    else {
+        return 1;
     };
     let name = format!("net{n}");
     let mac = dev.mac();

@@ -7,7 +7,7 @@
 
 use k42_guest_lib::virtio::rng::{op, RngDevice, RngError, DMA_PAGES, MAX_REQUEST};
 use k42_guest_lib::virtio::DEVICE_ID_RNG;
-use k42_programs::devmem::{claim_device, ppc_window_write, Claimed, DmaRegion, MmioRegs, IRQ_BIT};
+use k42_programs::devmem::{ppc_window_write, start_device, DmaRegion, MmioRegs, Started, IRQ_BIT};
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
 use spin::Mutex;
@@ -61,24 +61,10 @@ extern "C" fn serve(
 
 fn main(_arg: u64) -> i64 {
     let kind = ("virtio-rng", DEVICE_ID_RNG, "k42vm --rng");
-    let Claimed {
-        index,
-        desc,
-        regs,
-        dma,
-    } = match claim_device("rngd", kind, 0, DMA_PAGES) {
-        Ok(claimed) => claimed,
-        Err(why) => {
-            println!("{why}");
-            return 1;
-        }
-    };
-    let dev = match RngDevice::new(regs, dma) {
-        Ok(dev) => dev,
-        Err(e) => {
-            println!("rngd: device {index} did not come up: {e:?}");
-            return 1;
-        }
+    let Some(Started { index, desc, dev }) =
+        start_device("rngd", kind, 0, DMA_PAGES, RngDevice::new)
+    else {
+        return 1;
     };
     println!(
         "rngd: virtio-rng at {:#x} line {}; serving random",
