@@ -180,6 +180,10 @@ pub struct Dispatcher {
     /// Pending soft-interrupt bits of a PPC dispatcher (it has no shared page; only a device
     /// interrupt bound to it sets them, and `block` takes them).
     pub kernel_soft: AtomicU64,
+    /// Its tick period in TSC ticks (`tick`; 0: no ticks).
+    pub tick_period: AtomicU64,
+    /// When its next tick is due (TSC), while it runs.
+    pub tick_next: AtomicU64,
     /// State.
     pub state: Mutex<DispatcherState>,
 }
@@ -441,6 +445,8 @@ fn new_dispatcher(
         tickets: AtomicU64::new(kabi::DEFAULT_TICKETS),
         page,
         kernel_soft: AtomicU64::new(0),
+        tick_period: AtomicU64::new(0),
+        tick_next: AtomicU64::new(0),
         state: Mutex::new(DispatcherState::new(frame, RunState::Runnable)),
     }))
 }
@@ -836,6 +842,8 @@ pub fn ppc_dispatcher(process: &Arc<Process>, cpu: usize) -> Result<Arc<Dispatch
         tickets: AtomicU64::new(kabi::DEFAULT_TICKETS),
         page: 0,
         kernel_soft: AtomicU64::new(0),
+        tick_period: AtomicU64::new(0),
+        tick_next: AtomicU64::new(0),
         state: Mutex::new(DispatcherState::new(TrapFrame::default(), RunState::Idle)),
     });
     list[cpu] = Some(d.clone());

@@ -340,6 +340,12 @@ fn load(next: &Arc<Dispatcher>, frame: &mut TrapFrame, prev: Option<&Arc<Dispatc
     state.fpu.restore();
     let fs = state.fs_base;
     drop(state);
+    let period = next.tick_period.load(Ordering::Relaxed);
+    if period != 0 {
+        // A fresh period each time it is switched in: ticks count its own running time.
+        next.tick_next
+            .store(arch::rdtsc().saturating_add(period), Ordering::Relaxed);
+    }
     crate::upcall::deliver_pending(next, frame);
     crate::entry::route_linux_syscalls(next.process.linux_entry.load(Ordering::Acquire));
     user::set_fs_base(fs);
@@ -386,6 +392,16 @@ fn arm_timer(earliest_deadline: Option<u64>, others_waiting: bool) {
     } else {
         None
     };
+    let tick = this()
+        .current
+        .lock()
+        .as_ref()
+        .filter(|d| d.tick_period.load(Ordering::Relaxed) != 0)
+        .map(|d| d.tick_next.load(Ordering::Relaxed));
+    let earliest_deadline = match (earliest_deadline, tick) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     if let Some(deadline) = earliest_deadline {
         let until = platform::tsc_to_ns(deadline.saturating_sub(arch::rdtsc())) / 1000 + 1;
         us = Some(us.map_or(until, |q| q.min(until)));
@@ -395,10 +411,31 @@ fn arm_timer(earliest_deadline: Option<u64>, others_waiting: bool) {
     }
 }
 
-/// The timer fired while a dispatcher ran: wake due sleepers and share the CPU.
+/// The timer fired while a dispatcher ran: wake due sleepers, tick the running dispatcher if
+/// its period is over, and share the CPU.
 pub fn timer_tick() {
     wake_sleepers();
+    let running = this().current.lock().clone();
+    if let Some(d) = running {
+        let period = d.tick_period.load(Ordering::Relaxed);
+        let now = arch::rdtsc();
+        if period != 0 && now >= d.tick_next.load(Ordering::Relaxed) {
+            d.tick_next.store(now + period, Ordering::Relaxed);
+            // Running: the upcall (or, disabled, the pending bit) comes as this trap returns.
+            d.post_soft_interrupt(kabi::SOFT_INTERRUPT_TICK);
+        }
+    }
     this().need_resched.store(true, Ordering::Release);
+}
+
+/// Sets the calling dispatcher `d`'s tick period (`tick`; 0 stops its ticks). The timer is
+/// armed as the call returns.
+pub fn set_tick(d: &Dispatcher, period_ns: u64) {
+    let period = period_ns.saturating_mul(platform::tsc_khz()) / 1_000_000;
+    d.tick_next
+        .store(arch::rdtsc().saturating_add(period), Ordering::Relaxed);
+    d.tick_period.store(period, Ordering::Relaxed);
+    request_resched();
 }
 
 /// Called at the end of every trap from user mode: switches dispatchers if one blocked, died,

@@ -101,6 +101,14 @@ fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Opt
         Sys::MemobjGrant => memobj::grant(&me.process, a0, a1).map(|_| 0),
         Sys::MemobjUnmap => memobj::unmap(&me.process, a0).map(|_| 0),
         Sys::DispatcherSchedule => proc::set_schedule(&me.process, a0, a1, a2).map(|_| 0),
+        Sys::Tick => {
+            let valid = a0 == 0 || (kabi::MIN_TICK_NS..=kabi::MAX_TICK_NS).contains(&a0);
+            if !valid || me.kind == DispatcherKind::Ppc {
+                return Err(Error::Invalid);
+            }
+            sched::set_tick(&me, a0);
+            Ok(0)
+        }
         Sys::Info => info(&me, a0),
         Sys::LinuxEntry => linux_entry(&me, a0),
         Sys::LinuxRewrite => linux_rewrite(&me, a0),

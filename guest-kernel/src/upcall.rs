@@ -6,7 +6,8 @@
 //! Two occasions: soft interrupts pending when the kernel resumes an enabled dispatcher
 //! ([`kabi::UPCALL_INTERRUPT`]), and a call that would block the dispatcher
 //! ([`kabi::UPCALL_BLOCKED`]; today a PPC call to a busy server). A dispatcher that registered
-//! no entry point, or runs disabled, gets neither: it is resumed, or blocked, as before.
+//! no entry point, or runs disabled, gets neither: it is resumed, or blocked, as before; one that
+//! declined a reason (`DispatcherPage::declined`) does not get that one.
 
 use core::mem::offset_of;
 use core::sync::atomic::Ordering;
@@ -34,6 +35,10 @@ fn upcall(d: &Dispatcher, frame: &mut TrapFrame, reason: u64) -> bool {
     let entry = entry.load(Ordering::Acquire);
     let stack = stack.load(Ordering::Acquire) & !0xf;
     if entry == 0 || disabled.load(Ordering::Acquire) != 0 {
+        return false;
+    }
+    let declined = mm::frame_atomic32(d.page, offset_of!(DispatcherPage, declined));
+    if reason < 32 && declined.load(Ordering::Acquire) & (1 << reason) != 0 {
         return false;
     }
     // The frame is resumed by iretq in ring 0: never hand it a non-canonical address.

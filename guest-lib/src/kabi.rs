@@ -183,10 +183,20 @@ pub enum Sys {
     /// its proportional share within the class. New dispatchers start in class
     /// [`DEFAULT_CLASS`] with [`DEFAULT_TICKETS`]. Takes effect from its next turn.
     DispatcherSchedule = 31,
+    /// `tick(period_ns) -> 0`: while the calling dispatcher runs, posts [`SOFT_INTERRUPT_TICK`]
+    /// to it after every `period_ns` of running (counted afresh each time the kernel switches it
+    /// in), so its thread library can preempt one thread for another; 0 stops the ticks.
+    /// `Invalid` unless 0 or [`MIN_TICK_NS`]..=[`MAX_TICK_NS`], or when a PPC handler calls.
+    Tick = 32,
 }
 
 /// How many system calls there are.
-pub const SYS_COUNT: u64 = 32;
+pub const SYS_COUNT: u64 = 33;
+
+/// Shortest period [`Sys::Tick`] accepts (1 ms).
+pub const MIN_TICK_NS: u64 = 1_000_000;
+/// Longest period [`Sys::Tick`] accepts (1 s).
+pub const MAX_TICK_NS: u64 = 1_000_000_000;
 
 /// Priority classes of dispatchers (0 is served first).
 pub const SCHED_CLASSES: u64 = 3;
@@ -257,6 +267,7 @@ impl Sys {
             Sys::ConsoleRead,
             Sys::MemobjUnmap,
             Sys::DispatcherSchedule,
+            Sys::Tick,
         ];
         ALL.get(usize::try_from(nr).ok()?).copied()
     }
@@ -384,7 +395,7 @@ pub const MAX_DEVICES: usize = 32;
 
 /// Soft-interrupt bits a device interrupt may not use (the kernel's own).
 pub const SOFT_INTERRUPT_RESERVED: u64 =
-    SOFT_INTERRUPT_MESSAGE | SOFT_INTERRUPT_RETRY | SOFT_INTERRUPT_CHILD;
+    SOFT_INTERRUPT_MESSAGE | SOFT_INTERRUPT_RETRY | SOFT_INTERRUPT_TICK | SOFT_INTERRUPT_CHILD;
 
 /// Path, in the initramfs, of the Linux personality: a static ELF linked inside
 /// [`LINUX_PERSONALITY_AREA`] that the kernel loads into every Linux process.
@@ -533,6 +544,10 @@ pub const PPC_ENTRY_ARGS: usize = 4;
 /// (see [`UPCALL_BLOCKED`]); [`DispatcherPage::retry_count`] is bumped just before.
 pub const SOFT_INTERRUPT_RETRY: u64 = 1 << 62;
 
+/// Soft-interrupt bit the kernel posts to a dispatcher that asked for ticks ([`Sys::Tick`])
+/// each time it has run for its period.
+pub const SOFT_INTERRUPT_TICK: u64 = 1 << 61;
+
 /// Soft-interrupt bit the kernel posts to dispatcher 0 of a Linux process
 /// ([`SpawnFlags::LINUX`]) when one of its children exits (the personality raises `SIGCHLD`
 /// for it; `wait` collects the status).
@@ -649,8 +664,9 @@ pub struct DispatcherPage {
     /// Bumped by the kernel before it sets [`SOFT_INTERRUPT_RETRY`] (a futex word for threads
     /// waiting to re-issue a blocked call).
     pub retry_count: core::sync::atomic::AtomicU32,
-    /// Reserved (zero).
-    pub reserved: u32,
+    /// Upcall reasons the dispatcher declines, bit `1 << reason` each: the kernel treats
+    /// them as if no entry point were registered (0: takes every reason).
+    pub declined: core::sync::atomic::AtomicU32,
     /// The context the last upcall interrupted or blocked.
     pub save_area: SaveArea,
     /// A Linux process's personality entry (written by the kernel; read by the code of the
@@ -720,6 +736,7 @@ mod tests {
         assert_eq!(Sys::from_number(29), Some(Sys::ConsoleRead));
         assert_eq!(Sys::from_number(30), Some(Sys::MemobjUnmap));
         assert_eq!(Sys::from_number(31), Some(Sys::DispatcherSchedule));
+        assert_eq!(Sys::from_number(32), Some(Sys::Tick));
         assert_eq!(Sys::from_number(23), Some(Sys::Fork));
     }
 

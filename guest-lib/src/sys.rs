@@ -356,6 +356,12 @@ pub fn dispatcher_schedule(index: usize, class: u64, tickets: u64) -> SysResult<
     check(raw(Sys::DispatcherSchedule, index as u64, class, tickets, 0).0).map(|_| ())
 }
 
+/// Asks for [`kabi::SOFT_INTERRUPT_TICK`] after every `period_ns` the calling dispatcher runs
+/// (0 stops them; see [`Sys::Tick`]).
+pub fn tick(period_ns: u64) -> SysResult<()> {
+    check(raw(Sys::Tick, period_ns, 0, 0, 0).0).map(|_| ())
+}
+
 /// Removes the mapping of a memory object made at `addr` (see [`Sys::MemobjUnmap`]).
 pub fn memobj_unmap(addr: u64) -> SysResult<()> {
     check(raw(Sys::MemobjUnmap, addr, 0, 0, 0).0).map(|_| ())
@@ -535,6 +541,16 @@ pub fn enable_upcalls(index: usize, stack_top: u64, handler: UpcallHandler) {
     page.upcall_stack.store(stack_top, Ordering::Release);
     page.upcall_entry
         .store(k42_upcall_entry as *const () as u64, Ordering::Release);
+}
+
+/// Makes the kernel treat upcall `reason` ([`kabi::UPCALL_BLOCKED`], ...) of dispatcher
+/// `index` (the caller's own) as if no entry point were registered.
+pub fn decline_upcall(index: usize, reason: u64) {
+    if reason < 32 {
+        dispatcher_page(index)
+            .declined
+            .fetch_or(1 << reason, Ordering::AcqRel);
+    }
 }
 
 extern "C" fn k42_upcall_dispatch(page: u64, reason: u64, retry_count: u64) {

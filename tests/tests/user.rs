@@ -98,6 +98,10 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         "dispatcher classes or tickets had no effect\n{context}"
     );
     assert!(
+        output.contains("preempt: all checks passed"),
+        "user-level threads of one dispatcher did not preempt each other\n{context}"
+    );
+    assert!(
         output.contains("nested: all checks passed")
             && output.contains(
                 "nested: the relay calling itself: Some(Busy); calling a missing server: Some(NotFound)"

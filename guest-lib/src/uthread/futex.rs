@@ -13,7 +13,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::context::{self, Current};
-use super::sched::{self, Tcb};
+use super::sched::{self, NoPreempt, Tcb};
 
 const BUCKET_BITS: u32 = 8;
 
@@ -50,6 +50,8 @@ fn wait_inner(word: &AtomicU32, expected: u32, deadline_ns: Option<u64>) -> bool
     let address = word as *const AtomicU32 as usize;
     let bucket = bucket(address);
     {
+        // Bucket locks are taken by schedulers too: never preempted while held.
+        let _section = NoPreempt::of(cur);
         let mut waiters = bucket.lock();
         if word.load(Ordering::SeqCst) != expected {
             return true;
@@ -63,6 +65,7 @@ fn wait_inner(word: &AtomicU32, expected: u32, deadline_ns: Option<u64>) -> bool
         }
         if let Some(deadline) = deadline_ns {
             if sched::now_ns() >= deadline {
+                let _section = NoPreempt::of(cur);
                 let mut waiters = bucket.lock();
                 if me.futex_woken.load(Ordering::Relaxed) {
                     // A waker took us just now; its unpark token will be a spurious one.
@@ -88,6 +91,7 @@ pub fn wake(word: &AtomicU32, n: usize) -> usize {
         let mut batch: [Option<Arc<Tcb>>; BATCH] = Default::default();
         let mut taken = 0;
         {
+            let _section = NoPreempt::enter();
             let mut waiters = bucket.lock();
             let mut i = 0;
             while i < waiters.len() && taken < BATCH && woken + taken < n {

@@ -3,6 +3,11 @@
 //! thread whose call would block the dispatcher in the kernel (a PPC call to a busy server) is
 //! parked at user level while the dispatcher runs its other threads.
 //!
+//! With preemption ([`K42Platform::with_preemption`]) a dispatcher whose process has more than
+//! one thread asks the kernel for a tick every [`PREEMPTION_TICK_NS`] of its running time
+//! (`sys::tick`); the interrupt upcall of a tick, or of a kick, preempts the running thread
+//! ([`super::preempt`]), keeping the dispatcher's PPC buffer for it across the switch.
+//!
 //! Upcall handling stays lock-free where it must: an interrupt upcall can land anywhere
 //! (inside the scheduler, holding an inbox or futex-bucket lock), so it only records the
 //! soft-interrupt bits, which the dispatcher's scheduler handles at its next pass
@@ -21,6 +26,9 @@ use crate::sys::{self, Upcall};
 /// The soft-interrupt bit that kicks an idle dispatcher.
 pub const SOFT_INTERRUPT_KICK: u64 = 1;
 
+/// How often a dispatcher running one of several threads is ticked, so that thread gives way.
+pub const PREEMPTION_TICK_NS: u64 = 10_000_000;
+
 /// Size of each dispatcher's upcall stack (the trampoline leaves it at once).
 const UPCALL_STACK_SIZE: usize = 4096;
 
@@ -30,6 +38,8 @@ static TAKEN: [AtomicU64; MAX_DISPATCHERS] = [const { AtomicU64::new(0) }; MAX_D
 static FOR_PROGRAM: [AtomicU64; MAX_DISPATCHERS] = [const { AtomicU64::new(0) }; MAX_DISPATCHERS];
 static UPCALLS_ON: [AtomicBool; MAX_DISPATCHERS] =
     [const { AtomicBool::new(false) }; MAX_DISPATCHERS];
+/// Whether this process's runtime preempts threads (set by a preemptive platform).
+static PREEMPTIVE: AtomicBool = AtomicBool::new(false);
 static INTERRUPT_UPCALLS: AtomicU64 = AtomicU64::new(0);
 static BLOCKED_UPCALLS: AtomicU64 = AtomicU64::new(0);
 
@@ -48,6 +58,7 @@ pub struct K42Platform {
     pid: u64,
     dispatchers: usize,
     upcalls: bool,
+    preemptive: bool,
 }
 
 impl K42Platform {
@@ -57,12 +68,23 @@ impl K42Platform {
             pid: sys::dispatcher_page(0).pid,
             dispatchers: dispatchers.max(1),
             upcalls: false,
+            preemptive: false,
         }
     }
 
     /// Takes upcalls on every dispatcher (each turns them on when its scheduler starts).
     pub fn with_upcalls(mut self) -> K42Platform {
         self.upcalls = true;
+        self
+    }
+
+    /// Takes upcalls (see [`K42Platform::with_upcalls`]) and preempts threads: a running
+    /// thread gives way to the dispatcher's other runnable ones every [`PREEMPTION_TICK_NS`]
+    /// of running while the process has more than one thread.
+    pub fn with_preemption(mut self) -> K42Platform {
+        self.upcalls = true;
+        self.preemptive = true;
+        PREEMPTIVE.store(true, Ordering::Release);
         self
     }
 
@@ -90,7 +112,13 @@ fn on_upcall(page: &'static DispatcherPage, upcall: Upcall) {
         Upcall::Interrupt => {
             INTERRUPT_UPCALLS.fetch_add(1, Ordering::Relaxed);
             let bits = page.soft_interrupts.swap(0, Ordering::AcqRel);
-            TAKEN[index_of(page)].fetch_or(bits, Ordering::AcqRel);
+            TAKEN[index_of(page)].fetch_or(bits & !kabi::SOFT_INTERRUPT_TICK, Ordering::AcqRel);
+            let interrupting = kabi::SOFT_INTERRUPT_TICK | SOFT_INTERRUPT_KICK;
+            if bits & interrupting != 0 && PREEMPTIVE.load(Ordering::Acquire) {
+                // Here the interrupted code is suspended below us on its own stack: a thread
+                // yields (or will, at the end of its runtime section); a scheduler carries on.
+                super::preempt();
+            }
         }
         Upcall::Blocked { retry_count } => {
             BLOCKED_UPCALLS.fetch_add(1, Ordering::Relaxed);
@@ -148,9 +176,27 @@ impl Platform for K42Platform {
         if bits & kabi::SOFT_INTERRUPT_RETRY != 0 {
             futex::wake(&page.retry_count, usize::MAX);
         }
-        let rest = bits & !(kabi::SOFT_INTERRUPT_RETRY | SOFT_INTERRUPT_KICK);
+        let rest =
+            bits & !(kabi::SOFT_INTERRUPT_RETRY | kabi::SOFT_INTERRUPT_TICK | SOFT_INTERRUPT_KICK);
         if rest != 0 {
             FOR_PROGRAM[index].fetch_or(rest, Ordering::AcqRel);
         }
+    }
+
+    fn preemptive(&self) -> bool {
+        self.preemptive
+    }
+
+    fn set_ticks(&self, _dispatcher: usize, on: bool) {
+        let _ = sys::tick(if on { PREEMPTION_TICK_NS } else { 0 });
+    }
+
+    fn around_preemption(&self, dispatcher: usize, switch: &mut dyn FnMut()) {
+        // The thread may have filled the PPC buffer for a call it has yet to make; the others
+        // may call meanwhile. It gets it back wherever it resumes.
+        let call_data = sys::ppc_buffer_save(dispatcher);
+        switch();
+        let here = super::current_dispatcher().unwrap_or(dispatcher);
+        sys::ppc_buffer_restore(here, &call_data);
     }
 }

@@ -16,9 +16,9 @@
 //!
 //! - The run queue has [`PRIORITIES`] strict levels (0 first). Within a level, threads get the
 //!   processor in proportion to their *share* (tickets) by stride scheduling: each dispatch
-//!   advances the thread's pass by `STRIDE / share`, and the smallest pass runs next. Threads are
-//!   not preempted by each other: a dispatch lasts until the thread yields, blocks, sleeps,
-//!   migrates or ends, and counts as one quantum.
+//!   advances the thread's pass by `STRIDE / share`, and the smallest pass runs next. A dispatch
+//!   lasts until the thread yields, blocks, sleeps, migrates, ends or is preempted (on a
+//!   preemptive platform, see Limits), and counts as one quantum.
 //! - The timer queue orders sleeping (or waiting-with-deadline) threads by deadline; a dispatcher
 //!   with nothing to run asks the platform to idle it until the earliest deadline.
 //!
@@ -56,8 +56,14 @@
 //!
 //! # Limits
 //!
-//! - Threads are cooperative among themselves: a more urgent thread that becomes runnable waits
-//!   for the running one to yield or block (the kernel still preempts whole dispatchers).
+//! - Without a preemptive platform, threads are cooperative among themselves: a more urgent
+//!   thread that becomes runnable waits for the running one to yield or block (the kernel still
+//!   preempts whole dispatchers). With one ([`Platform::preemptive`]; on K42,
+//!   [`k42::K42Platform::with_preemption`]) a running thread is made to yield at the
+//!   platform's ticks, which run only while the process has more than one thread, except inside
+//!   [`NoPreempt`] sections (the runtime's own locks and switches, the allocator); see
+//!   [`preempt`]. A thread preempted while it holds a plain spin lock of the program leaves the
+//!   others spinning until their own preemption: use [`Mutex`].
 //! - A panic in a thread aborts (there is no unwinding across a context switch).
 //! - Stacks are a fixed [`STACK_SIZE`] with no guard page, only a header checked on every switch.
 //! - The inbox and futex-bucket locks spin; a dispatcher preempted by the kernel while holding
@@ -76,9 +82,9 @@ mod sync;
 pub use context::STACK_SIZE;
 pub use futex::{wait, wait_until, wake};
 pub use sched::{
-    current, current_dispatcher, migrate_to, now_ns, park, park_until, sleep_for, sleep_until,
-    spawn, yield_now, Builder, DispatcherStats, JoinHandle, Runtime, Thread, DEFAULT_PRIORITY,
-    DEFAULT_SHARE, MAX_SHARE, PRIORITIES,
+    current, current_dispatcher, migrate_to, now_ns, park, park_until, preempt, sleep_for,
+    sleep_until, spawn, yield_now, Builder, DispatcherStats, JoinHandle, NoPreempt, Runtime,
+    Thread, DEFAULT_PRIORITY, DEFAULT_SHARE, MAX_SHARE, PRIORITIES,
 };
 pub use sync::{channel, Condvar, Mutex, MutexGuard, Receiver, SendError, Sender};
 
@@ -106,4 +112,22 @@ pub trait Platform: Send + Sync + 'static {
     /// lock held: where a platform handles events it recorded asynchronously. Does nothing by
     /// default.
     fn poll(&self, _dispatcher: usize) {}
+
+    /// Whether the platform interrupts running threads (ticks, and kicks of busy dispatchers)
+    /// and calls [`preempt`] where they land. False by default: threads are cooperative.
+    fn preemptive(&self) -> bool {
+        false
+    }
+
+    /// Starts (`on`) or stops the ticks of `dispatcher` (called on it, by its scheduler, when
+    /// the process goes from one thread to more or back). Only called if
+    /// [`Platform::preemptive`].
+    fn set_ticks(&self, _dispatcher: usize, _on: bool) {}
+
+    /// Runs `switch` (the preempted thread's yield) on `dispatcher`, keeping around it whatever
+    /// the dispatcher holds for its running thread that other threads could overwrite
+    /// meanwhile (K42: the PPC buffer). Just runs it by default.
+    fn around_preemption(&self, _dispatcher: usize, switch: &mut dyn FnMut()) {
+        switch();
+    }
 }

@@ -19,8 +19,8 @@ use alloc::vec::Vec;
 use core::cmp::Ordering as CmpOrdering;
 use core::fmt;
 use core::sync::atomic::{
-    AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::AcqRel, Ordering::Acquire,
-    Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
+    compiler_fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::AcqRel,
+    Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
 };
 use core::time::Duration;
 
@@ -78,6 +78,10 @@ struct Dispatcher {
     migrations_in: AtomicU64,
     migrations_out: AtomicU64,
     idles: AtomicU64,
+    preemptions: AtomicU64,
+    /// Whether the platform ticks this dispatcher so its threads can be preempted (kept by
+    /// its scheduler; read by posters, which kick it instead while it is off).
+    ticking: AtomicBool,
 }
 
 impl Dispatcher {
@@ -91,6 +95,8 @@ impl Dispatcher {
             migrations_in: AtomicU64::new(0),
             migrations_out: AtomicU64::new(0),
             idles: AtomicU64::new(0),
+            preemptions: AtomicU64::new(0),
+            ticking: AtomicBool::new(false),
         }
     }
 }
@@ -106,20 +112,27 @@ pub struct DispatcherStats {
     pub migrations_out: u64,
     /// Times the dispatcher asked the platform to idle it.
     pub idles: u64,
+    /// Threads preempted on it (see [`preempt`]).
+    pub preemptions: u64,
 }
 
 impl Sh {
     /// Hands `thread` to dispatcher `target` and kicks it if it is idle.
     fn post(&self, target: usize, thread: Arc<Tcb>) {
-        self.dispatchers[target].inbox.lock().push(thread);
+        {
+            let _section = NoPreempt::enter();
+            self.dispatchers[target].inbox.lock().push(thread);
+        }
         self.nudge(target);
     }
 
     /// Kicks `target` if it flagged itself idle. The flag is read after our inbox push was
     /// released, and the scheduler sets it before it re-reads its inbox (under the same lock),
-    /// so either it sees our push or we see its flag.
+    /// so either it sees our push or we see its flag. On a preemptive platform it also kicks a
+    /// busy dispatcher that gets no ticks: its running thread may never give way otherwise.
     fn nudge(&self, target: usize) {
-        if self.dispatchers[target].idle.claim_kick() {
+        let d = &self.dispatchers[target];
+        if d.idle.claim_kick() || (self.platform.preemptive() && !d.ticking.load(Acquire)) {
             self.platform.kick(target);
         }
     }
@@ -165,6 +178,11 @@ pub(crate) struct Tcb {
     pass: AtomicU64,
     /// The runtime's own blocking (futex waits, sleeps): a token and a parked state.
     park: ParkWord,
+    /// Depth of [`NoPreempt`] sections the thread is in (only the thread itself changes it).
+    /// A new thread starts at 1, left when its body starts: it is inside `switch` until then.
+    no_preempt: AtomicU32,
+    /// A preemption arrived inside a [`NoPreempt`] section; taken when the section ends.
+    preempt_wanted: AtomicBool,
     /// The token of the public [`park`]/[`Thread::unpark`], a futex word of its own so the
     /// runtime's internal waits never consume it.
     user_token: AtomicU32,
@@ -220,10 +238,13 @@ impl Tcb {
 /// for good. Called by the context layer's thread entry.
 pub(crate) fn thread_main(cur: CurrentThread) -> usize {
     let main = cur.get().main.lock().take();
+    leave_no_preempt(cur);
     if let Some(main) = main {
         main();
     }
     let tcb = cur.get();
+    // The way out switches for good: no preemption from here on.
+    enter_no_preempt(cur);
     tcb.check_stack();
     tcb.action.store(A_EXIT, Relaxed);
     tcb.shared.dispatchers[tcb.home.load(Relaxed)]
@@ -234,6 +255,7 @@ pub(crate) fn thread_main(cur: CurrentThread) -> usize {
 /// Switches the running thread to its scheduler with `action`; returns when it is resumed
 /// (possibly on another dispatcher).
 fn switch_out(cur: CurrentThread, action: u8, arg: u64) {
+    let _section = NoPreempt::of(cur);
     let tcb = cur.get();
     tcb.check_stack();
     tcb.action.store(action, Relaxed);
@@ -244,6 +266,100 @@ fn switch_out(cur: CurrentThread, action: u8, arg: u64) {
     let save = tcb.ctx.as_ptr();
     // Nothing of `tcb` is used after this: if nobody ever resumes us, the block may be freed.
     context::switch(save, scheduler);
+}
+
+/// Enters a [`NoPreempt`] section of the running thread.
+fn enter_no_preempt(cur: CurrentThread) {
+    let depth = &cur.get().no_preempt;
+    // Only this thread writes it; an interrupt that lands here runs on this thread too and
+    // only reads it, so a plain load and store suffice, with a compiler fence to keep the
+    // section's own accesses after them.
+    depth.store(depth.load(Relaxed) + 1, Relaxed);
+    compiler_fence(SeqCst);
+}
+
+/// Leaves a [`NoPreempt`] section; a preemption that arrived inside the outermost one happens
+/// now.
+fn leave_no_preempt(cur: CurrentThread) {
+    compiler_fence(SeqCst);
+    let tcb = cur.get();
+    let depth = tcb.no_preempt.load(Relaxed).saturating_sub(1);
+    tcb.no_preempt.store(depth, Relaxed);
+    compiler_fence(SeqCst);
+    if depth == 0 && tcb.preempt_wanted.swap(false, Relaxed) {
+        preempt_now(cur);
+    }
+}
+
+/// Yields the running thread for a preemption, letting the platform keep what the thread's
+/// dispatcher holds for it (see [`Platform::around_preemption`]).
+fn preempt_now(cur: CurrentThread) {
+    let tcb = cur.get();
+    let shared = tcb.shared.clone();
+    let home = tcb.home.load(Relaxed);
+    shared.dispatchers[home].preemptions.fetch_add(1, Relaxed);
+    shared
+        .platform
+        .around_preemption(home, &mut || switch_out(cur, A_YIELD, 0));
+}
+
+/// A section in which the calling user-level thread is not preempted (sections nest): a
+/// preemption that arrives meanwhile waits until the outermost one ends. The runtime takes one
+/// around its own locks and switches, which its schedulers also take; a global allocator
+/// should take one around its lock for the same reason. Outside a user-level thread it does
+/// nothing.
+pub struct NoPreempt {
+    thread: Option<CurrentThread>,
+}
+
+impl NoPreempt {
+    /// Enters a section.
+    pub fn enter() -> NoPreempt {
+        match context::current() {
+            Some(Current::Thread(cur)) => NoPreempt::of(cur),
+            _ => NoPreempt { thread: None },
+        }
+    }
+
+    /// Enters a section of `cur`, the running thread.
+    pub(crate) fn of(cur: CurrentThread) -> NoPreempt {
+        enter_no_preempt(cur);
+        NoPreempt { thread: Some(cur) }
+    }
+}
+
+impl Drop for NoPreempt {
+    fn drop(&mut self) {
+        if let Some(cur) = self.thread {
+            leave_no_preempt(cur);
+        }
+    }
+}
+
+impl fmt::Debug for NoPreempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NoPreempt")
+            .field("in_thread", &self.thread.is_some())
+            .finish()
+    }
+}
+
+/// Preempts the running user-level thread: for the platform's interrupt handler (a tick, a
+/// kick), which runs on the interrupted code's stack with the interrupted state saved below.
+/// The thread yields to its dispatcher's other runnable threads now, or, inside a
+/// [`NoPreempt`] section, when the section ends. Returns whether it yielded now; false also
+/// when the interrupted code is a scheduler or not in a runtime.
+pub fn preempt() -> bool {
+    let Some(Current::Thread(cur)) = context::current() else {
+        return false;
+    };
+    let tcb = cur.get();
+    if tcb.no_preempt.load(Relaxed) != 0 {
+        tcb.preempt_wanted.store(true, Relaxed);
+        return false;
+    }
+    preempt_now(cur);
+    true
 }
 
 /// One entry of a priority level: ordered by pass, then by arrival.
@@ -399,6 +515,8 @@ impl<'a> Local<'a> {
         tcb.home.store(self.index, Relaxed);
         tcb.started.store(true, Relaxed);
         tcb.check_stack();
+        // A new turn: a preemption still pending from the last one is void.
+        tcb.preempt_wanted.store(false, Relaxed);
         let me = self.me();
         me.switches.fetch_add(1, Relaxed);
         context::switch(me.scheduler.as_ptr(), tcb.ctx.load(Relaxed));
@@ -472,6 +590,14 @@ fn schedule(shared: &Sh, index: usize) {
             local.fire(shared.platform.now_ns());
         }
         if let Some(tcb) = local.pick() {
+            if shared.platform.preemptive() {
+                // Ticks while the process has another thread that might want this CPU.
+                let want = shared.live.load(SeqCst) > 1;
+                if me.ticking.load(Relaxed) != want {
+                    me.ticking.store(want, Release);
+                    shared.platform.set_ticks(index, want);
+                }
+            }
             local.run(tcb);
             continue;
         }
@@ -578,6 +704,7 @@ impl<P: Platform> Runtime<P> {
             migrations_in: d.migrations_in.load(Relaxed),
             migrations_out: d.migrations_out.load(Relaxed),
             idles: d.idles.load(Relaxed),
+            preemptions: d.preemptions.load(Relaxed),
         }
     }
 }
@@ -686,6 +813,8 @@ impl Builder {
             share: AtomicU32::new(self.share),
             pass: AtomicU64::new(0),
             park: ParkWord::new(),
+            no_preempt: AtomicU32::new(1),
+            preempt_wanted: AtomicBool::new(false),
             user_token: AtomicU32::new(0),
             action: AtomicU8::new(A_YIELD),
             action_arg: AtomicU64::new(0),

@@ -21,7 +21,27 @@ pub const HEAP_SIZE: u64 = 256 << 20;
 pub const PANIC_STATUS: i64 = 101;
 
 #[global_allocator]
-static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+static HEAP: Heap = Heap(linked_list_allocator::LockedHeap::empty());
+
+/// The program's heap: one spin-locked free list, held by no thread across a preemption (the
+/// thread runtime's schedulers allocate too, and would spin on it forever).
+struct Heap(linked_list_allocator::LockedHeap);
+
+// SAFETY: every method forwards to the locked heap, which upholds `GlobalAlloc`'s contract; the
+// preemption section around it changes nothing about the memory handed out.
+unsafe impl core::alloc::GlobalAlloc for Heap {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        let _section = k42_guest_lib::uthread::NoPreempt::enter();
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.0.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        let _section = k42_guest_lib::uthread::NoPreempt::enter();
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+}
 
 /// Defines the program's entry point: `main(arg) -> exit status`.
 #[macro_export]
@@ -49,7 +69,11 @@ pub fn init_heap() {
     }
     // SAFETY: the range was just mapped (demand-zero, read-write) for this heap alone, and
     // this runs once, before anything allocates.
-    unsafe { HEAP.lock().init(HEAP_START as *mut u8, HEAP_SIZE as usize) };
+    unsafe {
+        HEAP.0
+            .lock()
+            .init(HEAP_START as *mut u8, HEAP_SIZE as usize)
+    };
 }
 
 static CURRENT_DISPATCHER: AtomicUsize = AtomicUsize::new(0);

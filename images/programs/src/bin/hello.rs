@@ -2,7 +2,7 @@
 #![no_std]
 #![no_main]
 
-use k42_rt::kabi::{Error, Info, Prot};
+use k42_rt::kabi::{self, Error, Info, Prot};
 use k42_rt::{println, sys};
 
 k42_rt::entry!(main);
@@ -93,6 +93,17 @@ fn main(_arg: u64) -> i64 {
     }
     if sys::dispatcher_schedule(0, 1, 100) != Ok(()) {
         println!("hello: FAILED: dispatcher_schedule with good arguments");
+        ok = false;
+    }
+    for (what, period) in [
+        ("tick period below the minimum", kabi::MIN_TICK_NS - 1),
+        ("tick period above the maximum", kabi::MAX_TICK_NS + 1),
+        ("tick period u64::MAX", u64::MAX),
+    ] {
+        ok &= expect(what, sys::tick(period), Error::Invalid);
+    }
+    if sys::tick(kabi::MIN_TICK_NS) != Ok(()) || sys::tick(0) != Ok(()) {
+        println!("hello: FAILED: tick with good arguments");
         ok = false;
     }
     ok &= expect(

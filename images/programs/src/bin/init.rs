@@ -84,6 +84,8 @@ fn main(arg: u64) -> i64 {
     ok &= run("/bin/tlb", 0, 0, 0);
     // Priority classes and proportional share, set by dispatcher_schedule.
     ok &= run("/bin/sched", 0, 0, 0);
+    // User-level threads of one dispatcher preempt each other at kernel ticks.
+    ok &= run("/bin/preempt", 0, 0, 0);
     match sys::spawn("/bin/kv", 0, 0) {
         Ok(_) => {
             let a = sys::spawn("/bin/kvclient", arg, 0);
