@@ -546,7 +546,7 @@ pub const SOFT_INTERRUPT_RETRY: u64 = 1 << 62;
 
 /// Soft-interrupt bit the kernel posts to a dispatcher that asked for ticks ([`Sys::Tick`])
 /// each time it has run for its period.
-pub const SOFT_INTERRUPT_TICK: u64 = 1 << 61;
+pub const SOFT_INTERRUPT_TICK: u64 = 1 << 59;
 
 /// Soft-interrupt bit the kernel posts to dispatcher 0 of a Linux process
 /// ([`SpawnFlags::LINUX`]) when one of its children exits (the personality raises `SIGCHLD`

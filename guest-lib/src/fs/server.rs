@@ -1270,6 +1270,16 @@ mod tests {
     use alloc::vec;
     use k42_linux_abi::file::{makedev, O_RDWR, S_IFBLK, S_IFCHR, S_IFDIR, S_IFREG};
 
+    #[test]
+    fn the_wake_bit_is_none_the_kernel_posts() {
+        // A client's upcall handler takes the kernel's bits (a tick, say) out of its page: a
+        // shared bit would lose the server's wake-ups.
+        assert_eq!(
+            WAKE_SOFT_INTERRUPT & crate::kabi::SOFT_INTERRUPT_RESERVED,
+            0
+        );
+    }
+
     /// Calls the server directly, as the PPC server would, from one client pid.
     struct Loopback {
         server: FileServer,

@@ -1,6 +1,7 @@
 //! A Rust program with the standard library (x86_64-unknown-linux-musl, static) that checks
 //! its own results: threads (std::thread), Mutex, Condvar, channels, thread-locals, sleeps and
-//! joins, threads blocked in pipes and in waits for children while the others run; then files,
+//! joins, threads blocked in pipes and in waits for children while the others run, threads
+//! preempted while they spin; then files,
 //! the environment and child processes (std::process::Command). Prints
 //! `linux-rust-threads: all checks passed` and exits 0, or says what failed and exits 1.
 
@@ -183,5 +184,42 @@ fn main() {
         .status()
         .expect("run busybox sh");
     check(status.code() == Some(3), "a child's exit code");
+    preemption();
     println!("linux-rust-threads: all checks passed");
+}
+
+/// A thread spinning on a flag that only another thread sets: the setter must get a turn
+/// although the spinner never waits. First in plain code (the tick lands in the program),
+/// then with a system call in the loop (the tick mostly lands in the personality and is taken
+/// as the call returns). Each spin is bounded, so a missing preemption fails instead of hanging.
+fn preemption() {
+    use std::sync::atomic::AtomicBool;
+    for with_calls in [false, true] {
+        let flag = Arc::new(AtomicBool::new(false));
+        let spinner = {
+            let flag = Arc::clone(&flag);
+            thread::spawn(move || {
+                let give_up = Instant::now() + Duration::from_secs(10);
+                let mut spins = 0u64;
+                while !flag.load(Ordering::Acquire) {
+                    spins += 1;
+                    std::hint::spin_loop();
+                    let look_at_clock = with_calls || spins.is_multiple_of(1 << 20);
+                    if look_at_clock && Instant::now() > give_up {
+                        return false;
+                    }
+                }
+                true
+            })
+        };
+        // Gives the spinner the CPU; it keeps it until a tick.
+        thread::yield_now();
+        flag.store(true, Ordering::Release);
+        let what = if with_calls {
+            "a spinning thread that makes system calls was preempted"
+        } else {
+            "a spinning thread was preempted"
+        };
+        check(spinner.join().unwrap(), what);
+    }
 }

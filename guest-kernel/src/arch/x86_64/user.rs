@@ -117,9 +117,14 @@ impl FpuState {
     }
 }
 
-/// Points this CPU's LSTAR (where `syscall` goes) at `entry`.
+/// Points this CPU's LSTAR (where `syscall` goes) at `entry`, code in ring 3: for platforms
+/// where `syscall` stays in ring 3 (kvm_pvm). There `syscall` still applies SFMASK to the
+/// virtual interrupt flag although `pushfq` shows it set, and interrupts (the timer among
+/// them) then stay masked until the next kernel entry, so the mask keeps IF.
 pub fn set_lstar(entry: u64) {
     wrmsr(LSTAR, entry);
+    // TF, DF, AC and NT cleared; IF kept.
+    wrmsr(SFMASK, 0x4_7500);
 }
 
 /// Whether page-table entries may carry the no-execute bit.

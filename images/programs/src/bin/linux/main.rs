@@ -40,7 +40,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 /// The lowest address a program's pointer may use, and the end of what it may reach (its
 /// initial stack is the highest thing it owns).
-const USER_POINTERS: core::ops::Range<u64> = kabi::USER_START..kabi::MAIN_STACK_TOP;
+pub(crate) const USER_POINTERS: core::ops::Range<u64> = kabi::USER_START..kabi::MAIN_STACK_TOP;
 /// Anonymous mappings are placed downwards from here (below the kernel's fixed areas).
 pub(crate) const MMAP_TOP: u64 = 0x0000_7f00_0000_0000;
 /// The break may grow this far above its start (staying below the personality).
@@ -350,6 +350,7 @@ extern "C" fn linux_syscall(
         },
     };
     signals::deliver();
+    threads::preempt_if_wanted();
     ret
 }
 

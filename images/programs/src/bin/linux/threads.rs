@@ -2,9 +2,12 @@
 //! as K42 ran them: the kernel sees one dispatcher; this module switches between the program's
 //! threads in ring 3, each on the stack the C library gave it, with its own FS base (TLS).
 //!
-//! Switching is cooperative: a thread runs until it waits (a futex, `sched_yield`, or
-//! [`wait_for`] soft-interrupt bits or a deadline: a sleep, a pipe, `wait4`, console input,
-//! `poll`) or exits. Futex
+//! A thread runs until it waits (a futex, `sched_yield`, or [`wait_for`] soft-interrupt bits or
+//! a deadline: a sleep, a pipe, `wait4`, console input, `poll`), exits, or is preempted: while
+//! the process has more than one thread, the dispatcher asks the kernel for a tick every
+//! [`TICK_NS`] of running, and the interrupt upcall of a tick that lands in the program's own
+//! code switches threads right there ([`on_upcall`]); one that lands in the personality (which
+//! holds its locks there) is taken as the system call returns ([`preempt_if_wanted`]). Futex
 //! waits stay in the process: no kernel call unless every thread waits, and then one `block`
 //! until the earliest deadline or a soft interrupt, whose bits wake the threads waiting for
 //! them ([`bits_arrived`]).
@@ -13,7 +16,7 @@
 //! are switched.
 
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use k42_linux_abi::errno;
 use k42_linux_abi::futex::{self, FUTEX_BITSET_MATCH_ANY};
@@ -21,7 +24,7 @@ use k42_linux_abi::process::{
     CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_FILES, CLONE_FS, CLONE_PARENT_SETTID,
     CLONE_SETTLS, CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_THREAD, CLONE_VM,
 };
-use k42_rt::sys;
+use k42_rt::{kabi, sys};
 use spin::Mutex;
 
 use crate::{err, get, put, Ret};
@@ -80,6 +83,88 @@ static THREADS: Mutex<Threads> = Mutex::new(Threads {
     current: 0,
     created: 0,
 });
+
+/// How often a process with several threads is ticked, so the running one gives way.
+const TICK_NS: u64 = 10_000_000;
+/// Whether this process asked for ticks (it has more than one thread).
+static TICKING: AtomicBool = AtomicBool::new(false);
+/// A tick landed inside the personality; the thread gives way as its system call returns.
+static PREEMPT_WANTED: AtomicBool = AtomicBool::new(false);
+/// Top of the upcall stack (0 until made; the trampoline leaves it at once).
+static UPCALL_STACK_TOP: AtomicU64 = AtomicU64::new(0);
+
+/// Starts or stops the ticks (and takes upcalls from the first start in this process).
+fn set_ticking(on: bool) {
+    if TICKING.swap(on, Ordering::AcqRel) == on {
+        return;
+    }
+    if on {
+        let page = k42_rt::dispatcher_page(0);
+        if page.upcall_entry.load(Ordering::Acquire) == 0 {
+            let mut top = UPCALL_STACK_TOP.load(Ordering::Relaxed);
+            if top == 0 {
+                let stack: &'static mut [u8] =
+                    alloc::boxed::Box::leak(alloc::vec![0u8; 4096].into_boxed_slice());
+                top = stack.as_ptr() as u64 + stack.len() as u64;
+                UPCALL_STACK_TOP.store(top, Ordering::Relaxed);
+            }
+            // A busy server is waited for in the kernel, as before: only interrupts come up.
+            sys::decline_upcall(0, kabi::UPCALL_BLOCKED);
+            sys::enable_upcalls(0, top, on_upcall);
+        }
+    }
+    // Periods within the kernel's bounds are always accepted.
+    let _ = sys::tick(if on { TICK_NS } else { 0 });
+}
+
+/// The interrupt upcall (on the interrupted thread's stack, its registers saved below): a tick
+/// or other soft interrupt while the program runs. In the program's own code no lock of ours is
+/// held, so the thread gives way at once; in the personality it does so as its call returns.
+/// Bits other than the tick stay in the page for those who take them.
+fn on_upcall(page: &'static kabi::DispatcherPage, upcall: sys::Upcall) {
+    if upcall != sys::Upcall::Interrupt || !TICKING.load(Ordering::Acquire) {
+        return;
+    }
+    let bits = page
+        .soft_interrupts
+        .fetch_and(!kabi::SOFT_INTERRUPT_TICK, Ordering::AcqRel);
+    // SAFETY: the save area is plain memory of our own dispatcher page; a nested upcall may
+    // rewrite it meanwhile, so it is read once, volatile, and only steers the choice below.
+    let rip = unsafe { core::ptr::addr_of!(page.save_area.rip).read_volatile() };
+    // Only in the program's own code: anything else is ours (the personality, or a system call
+    // of it returning through the kernel's entry page) or on its way to us (the sled page).
+    let in_program =
+        crate::USER_POINTERS.contains(&rip) && !kabi::LINUX_PERSONALITY_AREA.contains(&rip);
+    if !in_program {
+        if bits & kabi::SOFT_INTERRUPT_TICK != 0 {
+            PREEMPT_WANTED.store(true, Ordering::Release);
+        }
+        return;
+    }
+    preempt();
+}
+
+/// Lets the other runnable threads run first, if there are any; for preemption, so unlike
+/// [`yield_now`] it never yields the dispatcher.
+fn preempt() {
+    {
+        let mut threads = THREADS.lock();
+        if threads.list.len() < 2 {
+            return;
+        }
+        let me = threads.current;
+        threads.list[me].state = State::Runnable;
+    }
+    // Takes bits other threads wait for and expires their deadlines first.
+    schedule();
+}
+
+/// As a system call returns: gives way if a tick arrived while the personality ran.
+pub fn preempt_if_wanted() {
+    if PREEMPT_WANTED.load(Ordering::Relaxed) && PREEMPT_WANTED.swap(false, Ordering::AcqRel) {
+        preempt();
+    }
+}
 
 /// Thread ids of new threads are `pid + n * TID_STRIDE`: distinct from every process id.
 const TID_STRIDE: u64 = 1 << 20;
@@ -362,6 +447,7 @@ pub fn spawn(
         stack_unmap: None,
     });
     drop(threads);
+    set_ticking(true);
     if flags & CLONE_CHILD_SETTID != 0 {
         let _ = put(child_tid, &(tid as u32));
     }
@@ -499,7 +585,13 @@ pub fn exit_thread(status: i64) -> ! {
         }
         let me = threads.current;
         threads.list[me].state = State::Exited;
-        threads.list[me].clear_tid
+        let last_other = threads.live() <= 1;
+        let clear = threads.list[me].clear_tid;
+        drop(threads);
+        if last_other {
+            set_ticking(false);
+        }
+        clear
     };
     if clear != 0 && put(clear, &0u32) == 0 {
         THREADS.lock().wake(clear, FUTEX_BITSET_MATCH_ANY, 1);
@@ -511,10 +603,14 @@ pub fn exit_thread(status: i64) -> ! {
 /// After a fork (in the child) or an exec: only the calling thread is left, with the
 /// process's id.
 pub fn reset() {
-    let mut threads = THREADS.lock();
-    threads.list.clear();
-    threads.created = 0;
-    threads.ensure_main();
+    {
+        let mut threads = THREADS.lock();
+        threads.list.clear();
+        threads.created = 0;
+        threads.ensure_main();
+    }
+    set_ticking(false);
+    PREEMPT_WANTED.store(false, Ordering::Relaxed);
 }
 
 /// `sched_yield`: lets the other runnable threads run first.
