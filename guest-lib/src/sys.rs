@@ -530,6 +530,17 @@ pub type UpcallHandler = fn(&'static kabi::DispatcherPage, Upcall);
 
 static UPCALL_HANDLER: AtomicUsize = AtomicUsize::new(0);
 
+/// Size of an upcall stack from [`new_upcall_stack`] (the trampoline leaves it at once).
+pub const UPCALL_STACK_SIZE: usize = 4096;
+
+/// A fresh upcall stack for [`enable_upcalls`], kept for the life of the process; returns its
+/// top.
+pub fn new_upcall_stack() -> u64 {
+    let stack: &'static mut [u8] =
+        alloc::boxed::Box::leak(alloc::vec![0u8; UPCALL_STACK_SIZE].into_boxed_slice());
+    stack.as_ptr() as u64 + UPCALL_STACK_SIZE as u64
+}
+
 /// Makes the kernel upcall dispatcher `index` (the caller's own) into `handler`, starting on
 /// the stack whose top is `stack_top` (a few hundred bytes are enough: the trampoline moves to
 /// the interrupted stack at once). One handler serves all dispatchers of a process: the first

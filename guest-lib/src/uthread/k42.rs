@@ -16,7 +16,6 @@
 //! dispatcher's PPC buffer (its call's data, which other threads may overwrite meanwhile), waits
 //! on the page's retry count, puts the copy back and returns, which re-issues the call.
 
-use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{current, futex, Platform};
@@ -28,9 +27,6 @@ pub const SOFT_INTERRUPT_KICK: u64 = 1;
 
 /// How often a dispatcher running one of several threads is ticked, so that thread gives way.
 pub const PREEMPTION_TICK_NS: u64 = 10_000_000;
-
-/// Size of each dispatcher's upcall stack (the trampoline leaves it at once).
-const UPCALL_STACK_SIZE: usize = 4096;
 
 /// Soft-interrupt bits taken by upcalls, not yet handled by the dispatcher's scheduler.
 static TAKEN: [AtomicU64; MAX_DISPATCHERS] = [const { AtomicU64::new(0) }; MAX_DISPATCHERS];
@@ -166,10 +162,7 @@ impl Platform for K42Platform {
         let index = dispatcher % MAX_DISPATCHERS;
         let page = sys::dispatcher_page(dispatcher);
         if self.upcalls && !UPCALLS_ON[index].swap(true, Ordering::AcqRel) {
-            let stack: &'static mut [u8] =
-                Box::leak(alloc::vec![0u8; UPCALL_STACK_SIZE].into_boxed_slice());
-            let top = stack.as_ptr() as u64 + UPCALL_STACK_SIZE as u64;
-            sys::enable_upcalls(dispatcher, top, on_upcall);
+            sys::enable_upcalls(dispatcher, sys::new_upcall_stack(), on_upcall);
         }
         let bits =
             TAKEN[index].swap(0, Ordering::AcqRel) | page.soft_interrupts.swap(0, Ordering::AcqRel);

@@ -103,9 +103,8 @@ fn set_ticking(on: bool) {
         if page.upcall_entry.load(Ordering::Acquire) == 0 {
             let mut top = UPCALL_STACK_TOP.load(Ordering::Relaxed);
             if top == 0 {
-                let stack: &'static mut [u8] =
-                    alloc::boxed::Box::leak(alloc::vec![0u8; 4096].into_boxed_slice());
-                top = stack.as_ptr() as u64 + stack.len() as u64;
+                // Kept across fork: the child's copy of the heap holds it too.
+                top = sys::new_upcall_stack();
                 UPCALL_STACK_TOP.store(top, Ordering::Relaxed);
             }
             // A busy server is waited for in the kernel, as before: only interrupts come up.
