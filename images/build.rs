@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The native programs packed into the initramfs as `bin/<name>`.
-const PROGRAMS: [&str; 27] = [
+const PROGRAMS: [&str; 28] = [
     "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench", "fpu", "upcall",
     "fsd", "runlist", "fork", "drvinit", "blkd", "blktest", "devcheck", "rngd", "rngtest", "shell",
-    "netd", "nettest", "tlb", "relay", "nested", "sched", "preempt",
+    "netd", "nettest", "tlb", "relay", "nested", "sched", "preempt", "pager",
 ];
 /// The native programs of the default initramfs (embedded in `k42vm`): its init and the
 /// servers busybox needs, and the drivers for `--disk` and `--rng`.

@@ -8,6 +8,7 @@ use k42_paravirt::exit_code;
 
 use crate::arch::{apic, idt, idt::TrapFrame, read_cr2};
 use crate::console::print_unlocked;
+use crate::memobj::{self, ObjectFault};
 use crate::{entry, percpu, platform, proc, sched, syscall};
 
 const EXCEPTION_NAMES: [&str; 32] = [
@@ -77,8 +78,14 @@ pub fn trap(frame: &mut TrapFrame) {
     sched::return_to_user(frame);
 }
 
-/// An exception in user mode: a page fault in a demand-zero region is resolved; anything else
-/// ends the process (the kernel and other processes carry on).
+/// Signal for an access its memory cannot back (a page a pager failed).
+pub const SIGBUS: i64 = 7;
+/// Signal for an access outside the process's memory or its protection.
+pub const SIGSEGV: i64 = 11;
+
+/// An exception in user mode: a page fault in a demand-zero region is resolved, one on a paged
+/// memory object's page may wait for its pager; anything else ends the process (the kernel and
+/// other processes carry on).
 fn user_exception(frame: &mut TrapFrame) {
     let Some(current) = sched::current() else {
         return;
@@ -87,12 +94,22 @@ fn user_exception(frame: &mut TrapFrame) {
         let address = read_cr2();
         let write = frame.error_code & 2 != 0;
         let exec = frame.error_code & 0x10 != 0;
-        let (resolved, replaced) = match current.process.aspace.lock().as_mut() {
-            Some(space) => (
-                space.fault(address, write, exec).is_ok(),
-                space.has_replaced_frames(),
-            ),
-            None => (false, false),
+        let (outcome, replaced) = match current.process.aspace.lock().as_mut() {
+            Some(space) => {
+                let outcome = match space.fault(address, write, exec) {
+                    Ok(()) => ObjectFault::Resolved,
+                    Err(_) => match space.region_at(address).copied() {
+                        // Memory objects: a paged one's page may have to come from its pager.
+                        Some(region) => {
+                            memobj::fault(&current, frame, space, &region, address, write, exec)
+                                .unwrap_or(ObjectFault::Fatal(SIGSEGV))
+                        }
+                        None => ObjectFault::Fatal(SIGSEGV),
+                    },
+                };
+                (outcome, space.has_replaced_frames())
+            }
+            None => (ObjectFault::Fatal(SIGSEGV), false),
         };
         if replaced {
             // A copy-on-write fault moved the page to a copy: other CPUs of the process may
@@ -100,20 +117,26 @@ fn user_exception(frame: &mut TrapFrame) {
             let page = address & !(FRAME_SIZE - 1);
             crate::tlb::finish_change(&current.process, page..page + FRAME_SIZE, &[]);
         }
-        if resolved {
-            return;
-        }
+        let signal = match outcome {
+            ObjectFault::Resolved | ObjectFault::Waiting => return,
+            ObjectFault::Fatal(signal) => signal,
+        };
         crate::kprintln!(
-            "process {} ({}): page fault at {:#x} ({}{}), rip {:#x}, rsp {:#x}; ended",
+            "process {} ({}): {} at {:#x} ({}{}), rip {:#x}, rsp {:#x}; ended",
             current.process.pid,
             current.process.name,
+            if signal == SIGBUS {
+                "page its pager could not supply"
+            } else {
+                "page fault"
+            },
             address,
             if write { "write" } else { "read" },
             if exec { ", instruction fetch" } else { "" },
             frame.rip,
             frame.rsp
         );
-        proc::exit(&current.process, fault_status(&current.process, 11));
+        proc::exit(&current.process, fault_status(&current.process, signal));
         return;
     }
     let vector = frame.vector as usize;

@@ -168,7 +168,18 @@ pub fn send(
     words: [u64; 3],
     cpu: usize,
 ) -> Result<(), kabi::Error> {
-    let server = proc::process(server_pid).ok_or(kabi::Error::NotFound)?;
+    let message = Message {
+        sender: sender.pid,
+        words,
+    };
+    deliver(server_pid, message, cpu, true)
+}
+
+/// Queues `message` for process `pid`'s dispatcher on `cpu` (or its first) and wakes it.
+/// `bounded`: refuse (`Again`) when [`proc::MESSAGE_QUEUE_MAX`] messages wait; the kernel's
+/// own messages, which it bounds itself, are always queued.
+pub fn deliver(pid: u64, message: Message, cpu: usize, bounded: bool) -> Result<(), kabi::Error> {
+    let server = proc::process(pid).ok_or(kabi::Error::NotFound)?;
     let target = {
         let list = server.dispatchers.lock();
         list.iter()
@@ -179,13 +190,10 @@ pub fn send(
     };
     {
         let mut state = target.state.lock();
-        if state.messages.len() >= proc::MESSAGE_QUEUE_MAX {
+        if bounded && state.messages.len() >= proc::MESSAGE_QUEUE_MAX {
             return Err(kabi::Error::Again);
         }
-        state.messages.push_back(Message {
-            sender: sender.pid,
-            words,
-        });
+        state.messages.push_back(message);
     }
     sched::post_soft_interrupt(&target, kabi::SOFT_INTERRUPT_MESSAGE);
     Ok(())

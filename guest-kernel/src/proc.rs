@@ -105,6 +105,8 @@ pub enum BlockReason {
     PpcReply,
     /// Its turn at a busy server.
     PpcQueue,
+    /// A page its pager has yet to fill (paged memory objects).
+    PageFault,
 }
 
 /// What kind of dispatcher.
@@ -941,6 +943,7 @@ pub fn exit(process: &Arc<Process>, status: i64) {
     }
     drop(dispatchers);
     drop(ppc);
+    crate::memobj::pager_exited(process);
     PROCESSES.lock().remove(&process.pid);
     release_process();
     // Its own children's statuses are dropped (nobody can wait for them now), and with them

@@ -255,6 +255,16 @@ pub fn wake(d: &Arc<Dispatcher>, reason: BlockReason, rax: u64, rdx: Option<u64>
     true
 }
 
+/// Wakes `d` if it is blocked for `reason`, to resume where it blocked with its registers
+/// unchanged (a faulting instruction, re-executed). Returns whether it was woken.
+pub fn resume(d: &Arc<Dispatcher>, reason: BlockReason) -> bool {
+    if d.state.lock().run != RunState::Blocked(reason) {
+        return false;
+    }
+    make_runnable(d.clone());
+    true
+}
+
 /// Sets soft-interrupt `bits` for `d` and makes sure it notices: blocked for soft interrupts,
 /// it wakes with all pending bits; running, its CPU is told, so it takes an interrupt upcall
 /// (if it takes upcalls) when it next returns to user mode; queued, it does so when it runs.

@@ -96,7 +96,8 @@ fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Opt
         }
         Sys::Send => ppc::send(&me.process, a0, [a1, a2, a3], me.cpu).map(|_| 0),
         Sys::Receive => receive(&me, a0),
-        Sys::MemobjCreate => memobj::create(&me.process, a0),
+        Sys::MemobjCreate => memobj::create(&me.process, a0, a1),
+        Sys::MemobjFill => memobj::fill(&me.process, a0, a1, a2, a3).map(|_| 0),
         Sys::MemobjMap => memobj::map(&me.process, a0, a1, a2).map(|_| 0),
         Sys::MemobjGrant => memobj::grant(&me.process, a0, a1).map(|_| 0),
         Sys::MemobjUnmap => memobj::unmap(&me.process, a0).map(|_| 0),

@@ -3,11 +3,12 @@
 //! upcall handler, so the process's own thread scheduler decides what runs next on its CPU.
 //! The contract (page fields, registers, reasons) is in `kabi::DispatcherPage`.
 //!
-//! Two occasions: soft interrupts pending when the kernel resumes an enabled dispatcher
-//! ([`kabi::UPCALL_INTERRUPT`]), and a call that would block the dispatcher
-//! ([`kabi::UPCALL_BLOCKED`]; today a PPC call to a busy server). A dispatcher that registered
-//! no entry point, or runs disabled, gets neither: it is resumed, or blocked, as before; one that
-//! declined a reason (`DispatcherPage::declined`) does not get that one.
+//! Three occasions: soft interrupts pending when the kernel resumes an enabled dispatcher
+//! ([`kabi::UPCALL_INTERRUPT`]), a call that would block the dispatcher
+//! ([`kabi::UPCALL_BLOCKED`]; today a PPC call to a busy server), and a page fault that must
+//! wait for a pager ([`kabi::UPCALL_PAGE_FAULT`]). A dispatcher that registered no entry point,
+//! or runs disabled, gets none: it is resumed, or blocked, as before; one that declined a
+//! reason (`DispatcherPage::declined`) does not get that one.
 
 use core::mem::offset_of;
 use core::sync::atomic::Ordering;
@@ -94,6 +95,17 @@ pub fn deliver_pending(d: &Dispatcher, frame: &mut TrapFrame) {
 /// its threads runs. Returns false if `d` takes no upcalls (the caller blocks it instead).
 pub fn blocked(d: &Dispatcher, frame: &mut TrapFrame) -> bool {
     upcall(d, frame, kabi::UPCALL_BLOCKED)
+}
+
+/// `d` faulted at `address` (its context in `frame`, at the faulting instruction) on a page
+/// that is not there yet: upcalls `d` so another of its threads runs. Returns false if `d`
+/// takes no upcalls (the caller blocks it instead).
+pub fn page_fault(d: &Dispatcher, frame: &mut TrapFrame, address: u64) -> bool {
+    if !upcall(d, frame, kabi::UPCALL_PAGE_FAULT) {
+        return false;
+    }
+    frame.rcx = address;
+    true
 }
 
 /// Tells `d` that a call it was upcalled about may now be re-issued: bumps its retry count,

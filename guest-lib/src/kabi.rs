@@ -100,7 +100,9 @@ pub enum Sys {
     /// `send(server, w0, w1, w2)`: an asynchronous message to a server's dispatcher on this
     /// CPU (or its first), no reply, never blocks.
     Send = 15,
-    /// `memobj_create(pages) -> id`: a memory object shareable between processes.
+    /// `memobj_create(pages, flags) -> id`: a zeroed memory object shareable between
+    /// processes ([`MemobjFlags`]; `Invalid` for unknown flags or a size outside
+    /// 1..=[`MEMOBJ_MAX_PAGES`]).
     MemobjCreate = 16,
     /// `memobj_map(id, addr, prot)`: maps a memory object this process owns or was granted.
     MemobjMap = 17,
@@ -188,10 +190,51 @@ pub enum Sys {
     /// in), so its thread library can preempt one thread for another; 0 stops the ticks.
     /// `Invalid` unless 0 or [`MIN_TICK_NS`]..=[`MAX_TICK_NS`], or when a PPC handler calls.
     Tick = 32,
+    /// `memobj_fill(id, first, count, flags) -> 0`: the pager (the creator) of a
+    /// [`MemobjFlags::PAGED`] object says pages `first..first + count` now hold their data:
+    /// processes that fault on them map them, and those waiting for them are told to retry
+    /// (an upcalled thread through [`SOFT_INTERRUPT_RETRY`], a blocked dispatcher by waking).
+    /// With [`FillFlags::ERROR`] the pages cannot be supplied: an access to one ends the
+    /// process as a bus error (SIGBUS). `NotPermitted` for anyone but the creator, `Invalid`
+    /// for an object that is not paged, a range outside it or unknown flags.
+    MemobjFill = 33,
 }
 
 /// How many system calls there are.
-pub const SYS_COUNT: u64 = 33;
+pub const SYS_COUNT: u64 = 34;
+
+/// Largest memory object, in pages ([`Sys::MemobjCreate`]).
+pub const MEMOBJ_MAX_PAGES: u64 = 16 * 1024;
+
+/// Flags of [`Sys::MemobjCreate`].
+pub struct MemobjFlags;
+
+impl MemobjFlags {
+    /// Paged: the creator is the object's pager. Its own mapping shows every page; in any
+    /// other process a page stays unmapped until the pager fills it ([`Sys::MemobjFill`]).
+    /// The first access there sends the pager a [`MESSAGE_PAGE_REQUEST`] and the faulting
+    /// thread waits: with upcalls, the dispatcher gets an [`UPCALL_PAGE_FAULT`] and runs its
+    /// other threads; without, the dispatcher blocks until the page is filled. If the pager
+    /// exits first, its unfilled pages fail as with [`FillFlags::ERROR`].
+    pub const PAGED: u64 = 1;
+    /// Every flag.
+    pub const ALL: u64 = Self::PAGED;
+}
+
+/// Flags of [`Sys::MemobjFill`].
+pub struct FillFlags;
+
+impl FillFlags {
+    /// The pages cannot be supplied: accesses end the process with SIGBUS.
+    pub const ERROR: u64 = 1;
+    /// Every flag.
+    pub const ALL: u64 = Self::ERROR;
+}
+
+/// `words[0]` of a message from the kernel ([`Message::sender`] 0) asking a pager for a page:
+/// `words[1]` is the object's id, `words[2]` the page's index. Sent once per page, when it is
+/// first wanted, until it is filled.
+pub const MESSAGE_PAGE_REQUEST: u64 = 1;
 
 /// Shortest period [`Sys::Tick`] accepts (1 ms).
 pub const MIN_TICK_NS: u64 = 1_000_000;
@@ -268,6 +311,7 @@ impl Sys {
             Sys::MemobjUnmap,
             Sys::DispatcherSchedule,
             Sys::Tick,
+            Sys::MemobjFill,
         ];
         ALL.get(usize::try_from(nr).ok()?).copied()
     }
@@ -526,7 +570,7 @@ pub const INITRD_MEMOBJ: u64 = 0;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Message {
-    /// Sending process.
+    /// Sending process (0: the kernel).
     pub sender: u64,
     /// Payload.
     pub words: [u64; 3],
@@ -560,6 +604,11 @@ pub const UPCALL_INTERRUPT: u64 = 1;
 /// dispatcher in the kernel (a PPC call to a busy server). Resuming the save area re-issues the
 /// call; it is worth doing once [`DispatcherPage::retry_count`] differs from the value in `rdx`.
 pub const UPCALL_BLOCKED: u64 = 2;
+/// Upcall reason (in `rsi`): the thread in the save area touched a page of a paged memory
+/// object that its pager has yet to fill ([`MemobjFlags::PAGED`]); `rcx` holds the address.
+/// Resuming the save area retries the access; it is worth doing once
+/// [`DispatcherPage::retry_count`] differs from the value in `rdx`.
+pub const UPCALL_PAGE_FAULT: u64 = 3;
 
 /// The user registers of an interrupted or blocked context, as the kernel saved them when it
 /// upcalled the dispatcher.
@@ -635,7 +684,8 @@ impl SaveArea {
 /// pending and `disabled` clear, or a call of it would block in the kernel, it stores the
 /// registers it would have resumed in `save_area`, sets `disabled`, and enters `upcall_entry`
 /// with `rsp` = `upcall_stack` (16-byte aligned), `rdi` = this page's address, `rsi` = the
-/// reason ([`UPCALL_INTERRUPT`], [`UPCALL_BLOCKED`]) and `rdx` = `retry_count`. User level
+/// reason ([`UPCALL_INTERRUPT`], [`UPCALL_BLOCKED`], [`UPCALL_PAGE_FAULT`]), `rdx` =
+/// `retry_count` and `rcx` = the faulting address (page faults). User level
 /// clears `disabled` once the save area has been consumed, and must look at the
 /// soft-interrupt word after clearing it (bits that arrive while disabled wait for it).
 #[repr(C)]

@@ -326,6 +326,23 @@ pub fn memobj_create(pages: u64) -> SysResult<u64> {
     check(raw(Sys::MemobjCreate, pages, 0, 0, 0).0)
 }
 
+/// Creates a paged memory object of `pages` pages with this process as its pager (see
+/// [`kabi::MemobjFlags::PAGED`]); returns its id.
+pub fn memobj_create_paged(pages: u64) -> SysResult<u64> {
+    check(raw(Sys::MemobjCreate, pages, kabi::MemobjFlags::PAGED, 0, 0).0)
+}
+
+/// As the pager of paged object `id`, says pages `first..first + count` hold their data.
+pub fn memobj_fill(id: u64, first: u64, count: u64) -> SysResult<()> {
+    check(raw(Sys::MemobjFill, id, first, count, 0).0).map(|_| ())
+}
+
+/// As the pager of paged object `id`, says pages `first..first + count` cannot be supplied
+/// (an access to one ends the process with SIGBUS).
+pub fn memobj_fail(id: u64, first: u64, count: u64) -> SysResult<()> {
+    check(raw(Sys::MemobjFill, id, first, count, kabi::FillFlags::ERROR).0).map(|_| ())
+}
+
 /// Maps memory object `id` at `addr`.
 pub fn memobj_map(id: u64, addr: u64, prot: u64) -> SysResult<()> {
     check(raw(Sys::MemobjMap, id, addr, prot, 0).0).map(|_| ())
@@ -521,6 +538,15 @@ pub enum Upcall {
         /// The page's retry count when the kernel upcalled.
         retry_count: u32,
     },
+    /// The interrupted code touched a page of a paged memory object that its pager has yet to
+    /// fill; the access is retried when the handler returns, which is worth doing once the
+    /// page's `retry_count` is no longer `retry_count`.
+    PageFault {
+        /// The faulting address.
+        address: u64,
+        /// The page's retry count when the kernel upcalled.
+        retry_count: u32,
+    },
 }
 
 /// An upcall handler. It runs on the stack of the code the upcall interrupted, below that
@@ -564,10 +590,14 @@ pub fn decline_upcall(index: usize, reason: u64) {
     }
 }
 
-extern "C" fn k42_upcall_dispatch(page: u64, reason: u64, retry_count: u64) {
+extern "C" fn k42_upcall_dispatch(page: u64, reason: u64, retry_count: u64, address: u64) {
     let upcall = match reason {
         kabi::UPCALL_INTERRUPT => Upcall::Interrupt,
         kabi::UPCALL_BLOCKED => Upcall::Blocked {
+            retry_count: retry_count as u32,
+        },
+        kabi::UPCALL_PAGE_FAULT => Upcall::PageFault {
+            address,
             retry_count: retry_count as u32,
         },
         _ => return,
@@ -592,7 +622,8 @@ const UPCALL_FXSAVE: u64 = 192;
 const UPCALL_FRAME: u64 = UPCALL_FXSAVE + 512;
 
 // The upcall trampoline. Entered by the kernel disabled, on the upcall stack, with rdi = the
-// dispatcher page, rsi = reason, rdx = retry count. It copies the save area and the x87/SSE
+// dispatcher page, rsi = reason, rdx = retry count, rcx = the faulting address (page faults),
+// which are the handler's arguments. It copies the save area and the x87/SSE
 // registers into a frame below the interrupted stack (below its red zone), moves there,
 // enables the dispatcher (the save area is free again) and calls the handler; then it restores
 // everything and jumps back. An upcall that nests anywhere in here saves a context whose rsp
@@ -605,12 +636,12 @@ k42_upcall_entry:
     mov rax, [rdi + {save} + {rsp_off}]
     sub rax, {gap} + {frame}
     and rax, -64
-    xor ecx, ecx
+    xor r9d, r9d
 2:
-    mov r8, [rdi + {save} + rcx * 8]
-    mov [rax + rcx * 8], r8
-    inc ecx
-    cmp ecx, {words}
+    mov r8, [rdi + {save} + r9 * 8]
+    mov [rax + r9 * 8], r8
+    inc r9d
+    cmp r9d, {words}
     jb 2b
     fxsave64 [rax + {fx}]
     mov rsp, rax

@@ -102,6 +102,10 @@ fn assert_user_checks_passed(output: &str, cpus: u32, context: &str) {
         "user-level threads of one dispatcher did not preempt each other\n{context}"
     );
     assert!(
+        output.contains("pager: all checks passed"),
+        "paged memory objects or page-fault upcalls failed\n{context}"
+    );
+    assert!(
         output.contains("nested: all checks passed")
             && output.contains(
                 "nested: the relay calling itself: Some(Busy); calling a missing server: Some(NotFound)"

@@ -14,7 +14,10 @@
 //! ([`Platform::poll`]). A blocked upcall lands at a system-call site of a thread (or of code
 //! outside any thread), where blocking is as safe as in any call: the thread keeps a copy of the
 //! dispatcher's PPC buffer (its call's data, which other threads may overwrite meanwhile), waits
-//! on the page's retry count, puts the copy back and returns, which re-issues the call.
+//! on the page's retry count, puts the copy back and returns, which re-issues the call. A
+//! page-fault upcall (a paged memory object's page its pager has yet to fill) is waited out the
+//! same way, and returning retries the access. It lands where the thread touched the page, which
+//! is the program's own code, never the runtime's (whose memory is never paged).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -38,6 +41,7 @@ static UPCALLS_ON: [AtomicBool; MAX_DISPATCHERS] =
 static PREEMPTIVE: AtomicBool = AtomicBool::new(false);
 static INTERRUPT_UPCALLS: AtomicU64 = AtomicU64::new(0);
 static BLOCKED_UPCALLS: AtomicU64 = AtomicU64::new(0);
+static PAGE_FAULT_UPCALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Upcalls this process has taken so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +50,8 @@ pub struct UpcallCounts {
     pub interrupts: u64,
     /// Blocked upcalls (calls that would have blocked the dispatcher).
     pub blocked: u64,
+    /// Page-fault upcalls (pages a pager had yet to fill).
+    pub page_faults: u64,
 }
 
 /// [`Platform`] over K42 system calls, for a process whose dispatchers are `0..dispatchers`.
@@ -89,6 +95,7 @@ impl K42Platform {
         UpcallCounts {
             interrupts: INTERRUPT_UPCALLS.load(Ordering::Relaxed),
             blocked: BLOCKED_UPCALLS.load(Ordering::Relaxed),
+            page_faults: PAGE_FAULT_UPCALLS.load(Ordering::Relaxed),
         }
     }
 
@@ -118,17 +125,28 @@ fn on_upcall(page: &'static DispatcherPage, upcall: Upcall) {
         }
         Upcall::Blocked { retry_count } => {
             BLOCKED_UPCALLS.fetch_add(1, Ordering::Relaxed);
-            if current().is_some() {
-                let index = page.index as usize;
-                let call_data = sys::ppc_buffer_save(index);
-                futex::wait(&page.retry_count, retry_count);
-                sys::ppc_buffer_restore(index, &call_data);
-            } else {
-                // Not a thread of ours (the scheduler itself, or code before the runtime):
-                // nothing else to run; let other dispatchers have the CPU, then retry.
-                sys::yield_now();
-            }
+            wait_to_retry(page, retry_count);
         }
+        Upcall::PageFault { retry_count, .. } => {
+            PAGE_FAULT_UPCALLS.fetch_add(1, Ordering::Relaxed);
+            wait_to_retry(page, retry_count);
+        }
+    }
+}
+
+/// The thread the kernel upcalled about (a blocked call, a page not there yet) waits at user
+/// level until the kernel bumps the retry count past `retry_count`, then returns, which retries
+/// its call or access.
+fn wait_to_retry(page: &'static DispatcherPage, retry_count: u32) {
+    if current().is_some() {
+        let index = page.index as usize;
+        let call_data = sys::ppc_buffer_save(index);
+        futex::wait(&page.retry_count, retry_count);
+        sys::ppc_buffer_restore(index, &call_data);
+    } else {
+        // Not a thread of ours (the scheduler itself, or code before the runtime): nothing
+        // else to run; let other dispatchers have the CPU, then retry.
+        sys::yield_now();
     }
 }
 

@@ -86,6 +86,8 @@ fn main(arg: u64) -> i64 {
     ok &= run("/bin/sched", 0, 0, 0);
     // User-level threads of one dispatcher preempt each other at kernel ticks.
     ok &= run("/bin/preempt", 0, 0, 0);
+    // Page-fault upcalls: a thread waiting for a pager's page does not stop its dispatcher.
+    ok &= run("/bin/pager", 0, 0, 0);
     match sys::spawn("/bin/kv", 0, 0) {
         Ok(_) => {
             let a = sys::spawn("/bin/kvclient", arg, 0);

@@ -107,8 +107,10 @@ fn set_ticking(on: bool) {
                 top = sys::new_upcall_stack();
                 UPCALL_STACK_TOP.store(top, Ordering::Relaxed);
             }
-            // A busy server is waited for in the kernel, as before: only interrupts come up.
+            // A busy server (or a pager) is waited for in the kernel, as before: only
+            // interrupts come up.
             sys::decline_upcall(0, kabi::UPCALL_BLOCKED);
+            sys::decline_upcall(0, kabi::UPCALL_PAGE_FAULT);
             sys::enable_upcalls(0, top, on_upcall);
         }
     }
