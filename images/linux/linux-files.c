@@ -1,7 +1,7 @@
 /* A static musl C program for the Linux personality's files: reads a file of the initramfs,
  * creates, writes, renames, links and removes files and directories under /tmp, lists a
- * directory, uses pipes, the device files and the working directory, and checks the errors
- * Linux gives for bad requests. Exits 0 only if every check holds; prints each failure. */
+ * directory, maps files, uses pipes, the device files and the working directory, and checks
+ * the errors Linux gives for bad requests. Exits 0 only if every check holds; prints each failure. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
@@ -152,6 +153,61 @@ static void bad_requests(void) {
     check(open("", O_RDONLY) == -1 && errno == ENOENT, "empty path");
 }
 
+/* File mappings: private copies of a file's bytes (read-only MAP_SHARED too), zeros past the
+ * end, the errors Linux gives. */
+static void mapped_files(void) {
+    int fd = open("/etc/motd", O_RDONLY);
+    char *p = mmap(0, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+    check(p != MAP_FAILED && memcmp(p, motd, strlen(motd)) == 0 && p[strlen(motd)] == 0,
+          "mmap an initramfs file");
+    check(p == MAP_FAILED || munmap(p, 4096) == 0, "munmap a file mapping");
+    close(fd);
+
+    static char data[3 * 4096 + 100];
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (char)(i * 13 + 5);
+    fd = open("/tmp/mapped", O_CREAT | O_RDWR | O_TRUNC, 0644);
+    check(fd >= 0 && write(fd, data, sizeof data) == sizeof data, "write a file to map");
+    size_t tail = sizeof data - 4096;
+    char *q = mmap(0, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 4096);
+    check(q != MAP_FAILED && memcmp(q, data + 4096, tail) == 0, "mmap from an offset");
+    if (q != MAP_FAILED) {
+        check(q[tail] == 0 && q[3 * 4096 - 1] == 0, "a mapping reads zeros past the file's end");
+        q[0] = 'X';
+        char c = 0;
+        check(pread(fd, &c, 1, 4096) == 1 && c == data[4096], "private stores stay private");
+        munmap(q, 3 * 4096);
+    }
+    char *r = mmap(0, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    check(r != MAP_FAILED && memcmp(r, data, 4096) == 0, "MAP_SHARED read-only mapping");
+    if (r != MAP_FAILED)
+        munmap(r, 4096);
+    check(mmap(0, 4096, PROT_READ, MAP_PRIVATE, fd, 100) == MAP_FAILED && errno == EINVAL,
+          "mmap at an unaligned offset");
+    check(mmap(0, 4096, PROT_READ, MAP_PRIVATE, 12345, 0) == MAP_FAILED && errno == EBADF,
+          "mmap of a closed descriptor");
+    int wo = open("/tmp/mapped", O_WRONLY);
+    check(mmap(0, 4096, PROT_READ, MAP_PRIVATE, wo, 0) == MAP_FAILED && errno == EACCES,
+          "mmap of a write-only descriptor");
+    close(wo);
+    int fds[2];
+    check(pipe(fds) == 0 && mmap(0, 4096, PROT_READ, MAP_PRIVATE, fds[0], 0) == MAP_FAILED &&
+              errno == ENODEV,
+          "mmap of a pipe");
+    close(fds[0]);
+    close(fds[1]);
+    int zero = open("/dev/zero", O_RDWR);
+    unsigned char *z = mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE, zero, 0);
+    check(z != MAP_FAILED && z[0] == 0 && z[8191] == 0, "mmap of /dev/zero");
+    if (z != MAP_FAILED) {
+        z[100] = 7;
+        check(z[100] == 7, "a /dev/zero mapping is writable");
+        munmap(z, 8192);
+    }
+    close(zero);
+    close(fd);
+    check(unlink("/tmp/mapped") == 0, "unlink the mapped file");
+}
+
 /* Reads a whole small file into buf (NUL-terminated); returns its length or -1. */
 static int slurp(const char *path, char *buf, int size) {
     int fd = open(path, O_RDONLY);
@@ -214,6 +270,7 @@ int main(void) {
     archive_file();
     proc_files();
     new_files();
+    mapped_files();
     pipes_and_devices();
     bad_requests();
     if (failures) {

@@ -118,7 +118,7 @@ enum Kind {
 }
 
 /// An open file: one reference to a server handle, shared by `dup`ed descriptors.
-struct OpenFile {
+pub(crate) struct OpenFile {
     handle: Option<u64>,
     kind: Kind,
     flags: u32,
@@ -578,6 +578,45 @@ fn read(fd: u64, ptr: u64, len: u64, at: Option<u64>) -> Result<Ret, Ret> {
     let f = file(fd)?;
     let out = user_bytes_mut(ptr, len)?;
     read_into(&f, out, at).map(|n| n as Ret)
+}
+
+/// The open file behind `fd`, if `mmap` can map it: a regular file, a disk or a device such
+/// as `/dev/zero`, open for reading (`EBADF`, `EACCES`, `ENODEV` otherwise). A writable
+/// shared mapping (`writable_shared`) is refused with `ENODEV`, logged once: its stores would
+/// have to reach the file, which mappings made by copying cannot do.
+pub(crate) fn mappable(fd: i32, writable_shared: bool) -> Result<Arc<OpenFile>, Ret> {
+    let f = file(fd as u64)?;
+    if f.flags & O_ACCMODE == O_WRONLY {
+        return Err(err(errno::EACCES));
+    }
+    if !matches!(f.kind, Kind::Regular | Kind::Disk | Kind::Device) {
+        return Err(err(errno::ENODEV));
+    }
+    if writable_shared {
+        return Err(crate::unsupported(
+            "mmap of a file, shared and writable",
+            errno::ENODEV,
+            "ENODEV",
+        ));
+    }
+    Ok(f)
+}
+
+/// Reads `f` from `offset` into the `len` bytes of fresh, writable memory at `at` (a private
+/// file mapping), up to the file's end; the rest stays zero.
+pub(crate) fn read_mapped(f: &OpenFile, offset: u64, at: u64, len: u64) -> Result<(), Ret> {
+    let out = user_bytes_mut(at, len)?;
+    let mut done = 0usize;
+    while done < out.len() {
+        let from = offset
+            .checked_add(done as u64)
+            .ok_or(err(errno::EOVERFLOW))?;
+        match read_into(f, &mut out[done..], Some(from))? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(())
 }
 
 /// Reads from `f` into `out` (at `at`, or at and past its offset).

@@ -11,7 +11,8 @@
 //! The first call from each site has the kernel rewrite it into `call rax` (see `rewrite`), so
 //! later calls from there arrive the same way without a `syscall` instruction.
 //!
-//! Covered so far: memory (brk, anonymous mmap/munmap/mprotect), arch_prctl, ids, uname,
+//! Covered so far: memory (brk, mmap/munmap/mprotect: anonymous, and private copies of
+//! files), arch_prctl, ids, uname,
 //! clocks and sleeps, getrandom, rlimits; files, directories, pipes and terminals (`files`);
 //! fork, execve and wait4 (`fork`, `exec`); signals (`signals`); threads and futexes
 //! (`threads`); a minimal `/proc` (`procfs`). Anything else returns `-ENOSYS`, and the first use of each is logged by name.
@@ -344,6 +345,7 @@ extern "C" fn linux_syscall(
             threads::spawn_process(a0, a1, [a0, a1, a2, a3, a4, a5], resume)
         }
         nr::SYS_FUTEX => threads::futex(a0, a1, a2, a3, a4, a5),
+        nr::SYS_MMAP => mmap(a0, a1, a2, a3, a4, a5),
         _ => match files::syscall(n, [a0, a1, a2, a3, a4, a5]) {
             Some(ret) => ret,
             None => process_syscall(n, a0, a1, a2, a3),
@@ -358,7 +360,6 @@ extern "C" fn linux_syscall(
 fn process_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Ret {
     match n {
         nr::SYS_BRK => brk(a0),
-        nr::SYS_MMAP => mmap(a0, a1, a2, a3),
         nr::SYS_MUNMAP => match ours(a0, a1) {
             true => err(errno::EINVAL),
             false if threads::defer_own_stack_unmap(a0, a1.next_multiple_of(PAGE)) => 0,
@@ -478,16 +479,22 @@ pub(crate) fn ours(addr: u64, len: u64) -> bool {
     overlaps(&PERSONALITY) || overlaps(&heap) || overlaps(&FILE_WINDOWS)
 }
 
-/// Logs once per kind that a supported call was asked for something not supported yet.
+/// Logs once per kind that a supported call was asked for something not supported yet;
+/// returns `-ENOSYS`.
 pub(crate) fn unimplemented_variant(what: &'static str) -> Ret {
+    unsupported(what, errno::ENOSYS, "ENOSYS")
+}
+
+/// As [`unimplemented_variant`], returning `-errno` (named `errno_name` in the log line).
+pub(crate) fn unsupported(what: &'static str, errno: i32, errno_name: &str) -> Ret {
     static SEEN: spin::Mutex<alloc::vec::Vec<&'static str>> =
         spin::Mutex::new(alloc::vec::Vec::new());
     let mut seen = SEEN.lock();
     if !seen.contains(&what) {
         seen.push(what);
-        k42_rt::println!("linux: unimplemented: {what}; returns ENOSYS");
+        k42_rt::println!("linux: unimplemented: {what}; returns {errno_name}");
     }
-    err(errno::ENOSYS)
+    err(errno)
 }
 
 fn prot(linux: u64) -> u64 {
@@ -540,16 +547,35 @@ fn brk(wanted: u64) -> Ret {
     wanted as Ret
 }
 
-/// Anonymous mappings only (file mappings need the file server): `-ENODEV` otherwise.
-fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64) -> Ret {
+/// `mmap(addr, len, prot, flags, fd, offset)`. Anonymous memory is demand-zero. A file
+/// mapping is private: the file's bytes from `offset` are read into fresh memory when the
+/// mapping is made, and changes to either side are not seen by the other later (what Linux
+/// promises for `MAP_PRIVATE`; a read-only `MAP_SHARED` mapping is served the same way, so
+/// it does not follow later writes to the file). The part past the end of the file reads as
+/// zeros (Linux raises SIGBUS for whole pages past it). A writable `MAP_SHARED` file mapping,
+/// whose stores would have to reach the file, is refused with `ENODEV`.
+fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, offset: u64) -> Ret {
     let flags = flags as u32;
     if len == 0 || !addr.is_multiple_of(PAGE) {
         return err(errno::EINVAL);
     }
-    if flags & mm::MAP_ANONYMOUS == 0 {
-        return err(errno::ENODEV);
-    }
-    let len = len.next_multiple_of(PAGE);
+    let anonymous = flags & mm::MAP_ANONYMOUS != 0;
+    let shared = flags & mm::MAP_TYPE != mm::MAP_PRIVATE;
+    let source = if anonymous {
+        None
+    } else {
+        if !offset.is_multiple_of(PAGE) {
+            return err(errno::EINVAL);
+        }
+        let writable_shared = shared && prot_bits as u32 & mm::PROT_WRITE != 0;
+        match files::mappable(fd as i32, writable_shared) {
+            Ok(file) => Some(file),
+            Err(e) => return e,
+        }
+    };
+    let Some(len) = len.checked_next_multiple_of(PAGE) else {
+        return err(errno::ENOMEM);
+    };
     let at = if flags & mm::MAP_FIXED != 0 {
         if ours(addr, len) {
             return err(errno::EINVAL);
@@ -560,10 +586,34 @@ fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64) -> Ret {
         let next = MMAP_NEXT.fetch_sub(len, Ordering::Relaxed);
         next - len
     };
-    match sys::map(at, len, prot(prot_bits)) {
+    let wanted = prot(prot_bits);
+    let Some(file) = source else {
+        return match sys::map(at, len, wanted) {
+            Ok(()) => at as Ret,
+            Err(kabi::Error::NoMemory) => err(errno::ENOMEM),
+            Err(_) => err(errno::EINVAL),
+        };
+    };
+    // Writable while the contents go in, then as asked.
+    let filled = sys::map(at, len, Prot::READ | Prot::WRITE)
+        .map_err(|e| match e {
+            kabi::Error::NoMemory => err(errno::ENOMEM),
+            _ => err(errno::EINVAL),
+        })
+        .and_then(|()| files::read_mapped(&file, offset, at, len))
+        .and_then(|()| {
+            let same = wanted == Prot::READ | Prot::WRITE;
+            match same || sys::protect(at, len, wanted).is_ok() {
+                true => Ok(()),
+                false => Err(err(errno::ENOMEM)),
+            }
+        });
+    match filled {
         Ok(()) => at as Ret,
-        Err(kabi::Error::NoMemory) => err(errno::ENOMEM),
-        Err(_) => err(errno::EINVAL),
+        Err(e) => {
+            let _ = sys::unmap(at, len);
+            e
+        }
     }
 }
 
