@@ -80,11 +80,16 @@ fn start_other(body: extern "C" fn(u64) -> !) -> bool {
     true
 }
 
+/// How long [`wait_for_turns`] waits before it gives up: a guard against hanging, not a
+/// measure (a 1-CPU guest among parallel test VMs once took over a second to run the other
+/// dispatcher).
+const TURNS_GIVE_UP_NS: u64 = 10_000_000_000;
+
 /// Waits (blocking, so a second dispatcher on this CPU gets it) until the other dispatcher
-/// has gone round its loop `turns` more times; false after a second.
+/// has gone round its loop `turns` more times; false after [`TURNS_GIVE_UP_NS`].
 fn wait_for_turns(turns: u64) -> bool {
     let target = TURNS.load(Ordering::Acquire) + turns;
-    let end = now_ns() + 1_000_000_000;
+    let end = now_ns() + TURNS_GIVE_UP_NS;
     while TURNS.load(Ordering::Acquire) < target {
         if now_ns() > end {
             return false;
