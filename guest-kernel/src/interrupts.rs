@@ -84,8 +84,8 @@ pub const SIGBUS: i64 = 7;
 pub const SIGSEGV: i64 = 11;
 
 /// An exception in user mode: a page fault in a demand-zero region is resolved, one on a paged
-/// memory object's page may wait for its pager; anything else ends the process (the kernel and
-/// other processes carry on).
+/// memory object's page may wait for its pager; anything else goes to the process's trap
+/// upcall if it takes one, or ends the process (the kernel and other processes carry on).
 fn user_exception(frame: &mut TrapFrame) {
     let Some(current) = sched::current() else {
         return;
@@ -121,6 +121,9 @@ fn user_exception(frame: &mut TrapFrame) {
             ObjectFault::Resolved | ObjectFault::Waiting => return,
             ObjectFault::Fatal(signal) => signal,
         };
+        if crate::upcall::trap(&current, frame, address, signal) {
+            return;
+        }
         crate::kprintln!(
             "process {} ({}): {} at {:#x} ({}{}), rip {:#x}, rsp {:#x}; ended",
             current.process.pid,
@@ -140,6 +143,15 @@ fn user_exception(frame: &mut TrapFrame) {
         return;
     }
     let vector = frame.vector as usize;
+    let signal = match vector {
+        0 => 8,     // SIGFPE
+        3 | 1 => 5, // SIGTRAP
+        6 => 4,     // SIGILL
+        _ => SIGSEGV,
+    };
+    if crate::upcall::trap(&current, frame, frame.rip, signal) {
+        return;
+    }
     crate::kprintln!(
         "process {} ({}): {} (vector {}, error code {:#x}) at rip {:#x}; ended",
         current.process.pid,
@@ -149,12 +161,6 @@ fn user_exception(frame: &mut TrapFrame) {
         frame.error_code,
         frame.rip
     );
-    let signal = match vector {
-        0 => 8,     // SIGFPE
-        3 | 1 => 5, // SIGTRAP
-        6 => 4,     // SIGILL
-        _ => 11,    // SIGSEGV
-    };
     proc::exit(&current.process, fault_status(&current.process, signal));
 }
 

@@ -3,10 +3,11 @@
 //! upcall handler, so the process's own thread scheduler decides what runs next on its CPU.
 //! The contract (page fields, registers, reasons) is in `kabi::DispatcherPage`.
 //!
-//! Three occasions: soft interrupts pending when the kernel resumes an enabled dispatcher
+//! Four occasions: soft interrupts pending when the kernel resumes an enabled dispatcher
 //! ([`kabi::UPCALL_INTERRUPT`]), a call that would block the dispatcher
-//! ([`kabi::UPCALL_BLOCKED`]; today a PPC call to a busy server), and a page fault that must
-//! wait for a pager ([`kabi::UPCALL_PAGE_FAULT`]). A dispatcher that registered no entry point,
+//! ([`kabi::UPCALL_BLOCKED`]; today a PPC call to a busy server), a page fault that must
+//! wait for a pager ([`kabi::UPCALL_PAGE_FAULT`]), and an exception that would otherwise end
+//! the process ([`kabi::UPCALL_TRAP`]). A dispatcher that registered no entry point,
 //! or runs disabled, gets none: it is resumed, or blocked, as before; one that declined a
 //! reason (`DispatcherPage::declined`) does not get that one.
 
@@ -105,6 +106,22 @@ pub fn page_fault(d: &Dispatcher, frame: &mut TrapFrame, address: u64) -> bool {
         return false;
     }
     frame.rcx = address;
+    true
+}
+
+/// `d` took an exception it cannot resume from as it is (its context in `frame`, at the
+/// faulting instruction; `address` the faulting address, or the instruction's) that would end
+/// its process with `signal`: upcalls `d` so the process handles it (a Linux process runs its
+/// signal handler). Returns false if `d` takes no trap upcalls (the caller ends the process).
+pub fn trap(d: &Dispatcher, frame: &mut TrapFrame, address: u64, signal: i64) -> bool {
+    let vector = frame.vector;
+    let error_code = frame.error_code;
+    if !upcall(d, frame, kabi::UPCALL_TRAP) {
+        return false;
+    }
+    frame.rcx = address;
+    frame.r8 = vector | error_code << 8;
+    frame.r9 = signal as u64;
     true
 }
 

@@ -609,6 +609,13 @@ pub const UPCALL_BLOCKED: u64 = 2;
 /// Resuming the save area retries the access; it is worth doing once
 /// [`DispatcherPage::retry_count`] differs from the value in `rdx`.
 pub const UPCALL_PAGE_FAULT: u64 = 3;
+/// Upcall reason (in `rsi`): the thread in the save area took an exception that would end
+/// the process (a bad access, an invalid instruction, a divide error...). `rcx` holds the
+/// faulting address (the instruction's for exceptions other than page faults), `r8` the
+/// vector in its low 8 bits and the error code above, `r9` the signal (Linux numbering) the
+/// kernel would end the process with. Resuming the save area re-executes the instruction. A
+/// trap while the dispatcher is disabled, or with this reason declined, ends the process.
+pub const UPCALL_TRAP: u64 = 4;
 
 /// The user registers of an interrupted or blocked context, as the kernel saved them when it
 /// upcalled the dispatcher.
@@ -684,8 +691,9 @@ impl SaveArea {
 /// pending and `disabled` clear, or a call of it would block in the kernel, it stores the
 /// registers it would have resumed in `save_area`, sets `disabled`, and enters `upcall_entry`
 /// with `rsp` = `upcall_stack` (16-byte aligned), `rdi` = this page's address, `rsi` = the
-/// reason ([`UPCALL_INTERRUPT`], [`UPCALL_BLOCKED`], [`UPCALL_PAGE_FAULT`]), `rdx` =
-/// `retry_count` and `rcx` = the faulting address (page faults). User level
+/// reason ([`UPCALL_INTERRUPT`], [`UPCALL_BLOCKED`], [`UPCALL_PAGE_FAULT`], [`UPCALL_TRAP`]),
+/// `rdx` = `retry_count`, `rcx` = the faulting address (page faults and traps), and for
+/// traps `r8` and `r9` as [`UPCALL_TRAP`] says. User level
 /// clears `disabled` once the save area has been consumed, and must look at the
 /// soft-interrupt word after clearing it (bits that arrive while disabled wait for it).
 #[repr(C)]

@@ -547,6 +547,18 @@ pub enum Upcall {
         /// The page's retry count when the kernel upcalled.
         retry_count: u32,
     },
+    /// The interrupted code took an exception that would end the process (see
+    /// [`kabi::UPCALL_TRAP`]); returning re-executes the faulting instruction.
+    Trap {
+        /// The faulting address (the instruction's, for exceptions other than page faults).
+        address: u64,
+        /// The exception vector (14: page fault, 13: general protection, 6: invalid opcode...).
+        vector: u8,
+        /// The exception's error code (0 where it has none).
+        error_code: u64,
+        /// The signal (Linux numbering) the kernel would end the process with.
+        signal: i32,
+    },
 }
 
 /// An upcall handler. It runs on the stack of the code the upcall interrupted, below that
@@ -590,7 +602,14 @@ pub fn decline_upcall(index: usize, reason: u64) {
     }
 }
 
-extern "C" fn k42_upcall_dispatch(page: u64, reason: u64, retry_count: u64, address: u64) {
+extern "C" fn k42_upcall_dispatch(
+    page: u64,
+    reason: u64,
+    retry_count: u64,
+    address: u64,
+    trap: u64,
+    signal: u64,
+) {
     let upcall = match reason {
         kabi::UPCALL_INTERRUPT => Upcall::Interrupt,
         kabi::UPCALL_BLOCKED => Upcall::Blocked {
@@ -599,6 +618,12 @@ extern "C" fn k42_upcall_dispatch(page: u64, reason: u64, retry_count: u64, addr
         kabi::UPCALL_PAGE_FAULT => Upcall::PageFault {
             address,
             retry_count: retry_count as u32,
+        },
+        kabi::UPCALL_TRAP => Upcall::Trap {
+            address,
+            vector: trap as u8,
+            error_code: trap >> 8,
+            signal: signal as i32,
         },
         _ => return,
     };
@@ -622,8 +647,8 @@ const UPCALL_FXSAVE: u64 = 192;
 const UPCALL_FRAME: u64 = UPCALL_FXSAVE + 512;
 
 // The upcall trampoline. Entered by the kernel disabled, on the upcall stack, with rdi = the
-// dispatcher page, rsi = reason, rdx = retry count, rcx = the faulting address (page faults),
-// which are the handler's arguments. It copies the save area and the x87/SSE
+// dispatcher page, rsi = reason, rdx = retry count, rcx = the faulting address (page faults,
+// traps), r8 and r9 (traps): the dispatch function's six arguments. It copies the save area and the x87/SSE
 // registers into a frame below the interrupted stack (below its red zone), moves there,
 // enables the dispatcher (the save area is free again) and calls the handler; then it restores
 // everything and jumps back. An upcall that nests anywhere in here saves a context whose rsp
@@ -636,12 +661,12 @@ k42_upcall_entry:
     mov rax, [rdi + {save} + {rsp_off}]
     sub rax, {gap} + {frame}
     and rax, -64
-    xor r9d, r9d
+    xor r11d, r11d
 2:
-    mov r8, [rdi + {save} + r9 * 8]
-    mov [rax + r9 * 8], r8
-    inc r9d
-    cmp r9d, {words}
+    mov r10, [rdi + {save} + r11 * 8]
+    mov [rax + r11 * 8], r10
+    inc r11d
+    cmp r11d, {words}
     jb 2b
     fxsave64 [rax + {fx}]
     mov rsp, rax

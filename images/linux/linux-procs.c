@@ -3,17 +3,20 @@
  * (arguments arrive), of a file that is not a program and of a missing one, a pipe between
  * parent and child, signal handlers (raised by the process itself and SIGCHLD from a child's
  * exit), signals that end blocking calls (a pipe read ended by a handled signal with EINTR or
- * by SIGTERM's default action, a wait4 ended with EINTR by a signal from another thread) and a
+ * by SIGTERM's default action, a wait4 ended with EINTR by a signal from another thread), a
+ * SIGSEGV handler that catches faults (with their address and code, in a forked child too) and a
  * fork bomb that ends at the process limit with EAGAIN, after which fork works again. Exits 0
  * only if every check holds; prints each failure. */
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,12 +47,16 @@ static void exit_statuses(void) {
     check(waitpid(-1, &status, WNOHANG) == -1 && errno == ECHILD, "no children left: ECHILD");
 }
 
+/* Writes to `address`, which nothing maps, hidden from the compiler's bounds checks. */
+static void poke(uintptr_t address) {
+    volatile uintptr_t at = address;
+    *(volatile int *)at = 1;
+}
+
 static void fault_is_sigsegv(void) {
     pid_t pid = fork();
     if (pid == 0) {
-        /* An address nothing maps, hidden from the compiler's bounds checks. */
-        volatile uintptr_t address = 16;
-        *(volatile int *)address = 1;
+        poke(16);
         _exit(0);
     }
     int status = reap(pid);
@@ -254,6 +261,67 @@ static void fork_bomb(void) {
     printf("linux-procs: fork bomb of %d processes ended with EAGAIN\n", n);
 }
 
+static sigjmp_buf fault_jump;
+static volatile int fault_signal, fault_code;
+static void *volatile fault_address;
+
+static void on_fault(int sig, siginfo_t *info, void *context) {
+    (void)context;
+    fault_signal = sig;
+    fault_code = info->si_code;
+    fault_address = info->si_addr;
+    siglongjmp(fault_jump, 1);
+}
+
+/* A SIGSEGV handler catches bad accesses (with the address and code Linux gives), in a forked
+ * child too; without one a fault ends the process with SIGSEGV. */
+static void fault_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO;
+    check(sigaction(SIGSEGV, &sa, 0) == 0, "install a SIGSEGV handler");
+    fault_signal = 0;
+    /* Far from everything (with system calls rewritten, page 0 holds the sled). */
+    const uintptr_t unmapped = 0xbad00000000;
+    if (sigsetjmp(fault_jump, 1) == 0) {
+        poke(unmapped);
+        check(0, "a write to an unmapped address went on");
+    }
+    check(fault_signal == SIGSEGV && fault_address == (void *)unmapped &&
+              fault_code == SEGV_MAPERR,
+          "the SIGSEGV handler sees the address and SEGV_MAPERR");
+    volatile char *ro = mmap(0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    check(ro != MAP_FAILED && ro[5] == 0, "a read-only page reads");
+    fault_signal = 0;
+    if (sigsetjmp(fault_jump, 1) == 0) {
+        ro[5] = 1;
+        check(0, "a write to a read-only page went on");
+    }
+    check(fault_signal == SIGSEGV && fault_address == (void *)(ro + 5) &&
+              fault_code == SEGV_ACCERR,
+          "a second fault is caught too, with SEGV_ACCERR");
+    int status = -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        fault_signal = 0;
+        if (sigsetjmp(fault_jump, 1) == 0)
+            poke(0x20);
+        _exit(fault_signal == SIGSEGV && fault_address == (void *)0x20 ? 42 : 3);
+    }
+    waitpid(pid, &status, 0);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 42, "a forked child keeps the handler");
+    signal(SIGSEGV, SIG_DFL);
+    pid = fork();
+    if (pid == 0) {
+        poke(0x30);
+        _exit(0);
+    }
+    waitpid(pid, &status, 0);
+    check(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
+          "with the default action again, a fault ends the process");
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "exec-child") == 0) {
         const char *env = getenv("K42_PROCS");
@@ -266,6 +334,7 @@ int main(int argc, char **argv) {
     pipe_to_child();
     signal_handlers();
     interrupted_calls();
+    fault_handlers();
     fork_bomb();
     if (failures == 0) {
         printf("linux-procs: ok (%d checks)\n", checks);

@@ -131,6 +131,8 @@ fn on_upcall(page: &'static DispatcherPage, upcall: Upcall) {
             PAGE_FAULT_UPCALLS.fetch_add(1, Ordering::Relaxed);
             wait_to_retry(page, retry_count);
         }
+        // Declined when upcalls are turned on: the kernel ends the process, as without them.
+        Upcall::Trap { signal, .. } => sys::exit(128 + i64::from(signal)),
     }
 }
 
@@ -180,6 +182,8 @@ impl Platform for K42Platform {
         let index = dispatcher % MAX_DISPATCHERS;
         let page = sys::dispatcher_page(dispatcher);
         if self.upcalls && !UPCALLS_ON[index].swap(true, Ordering::AcqRel) {
+            // Exceptions end the process in the kernel, as without upcalls.
+            sys::decline_upcall(dispatcher, kabi::UPCALL_TRAP);
             sys::enable_upcalls(dispatcher, sys::new_upcall_stack(), on_upcall);
         }
         let bits =

@@ -10,15 +10,23 @@
 //! `siginfo_t` and an empty `ucontext_t`), under the handler's mask; its return resumes the
 //! system call's return. A default action of Terminate or CoreDump ends the process with
 //! status 128 + the signal. A signal ends a blocking call with `EINTR` unless its handler was
-//! installed with `SA_RESTART` ([`interrupts_call`]). Not yet: delivery to a process spinning
-//! without system calls, alternate signal stacks, stop and continue.
+//! installed with `SA_RESTART` ([`interrupts_call`]).
+//!
+//! Faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP): once the program installs a handler for
+//! one, the process takes the kernel's trap upcalls, and [`fault`] runs the handler on the
+//! faulting thread's stack with the `siginfo_t` Linux gives (code and address); without one the
+//! kernel (or [`fault`]) ends the process with the signal. Not yet: delivery to a process
+//! spinning without system calls, a filled-in `ucontext_t`, alternate signal stacks, stop and
+//! continue.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_linux_abi::errno;
 use k42_linux_abi::signal::{
     default_action, is_valid, DefaultAction, KernelSigaction, SigInfo, Sigset, UContext,
-    SA_NODEFER, SA_RESETHAND, SA_RESTART, SA_SIGINFO, SIGCHLD, SIGKILL, SIGSTOP, SIG_DFL, SIG_IGN,
+    BUS_ADRERR, FPE_INTDIV, ILL_ILLOPC, SA_NODEFER, SA_RESETHAND, SA_RESTART, SA_SIGINFO,
+    SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGCHLD, SIGFPE, SIGILL, SIGKILL, SIGSEGV, SIGSTOP, SIGTRAP,
+    SIG_DFL, SIG_IGN, SI_KERNEL, TRAP_BRKPT,
 };
 use k42_rt::kabi;
 use k42_rt::sys;
@@ -42,8 +50,18 @@ static ACTIONS: Mutex<[KernelSigaction; 65]> = Mutex::new(
 );
 /// Signals raised and not yet delivered.
 static PENDING: AtomicU64 = AtomicU64::new(0);
-/// The blocked mask.
+/// The running thread's blocked mask (the thread switch keeps each thread's own).
 static BLOCKED: AtomicU64 = AtomicU64::new(0);
+
+/// The running thread's blocked mask.
+pub fn blocked() -> u64 {
+    BLOCKED.load(Ordering::Acquire)
+}
+
+/// Makes `mask` the running thread's blocked mask (at a thread switch).
+pub fn set_blocked(mask: u64) {
+    BLOCKED.store(mask, Ordering::Release);
+}
 
 /// Records soft-interrupt `bits` (returned by a `block`, or taken from the dispatcher page) as
 /// pending signals, and wakes the threads waiting for any of them.
@@ -79,6 +97,8 @@ pub fn raise(sig: i32) {
 /// A forked child starts with no pending signals.
 pub fn forked_child() {
     PENDING.store(0, Ordering::Release);
+    // The child's dispatcher starts without an upcall entry.
+    take_traps_if_handled();
 }
 
 /// At `execve`: caught signals go back to their default action (ignored ones stay ignored).
@@ -141,15 +161,18 @@ pub fn deliver() {
     }
 }
 
+/// Takes signal `sig`'s action for a delivery (a one-shot handler goes back to the default).
+fn take_action(sig: i32) -> KernelSigaction {
+    let mut actions = ACTIONS.lock();
+    let action = actions[sig as usize];
+    if action.handler > SIG_IGN && action.flags & SA_RESETHAND != 0 {
+        actions[sig as usize] = KernelSigaction::default();
+    }
+    action
+}
+
 fn deliver_one(sig: i32) {
-    let action = {
-        let mut actions = ACTIONS.lock();
-        let action = actions[sig as usize];
-        if action.handler > SIG_IGN && action.flags & SA_RESETHAND != 0 {
-            actions[sig as usize] = KernelSigaction::default();
-        }
-        action
-    };
+    let action = take_action(sig);
     match action.handler {
         SIG_IGN => {}
         SIG_DFL => {
@@ -157,34 +180,116 @@ fn deliver_one(sig: i32) {
                 crate::exit(kabi::EXIT_SIGNALED | i64::from(sig))
             }
         }
-        handler => {
+        _ => {
             if action.flags & SA_RESTART == 0 {
                 crate::threads::interrupt_waits();
             }
-            let old = BLOCKED.load(Ordering::Acquire);
-            let mut mask = old | action.mask.0;
-            if action.flags & SA_NODEFER == 0 {
-                mask |= Sigset::bit(sig);
-            }
-            BLOCKED.store(Sigset(mask).blockable().0, Ordering::Release);
-            if action.flags & SA_SIGINFO != 0 {
-                let mut info = SigInfo::kill(sig, 0, 0, 0);
-                let mut context = UContext {
-                    uc_sigmask: Sigset(old),
-                    ..UContext::default()
-                };
-                let f: extern "C" fn(i32, *mut SigInfo, *mut UContext) =
-                    // SAFETY: the program installed this address as an `SA_SIGINFO` handler,
-                    // whose C type this is; it runs on the program's stack, as on Linux.
-                    unsafe { core::mem::transmute(handler as usize) };
-                f(sig, &mut info, &mut context);
-            } else {
-                // SAFETY: the program installed this address as a `void (*)(int)` handler.
-                let f: extern "C" fn(i32) = unsafe { core::mem::transmute(handler as usize) };
-                f(sig);
-            }
-            BLOCKED.store(old, Ordering::Release);
+            run_handler(sig, &action, SigInfo::kill(sig, 0, 0, 0));
         }
+    }
+}
+
+/// Calls `action`'s handler for `sig` (with `info` if it takes one) under its mask.
+fn run_handler(sig: i32, action: &KernelSigaction, mut info: SigInfo) {
+    let old = BLOCKED.load(Ordering::Acquire);
+    let mut mask = old | action.mask.0;
+    if action.flags & SA_NODEFER == 0 {
+        mask |= Sigset::bit(sig);
+    }
+    BLOCKED.store(Sigset(mask).blockable().0, Ordering::Release);
+    if action.flags & SA_SIGINFO != 0 {
+        let mut context = UContext {
+            uc_sigmask: Sigset(old),
+            ..UContext::default()
+        };
+        let f: extern "C" fn(i32, *mut SigInfo, *mut UContext) =
+            // SAFETY: the program installed this address as an `SA_SIGINFO` handler, whose C
+            // type this is; it runs on the program's stack, as on Linux.
+            unsafe { core::mem::transmute(action.handler as usize) };
+        f(sig, &mut info, &mut context);
+    } else {
+        // SAFETY: the program installed this address as a `void (*)(int)` handler.
+        let f: extern "C" fn(i32) = unsafe { core::mem::transmute(action.handler as usize) };
+        f(sig);
+    }
+    BLOCKED.store(old, Ordering::Release);
+}
+
+/// The signals a fault raises, for which a handler makes the personality take trap upcalls.
+const FAULT_SIGNALS: [i32; 5] = [SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP];
+
+/// An exception of the program, as the kernel's trap upcall reported it.
+pub struct Fault {
+    /// The signal it raises.
+    pub signal: i32,
+    /// The exception vector.
+    pub vector: u8,
+    /// The exception's error code.
+    pub error_code: u64,
+    /// The faulting address (the instruction's, for exceptions other than page faults).
+    pub address: u64,
+    /// Where it happened.
+    pub rip: u64,
+}
+
+impl Fault {
+    /// `si_code` and `si_addr` as Linux gives them.
+    fn siginfo(&self) -> SigInfo {
+        const PAGE_FAULT: u8 = 14;
+        const PRESENT: u64 = 1;
+        let code = match (self.signal, self.vector) {
+            (SIGSEGV, PAGE_FAULT) if self.error_code & PRESENT != 0 => SEGV_ACCERR,
+            (SIGSEGV, PAGE_FAULT) => SEGV_MAPERR,
+            // A general-protection fault has no address on Linux either.
+            (SIGSEGV, _) => return SigInfo::fault(SIGSEGV, SI_KERNEL, 0),
+            (SIGBUS, _) => BUS_ADRERR,
+            (SIGFPE, _) => FPE_INTDIV,
+            (SIGILL, _) => ILL_ILLOPC,
+            _ => TRAP_BRKPT,
+        };
+        SigInfo::fault(self.signal, code, self.address)
+    }
+}
+
+/// A fault of the program (from the trap upcall; `in_program`: it happened in the program's
+/// own code): its signal's handler runs now, on the faulting thread's stack, and the faulting
+/// instruction runs again when it returns (as on Linux; a handler usually `siglongjmp`s out).
+/// A default, ignored or blocked action, or a fault in the personality itself, ends the
+/// process with the signal, as the kernel would have.
+pub fn fault(fault: &Fault, in_program: bool) {
+    let sig = fault.signal;
+    let blocked = BLOCKED.load(Ordering::Acquire) & Sigset::bit(sig) != 0;
+    let handled = in_program && !blocked && ACTIONS.lock()[sig as usize].handler > SIG_IGN;
+    if handled {
+        let action = take_action(sig);
+        run_handler(sig, &action, fault.siginfo());
+        return;
+    }
+    k42_rt::println!(
+        "process {} ({}): signal {sig} (vector {}, error code {:#x}) at {:#x}, rip {:#x}; ended",
+        k42_rt::pid(),
+        if in_program {
+            "the program"
+        } else {
+            "the Linux personality"
+        },
+        fault.vector,
+        fault.error_code,
+        fault.address,
+        fault.rip
+    );
+    crate::exit(kabi::EXIT_SIGNALED | i64::from(sig))
+}
+
+/// After a handler for a fault signal is installed (or a fork copied one): traps come up.
+fn take_traps_if_handled() {
+    let actions = ACTIONS.lock();
+    if FAULT_SIGNALS
+        .iter()
+        .any(|&sig| actions[sig as usize].handler > SIG_IGN)
+    {
+        drop(actions);
+        crate::threads::take_upcalls();
     }
 }
 
@@ -210,6 +315,9 @@ pub fn sigaction(sig: u64, new: u64, old: u64, size: u64) -> Ret {
         }
         previous
     };
+    if new_action.is_some() && FAULT_SIGNALS.contains(&sig) {
+        take_traps_if_handled();
+    }
     if old != 0 {
         return put(old, &previous);
     }

@@ -54,6 +54,8 @@ struct Thread {
     rsp: u64,
     /// The FS base (the C library's thread pointer) while switched out.
     fs_base: u64,
+    /// Its blocked-signal mask while switched out (each thread has its own, as on Linux).
+    sigmask: u64,
     /// Zeroed and futex-woken at exit (`CLONE_CHILD_CLEARTID`, `set_tid_address`).
     clear_tid: u64,
     state: State,
@@ -99,43 +101,67 @@ fn set_ticking(on: bool) {
         return;
     }
     if on {
-        let page = k42_rt::dispatcher_page(0);
-        if page.upcall_entry.load(Ordering::Acquire) == 0 {
-            let mut top = UPCALL_STACK_TOP.load(Ordering::Relaxed);
-            if top == 0 {
-                // Kept across fork: the child's copy of the heap holds it too.
-                top = sys::new_upcall_stack();
-                UPCALL_STACK_TOP.store(top, Ordering::Relaxed);
-            }
-            // A busy server (or a pager) is waited for in the kernel, as before: only
-            // interrupts come up.
-            sys::decline_upcall(0, kabi::UPCALL_BLOCKED);
-            sys::decline_upcall(0, kabi::UPCALL_PAGE_FAULT);
-            sys::enable_upcalls(0, top, on_upcall);
-        }
+        take_upcalls();
     }
     // Periods within the kernel's bounds are always accepted.
     let _ = sys::tick(if on { TICK_NS } else { 0 });
 }
 
-/// The interrupt upcall (on the interrupted thread's stack, its registers saved below): a tick
-/// or other soft interrupt while the program runs. In the program's own code no lock of ours is
-/// held, so the thread gives way at once; in the personality it does so as its call returns.
-/// Bits other than the tick stay in the page for those who take them.
+/// Has the kernel upcall this process (its one dispatcher) for interrupts and traps, once:
+/// for preemption between threads, and for signal handlers of faults. A busy server (or a
+/// pager) is still waited for in the kernel.
+pub(crate) fn take_upcalls() {
+    let page = k42_rt::dispatcher_page(0);
+    if page.upcall_entry.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    let mut top = UPCALL_STACK_TOP.load(Ordering::Relaxed);
+    if top == 0 {
+        // Kept across fork: the child's copy of the heap holds it too.
+        top = sys::new_upcall_stack();
+        UPCALL_STACK_TOP.store(top, Ordering::Relaxed);
+    }
+    sys::decline_upcall(0, kabi::UPCALL_BLOCKED);
+    sys::decline_upcall(0, kabi::UPCALL_PAGE_FAULT);
+    sys::enable_upcalls(0, top, on_upcall);
+}
+
+/// The upcall (on the interrupted thread's stack, its registers saved below). A trap becomes
+/// its signal ([`crate::signals::fault`]). An interrupt is a tick or other soft interrupt while
+/// the program runs: in the program's own code no lock of ours is held, so the thread gives
+/// way at once; in the personality it does so as its call returns. Bits other than the tick
+/// stay in the page for those who take them.
 fn on_upcall(page: &'static kabi::DispatcherPage, upcall: sys::Upcall) {
+    // SAFETY: the save area is plain memory of our own dispatcher page; a nested upcall may
+    // rewrite it meanwhile, so it is read once, volatile, and only steers the choices below.
+    let rip = unsafe { core::ptr::addr_of!(page.save_area.rip).read_volatile() };
+    // The program's own code: anything else is ours (the personality, or a system call of it
+    // returning through the kernel's entry page) or on its way to us (the sled page).
+    let in_program =
+        crate::USER_POINTERS.contains(&rip) && !kabi::LINUX_PERSONALITY_AREA.contains(&rip);
+    if let sys::Upcall::Trap {
+        address,
+        vector,
+        error_code,
+        signal,
+    } = upcall
+    {
+        let fault = crate::signals::Fault {
+            signal,
+            vector,
+            error_code,
+            address,
+            rip,
+        };
+        crate::signals::fault(&fault, in_program);
+        return;
+    }
     if upcall != sys::Upcall::Interrupt || !TICKING.load(Ordering::Acquire) {
         return;
     }
     let bits = page
         .soft_interrupts
         .fetch_and(!kabi::SOFT_INTERRUPT_TICK, Ordering::AcqRel);
-    // SAFETY: the save area is plain memory of our own dispatcher page; a nested upcall may
-    // rewrite it meanwhile, so it is read once, volatile, and only steers the choice below.
-    let rip = unsafe { core::ptr::addr_of!(page.save_area.rip).read_volatile() };
-    // Only in the program's own code: anything else is ours (the personality, or a system call
-    // of it returning through the kernel's entry page) or on its way to us (the sled page).
-    let in_program =
-        crate::USER_POINTERS.contains(&rip) && !kabi::LINUX_PERSONALITY_AREA.contains(&rip);
     if !in_program {
         if bits & kabi::SOFT_INTERRUPT_TICK != 0 {
             PREEMPT_WANTED.store(true, Ordering::Release);
@@ -235,6 +261,7 @@ impl Threads {
                 tid: k42_rt::pid(),
                 rsp: 0,
                 fs_base: 0,
+                sigmask: 0,
                 clear_tid: 0,
                 state: State::Running,
                 woken: false,
@@ -369,6 +396,8 @@ fn schedule() {
             }
             Some(next) => {
                 threads.list[me].fs_base = fs_base();
+                threads.list[me].sigmask = crate::signals::blocked();
+                crate::signals::set_blocked(threads.list[next].sigmask);
                 threads.list[next].state = State::Running;
                 threads.current = next;
                 let save: *mut u64 = &mut threads.list[me].rsp;
@@ -435,6 +464,8 @@ pub fn spawn(
         } else {
             fs_base()
         },
+        // A new thread starts with its creator's mask.
+        sigmask: crate::signals::blocked(),
         clear_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
             child_tid
         } else {
