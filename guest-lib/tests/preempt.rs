@@ -7,6 +7,8 @@
 //! guest's does: a thread preempted inside `malloc` would otherwise leave its lock held for a
 //! scheduler on the same OS thread.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
@@ -62,15 +64,7 @@ impl Platform for Preemptive {
     }
 
     fn idle(&self, _dispatcher: usize, deadline_ns: Option<u64>) {
-        match deadline_ns {
-            None => std::thread::park(),
-            Some(deadline) => {
-                let now = self.now_ns();
-                if deadline > now {
-                    std::thread::park_timeout(Duration::from_nanos(deadline - now));
-                }
-            }
-        }
+        common::park_until(self.now_ns(), deadline_ns);
     }
 
     fn kick(&self, dispatcher: usize) {

@@ -5,6 +5,8 @@
 //! A panic inside a user-level thread aborts the test binary (no unwinding across contexts);
 //! the message is printed first.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
@@ -39,16 +41,7 @@ impl Platform for Host {
     }
 
     fn idle(&self, _dispatcher: usize, deadline_ns: Option<u64>) {
-        // `park` keeps an unpark that came early, as the contract asks.
-        match deadline_ns {
-            None => std::thread::park(),
-            Some(deadline) => {
-                let now = self.now_ns();
-                if deadline > now {
-                    std::thread::park_timeout(Duration::from_nanos(deadline - now));
-                }
-            }
-        }
+        common::park_until(self.now_ns(), deadline_ns);
     }
 
     fn kick(&self, dispatcher: usize) {
