@@ -11,6 +11,10 @@
 //! part ever holds a stale copy, and the device always has every byte (the cache never holds
 //! the only copy of anything).
 //!
+//! Multi-block calls ([`BlockDevice::read_blocks`], [`BlockDevice::write_blocks`]) reach the
+//! device in runs: consecutive blocks that no part holds are read in one device request, and
+//! a write moves up to [`BlockBackend::max_run`] blocks per request.
+//!
 //! Locks: a CPU's part alone for a local hit; otherwise the directory, then the parts (and the
 //! device) under it. The device serves one request at a time.
 //!
@@ -33,10 +37,20 @@ pub trait BlockBackend: Send {
     fn blocks(&self) -> u64;
     /// Whether the device refuses writes.
     fn readonly(&self) -> bool;
-    /// Reads `block` into `out`, for a call on `cpu`.
-    fn read(&mut self, block: u64, out: &mut [u8; BLOCK_SIZE], cpu: usize) -> Result<(), BlkError>;
-    /// Writes `data` to `block` (on the device when it returns), for a call on `cpu`.
-    fn write(&mut self, block: u64, data: &[u8; BLOCK_SIZE], cpu: usize) -> Result<(), BlkError>;
+    /// Most blocks one [`Self::read`] or [`Self::write`] is given (at least 1).
+    fn max_run(&self) -> usize;
+    /// Reads blocks `first..first + out.len()` into `out` (in range, at most
+    /// [`Self::max_run`]), for a call on `cpu`.
+    fn read(
+        &mut self,
+        first: u64,
+        out: &mut [[u8; BLOCK_SIZE]],
+        cpu: usize,
+    ) -> Result<(), BlkError>;
+    /// Writes `data` to blocks `first..first + data.len()` (on the device when it returns;
+    /// in range, at most [`Self::max_run`]), for a call on `cpu`. On an error, any of them may
+    /// have been written.
+    fn write(&mut self, first: u64, data: &[[u8; BLOCK_SIZE]], cpu: usize) -> Result<(), BlkError>;
     /// Makes earlier writes durable, for a call on `cpu`.
     fn flush(&mut self, cpu: usize) -> Result<(), BlkError>;
 }
@@ -48,7 +62,7 @@ pub struct CacheStats {
     pub local_hits: u64,
     /// Reads copied from another CPU's part.
     pub peer_hits: u64,
-    /// Reads that went to the device.
+    /// Blocks read from the device.
     pub device_reads: u64,
 }
 
@@ -69,10 +83,23 @@ pub trait BlockDevice: Send + Sync {
     fn blocks(&self) -> u64;
     /// Whether the device refuses writes.
     fn readonly(&self) -> bool;
+    /// Reads blocks from `first` on into `out`; returns how many (fewer at the end of the
+    /// disk, or when the device fails after the first). `OutOfRange` when `first` is past the
+    /// end; a failure on the first block is its error.
+    fn read_blocks(&self, first: u64, out: &mut [[u8; BLOCK_SIZE]]) -> Result<usize, BlkError>;
+    /// Writes `data` to blocks from `first` on, through to the device; returns how many, as
+    /// [`Self::read_blocks`] does.
+    fn write_blocks(&self, first: u64, data: &[[u8; BLOCK_SIZE]]) -> Result<usize, BlkError>;
     /// Reads `block` into `out`.
-    fn read(&self, block: u64, out: &mut [u8; BLOCK_SIZE]) -> Result<(), BlkError>;
+    fn read(&self, block: u64, out: &mut [u8; BLOCK_SIZE]) -> Result<(), BlkError> {
+        self.read_blocks(block, core::slice::from_mut(out))
+            .map(|_| ())
+    }
     /// Writes `data` to `block`, through to the device.
-    fn write(&self, block: u64, data: &[u8; BLOCK_SIZE]) -> Result<(), BlkError>;
+    fn write(&self, block: u64, data: &[u8; BLOCK_SIZE]) -> Result<(), BlkError> {
+        self.write_blocks(block, core::slice::from_ref(data))
+            .map(|_| ())
+    }
     /// Makes earlier writes durable.
     fn flush(&self) -> Result<(), BlkError>;
     /// Empties every CPU's part (later reads go to the device).
@@ -92,6 +119,8 @@ struct Shared<B> {
     parts: Box<[Mutex<BlockCache>]>,
     /// Reads CPU `c` copied from another part.
     peer_hits: Box<[AtomicU64]>,
+    /// Blocks CPU `c` read from the device.
+    device_reads: Box<[AtomicU64]>,
 }
 
 /// CPU `cpu`'s rep.
@@ -130,17 +159,56 @@ pub fn root<B: BlockBackend + 'static>(
             .map(|_| Mutex::new(BlockCache::new(blocks_per_cpu)))
             .collect::<Vec<_>>()
             .into_boxed_slice(),
-        peer_hits: (0..cpus)
-            .map(|_| AtomicU64::new(0))
-            .collect::<Vec<_>>()
-            .into_boxed_slice(),
+        peer_hits: counters(cpus),
+        device_reads: counters(cpus),
     };
     Box::new(PerCpuReps::new(cpus, shared, make_rep::<B>))
+}
+
+fn counters(cpus: usize) -> Box<[AtomicU64]> {
+    (0..cpus).map(|_| AtomicU64::new(0)).collect()
 }
 
 impl<B: BlockBackend> CpuRep<B> {
     fn bit(&self) -> u64 {
         1 << self.cpu
+    }
+
+    /// Blocks `first..` to consider for a call of `wanted` blocks: `OutOfRange` past the end.
+    fn in_range(&self, first: u64, wanted: usize) -> Result<usize, BlkError> {
+        let left = self
+            .shared
+            .blocks
+            .checked_sub(first)
+            .filter(|&left| left > 0)
+            .ok_or(BlkError::OutOfRange)?;
+        Ok(wanted.min(usize::try_from(left).unwrap_or(usize::MAX)))
+    }
+
+    /// Copies `block` into `out` from another CPU's part, if one holds it (the caller holds
+    /// the directory).
+    fn copy_from_peer(
+        &self,
+        directory: &BTreeMap<u64, u64>,
+        block: u64,
+        out: &mut [u8; BLOCK_SIZE],
+    ) -> bool {
+        let holders = directory.get(&block).copied().unwrap_or(0) & !self.bit();
+        let copied = (holders != 0)
+            .then(|| holders.trailing_zeros() as usize)
+            .and_then(|peer| {
+                let part = self.shared.parts[peer].lock();
+                part.peek(block).map(|data| out.copy_from_slice(data))
+            });
+        copied.is_some()
+    }
+
+    /// Takes `block` out of every part (the caller holds the directory).
+    fn forget(&self, directory: &mut BTreeMap<u64, u64>, block: u64) {
+        let holders = directory.remove(&block).unwrap_or(0);
+        for cpu in (0..self.shared.parts.len()).filter(|&c| holders & (1 << c) != 0) {
+            self.shared.parts[cpu].lock().remove(block);
+        }
     }
 
     /// Puts `data` in this CPU's part as `block`, keeping the directory in step (the caller
@@ -168,45 +236,72 @@ impl<B: BlockBackend> BlockDevice for CpuRep<B> {
         self.shared.readonly
     }
 
-    fn read(&self, block: u64, out: &mut [u8; BLOCK_SIZE]) -> Result<(), BlkError> {
+    fn read_blocks(&self, first: u64, out: &mut [[u8; BLOCK_SIZE]]) -> Result<usize, BlkError> {
         let shared = &*self.shared;
-        if block >= shared.blocks {
-            return Err(BlkError::OutOfRange);
+        let wanted = self.in_range(first, out.len())?;
+        let mut done = 0;
+        while done < wanted {
+            let block = first + done as u64;
+            if let Some(data) = shared.parts[self.cpu].lock().get(block) {
+                out[done].copy_from_slice(data);
+                done += 1;
+                continue;
+            }
+            let mut directory = shared.directory.lock();
+            if self.copy_from_peer(&directory, block, &mut out[done]) {
+                shared.peer_hits[self.cpu].fetch_add(1, Ordering::Relaxed);
+                self.keep(&mut directory, block, &out[done]);
+                done += 1;
+                continue;
+            }
+            // Read this block and the ones after it that no part holds in one request.
+            let mut backend = shared.backend.lock();
+            let limit = wanted.min(done + backend.max_run().max(1));
+            let mut end = done + 1;
+            while end < limit && !directory.contains_key(&(first + end as u64)) {
+                end += 1;
+            }
+            match backend.read(block, &mut out[done..end], self.cpu) {
+                Ok(()) => {}
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => return Ok(done),
+            }
+            drop(backend);
+            let run = (end - done) as u64;
+            shared.device_reads[self.cpu].fetch_add(run, Ordering::Relaxed);
+            for i in done..end {
+                self.keep(&mut directory, first + i as u64, &out[i]);
+            }
+            done = end;
         }
-        if let Some(data) = shared.parts[self.cpu].lock().get(block) {
-            out.copy_from_slice(data);
-            return Ok(());
-        }
-        let mut directory = shared.directory.lock();
-        let holders = directory.get(&block).copied().unwrap_or(0) & !self.bit();
-        let copied = (holders != 0)
-            .then(|| holders.trailing_zeros() as usize)
-            .and_then(|peer| {
-                let part = shared.parts[peer].lock();
-                part.peek(block).map(|data| out.copy_from_slice(data))
-            });
-        if copied.is_some() {
-            shared.peer_hits[self.cpu].fetch_add(1, Ordering::Relaxed);
-        } else {
-            shared.backend.lock().read(block, out, self.cpu)?;
-        }
-        self.keep(&mut directory, block, out);
-        Ok(())
+        Ok(done)
     }
 
-    fn write(&self, block: u64, data: &[u8; BLOCK_SIZE]) -> Result<(), BlkError> {
+    fn write_blocks(&self, first: u64, data: &[[u8; BLOCK_SIZE]]) -> Result<usize, BlkError> {
         let shared = &*self.shared;
-        if block >= shared.blocks {
-            return Err(BlkError::OutOfRange);
-        }
+        let wanted = self.in_range(first, data.len())?;
         let mut directory = shared.directory.lock();
-        shared.backend.lock().write(block, data, self.cpu)?;
-        let holders = directory.remove(&block).unwrap_or(0);
-        for peer in (0..shared.parts.len()).filter(|&c| c != self.cpu && holders & (1 << c) != 0) {
-            shared.parts[peer].lock().remove(block);
+        let mut done = 0;
+        while done < wanted {
+            let mut backend = shared.backend.lock();
+            let end = wanted.min(done + backend.max_run().max(1));
+            let written = backend.write(first + done as u64, &data[done..end], self.cpu);
+            drop(backend);
+            // Whatever the outcome, no part keeps a copy that may differ from the device.
+            for i in done..end {
+                self.forget(&mut directory, first + i as u64);
+            }
+            match written {
+                Ok(()) => {}
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+            for i in done..end {
+                self.keep(&mut directory, first + i as u64, &data[i]);
+            }
+            done = end;
         }
-        self.keep(&mut directory, block, data);
-        Ok(())
+        Ok(done)
     }
 
     fn flush(&self) -> Result<(), BlkError> {
@@ -222,12 +317,11 @@ impl<B: BlockBackend> BlockDevice for CpuRep<B> {
     }
 
     fn stats(&self) -> CacheStats {
-        let (hits, misses) = self.shared.parts[self.cpu].lock().stats();
-        let peer_hits = self.shared.peer_hits[self.cpu].load(Ordering::Relaxed);
+        let (hits, _) = self.shared.parts[self.cpu].lock().stats();
         CacheStats {
             local_hits: hits,
-            peer_hits,
-            device_reads: misses.saturating_sub(peer_hits),
+            peer_hits: self.shared.peer_hits[self.cpu].load(Ordering::Relaxed),
+            device_reads: self.shared.device_reads[self.cpu].load(Ordering::Relaxed),
         }
     }
 }
@@ -241,6 +335,7 @@ mod tests {
     use std::cell::Cell;
     use std::sync::atomic::AtomicUsize;
     use std::thread;
+    use std::vec;
 
     std::thread_local! {
         static CPU: Cell<usize> = const { Cell::new(0) };
@@ -257,11 +352,26 @@ mod tests {
         }
     }
 
-    /// A disk in memory that counts its requests.
+    /// A disk in memory that counts its requests and may fail at one block.
     struct MemoryDisk {
         data: Arc<Mutex<Vec<[u8; BLOCK_SIZE]>>>,
         reads: Arc<AtomicUsize>,
         readonly: bool,
+        max_run: usize,
+        /// A request including this block fails (before changing anything).
+        failing: Arc<AtomicU64>,
+    }
+
+    impl MemoryDisk {
+        fn check(&self, first: u64, count: usize) -> Result<(), BlkError> {
+            let failing = self.failing.load(Ordering::SeqCst);
+            assert!(count >= 1 && count <= self.max_run, "a run of {count}");
+            assert!(first + count as u64 <= self.blocks(), "in range");
+            if (first..first + count as u64).contains(&failing) {
+                return Err(BlkError::Io);
+            }
+            Ok(())
+        }
     }
 
     impl BlockBackend for MemoryDisk {
@@ -271,21 +381,32 @@ mod tests {
         fn readonly(&self) -> bool {
             self.readonly
         }
+        fn max_run(&self) -> usize {
+            self.max_run
+        }
         fn read(
             &mut self,
-            block: u64,
-            out: &mut [u8; BLOCK_SIZE],
+            first: u64,
+            out: &mut [[u8; BLOCK_SIZE]],
             _: usize,
         ) -> Result<(), BlkError> {
+            self.check(first, out.len())?;
             self.reads.fetch_add(1, Ordering::SeqCst);
-            out.copy_from_slice(&self.data.lock()[block as usize]);
+            let data = self.data.lock();
+            out.copy_from_slice(&data[first as usize..first as usize + out.len()]);
             Ok(())
         }
-        fn write(&mut self, block: u64, data: &[u8; BLOCK_SIZE], _: usize) -> Result<(), BlkError> {
+        fn write(
+            &mut self,
+            first: u64,
+            data: &[[u8; BLOCK_SIZE]],
+            _: usize,
+        ) -> Result<(), BlkError> {
             if self.readonly {
                 return Err(BlkError::ReadOnly);
             }
-            self.data.lock()[block as usize] = *data;
+            self.check(first, data.len())?;
+            self.data.lock()[first as usize..first as usize + data.len()].copy_from_slice(data);
             Ok(())
         }
         fn flush(&mut self, _: usize) -> Result<(), BlkError> {
@@ -298,19 +419,33 @@ mod tests {
         disk: CoRef<dyn BlockDevice>,
         data: Arc<Mutex<Vec<[u8; BLOCK_SIZE]>>>,
         reads: Arc<AtomicUsize>,
+        failing: Arc<AtomicU64>,
     }
 
     fn setup(cpus: usize, blocks: usize, per_cpu: usize, readonly: bool) -> Setup {
+        setup_runs(cpus, blocks, per_cpu, readonly, 1)
+    }
+
+    fn setup_runs(
+        cpus: usize,
+        blocks: usize,
+        per_cpu: usize,
+        readonly: bool,
+        max_run: usize,
+    ) -> Setup {
         let data = Arc::new(Mutex::new(
             (0..blocks)
                 .map(|b| [b as u8; BLOCK_SIZE])
                 .collect::<Vec<_>>(),
         ));
         let reads = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(AtomicU64::new(u64::MAX));
         let backend = MemoryDisk {
             data: Arc::clone(&data),
             reads: Arc::clone(&reads),
             readonly,
+            max_run,
+            failing: Arc::clone(&failing),
         };
         let cos = CoManager::new(ThreadCpus(cpus), 4);
         let disk = cos
@@ -321,6 +456,7 @@ mod tests {
             disk,
             data,
             reads,
+            failing,
         }
     }
 
@@ -443,6 +579,82 @@ mod tests {
             before + 1,
             "emptied everywhere"
         );
+    }
+
+    /// Reads `count` blocks from `first` on `cpu`: the number read and each block's byte.
+    fn read_run(s: &Setup, cpu: usize, first: u64, count: usize) -> Result<Vec<u8>, BlkError> {
+        on(cpu, || {
+            let mut out = vec![[0u8; BLOCK_SIZE]; count];
+            let got = s.cos.call(s.disk, |d| d.read_blocks(first, &mut out))?;
+            Ok(out[..got].iter().map(|b| b[0]).collect())
+        })
+    }
+
+    #[test]
+    fn multi_block_reads_go_to_the_device_in_runs() {
+        let s = setup_runs(2, 32, 16, false, 4);
+        assert_eq!(read(&s, 1, 3), Ok(3));
+        assert_eq!(read(&s, 0, 6), Ok(6));
+        let before = s.reads.load(Ordering::SeqCst);
+        // 0..3 one request, 3 from CPU 1's part, 4..6 one request, 6 from its own part,
+        // 7..11 one request (a run of 4), 11..12 one more.
+        let bytes = read_run(&s, 0, 0, 12).unwrap();
+        assert_eq!(bytes, (0..12).collect::<Vec<u8>>());
+        assert_eq!(s.reads.load(Ordering::SeqCst) - before, 4);
+        let stats = total(&s);
+        assert_eq!(stats.device_reads, 2 + 10, "blocks from the device");
+        assert_eq!(stats.peer_hits, 1);
+        // Now all twelve are cached on CPU 0: no request at all.
+        assert_eq!(read_run(&s, 0, 0, 12).unwrap().len(), 12);
+        assert_eq!(s.reads.load(Ordering::SeqCst) - before, 4);
+        // The end of the disk shortens a call; past it is an error.
+        assert_eq!(read_run(&s, 1, 30, 5), Ok(vec![30, 31]));
+        assert_eq!(read_run(&s, 1, 32, 1), Err(BlkError::OutOfRange));
+        assert_eq!(read_run(&s, 1, u64::MAX, 1), Err(BlkError::OutOfRange));
+        // A failure after the first run shortens the call; on the first block it is the error.
+        s.failing.store(20, Ordering::SeqCst);
+        assert_eq!(read_run(&s, 1, 16, 8), Ok(vec![16, 17, 18, 19]));
+        assert_eq!(read_run(&s, 1, 20, 2), Err(BlkError::Io));
+        assert!(directory(&s).1);
+    }
+
+    #[test]
+    fn multi_block_writes_reach_the_device_and_drop_stale_copies() {
+        let s = setup_runs(2, 32, 16, false, 4);
+        assert_eq!(read_run(&s, 1, 0, 10).unwrap().len(), 10);
+        let data: Vec<[u8; BLOCK_SIZE]> = (0..10).map(|i| [0x80 | i as u8; BLOCK_SIZE]).collect();
+        let written = on(0, || s.cos.call(s.disk, |d| d.write_blocks(0, &data)));
+        assert_eq!(written, Ok(10));
+        for block in 0..10 {
+            assert_eq!(s.data.lock()[block][0], 0x80 | block as u8, "on the device");
+        }
+        let before = s.reads.load(Ordering::SeqCst);
+        let expected: Vec<u8> = (0..10).map(|i| 0x80 | i).collect();
+        assert_eq!(
+            read_run(&s, 1, 0, 10),
+            Ok(expected.clone()),
+            "no stale copy"
+        );
+        assert_eq!(read_run(&s, 0, 0, 10), Ok(expected));
+        assert_eq!(
+            s.reads.load(Ordering::SeqCst),
+            before,
+            "served by the caches"
+        );
+        // A run that fails leaves no cached copy of its blocks, and stops the call.
+        s.failing.store(6, Ordering::SeqCst);
+        let written = on(0, || {
+            s.cos
+                .call(s.disk, |d| d.write_blocks(0, &[[7; BLOCK_SIZE]; 10]))
+        });
+        assert_eq!(written, Ok(4));
+        assert_eq!(read_run(&s, 1, 4, 3), Err(BlkError::Io), "not from a cache");
+        assert!(directory(&s).1);
+        s.failing.store(u64::MAX, Ordering::SeqCst);
+        assert_eq!(read_run(&s, 1, 4, 1), Ok(vec![0x84]), "the device's bytes");
+        assert_eq!(read_run(&s, 1, 0, 4), Ok(vec![7; 4]));
+        let past = on(0, || s.cos.call(s.disk, |d| d.write_blocks(32, &data)));
+        assert_eq!(past, Err(BlkError::OutOfRange));
     }
 
     #[test]

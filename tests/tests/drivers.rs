@@ -150,7 +150,7 @@ fn blkd_serves_disks_writes_reach_the_image_and_readonly_is_enforced() {
         "{context}"
     );
     assert!(
-        out.contains("blktest: blk0 transfer area: refusals right, blocks 32..48 read 4 per call with 0 wrong, 4 blocks from the second-last: Ok(2)"),
+        out.contains("blktest: blk0 transfer area: refusals right, blocks 32..48 read 4 per call with 0 wrong in 4 device requests, 4 blocks from the second-last: Ok(2)"),
         "multi-block requests through a transfer area failed\n{context}"
     );
     // The disk object's rep on the second CPU found the blocks in the first CPU's part.

@@ -1,8 +1,10 @@
-//! A virtio-blk driver (virtio 1.x, section 5.2) doing one 4 KiB request at a time, and the
-//! protocol its server (`blkd`) speaks to clients by PPC.
+//! A virtio-blk driver (virtio 1.x, section 5.2) with one request in flight at a time, each
+//! moving up to [`MAX_REQUEST_BLOCKS`] consecutive 4 KiB blocks, and the protocol its server
+//! (`blkd`) speaks to clients by PPC.
 //!
 //! DMA memory ([`DMA_PAGES`] pages): the queue's page, a page holding the request header and
-//! the status byte, and one data page.
+//! the status byte, and [`MAX_REQUEST_BLOCKS`] data pages (block `i` of a request in data page
+//! `i`; pages that are physically adjacent share one descriptor).
 
 use super::queue::{Buffer, Dma, QueueError, SplitQueue};
 use super::transport::{Regs, Transport, TransportError, STATUS_NEEDS_RESET};
@@ -12,15 +14,18 @@ pub const BLOCK_SIZE: usize = 4096;
 /// Bytes of a virtio-blk sector.
 pub const SECTOR_SIZE: u64 = 512;
 const SECTORS_PER_BLOCK: u64 = BLOCK_SIZE as u64 / SECTOR_SIZE;
+/// Most blocks one request moves.
+pub const MAX_REQUEST_BLOCKS: usize = 16;
 /// Pages of DMA memory the driver needs.
-pub const DMA_PAGES: usize = 3;
+pub const DMA_PAGES: usize = 2 + MAX_REQUEST_BLOCKS;
 const QUEUE_PAGE: usize = 0;
 const HEADER: usize = 4096;
 const STATUS: usize = HEADER + 16;
-/// Offset of the data page in the DMA memory.
+/// Offset of the first data page in the DMA memory (data page `i` at `DATA + i * BLOCK_SIZE`).
 pub const DATA: usize = 8192;
-/// Entries of the request queue.
-pub const QUEUE_SIZE: u16 = 16;
+/// Entries of the request queue (a request of every data page in its own descriptor, the
+/// header and the status fit).
+pub const QUEUE_SIZE: u16 = 32;
 
 /// Feature: the device is read-only.
 pub const F_RO: u64 = 1 << 5;
@@ -37,10 +42,20 @@ const S_UNSUPP: u8 = 2;
 /// A block request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// Read block `n` into the data page.
-    Read(u64),
-    /// Write the data page to block `n`.
-    Write(u64),
+    /// Read blocks `block..block + count` into data pages `0..count`.
+    Read {
+        /// The first block.
+        block: u64,
+        /// Blocks, 1 to [`BlkDevice::max_request_blocks`].
+        count: usize,
+    },
+    /// Write data pages `0..count` to blocks `block..block + count`.
+    Write {
+        /// The first block.
+        block: u64,
+        /// Blocks, 1 to [`BlkDevice::max_request_blocks`].
+        count: usize,
+    },
     /// Make written blocks durable.
     Flush,
 }
@@ -55,7 +70,7 @@ pub enum BlkError {
     ReadOnly = 2,
     /// The block is beyond the end of the device.
     OutOfRange = 3,
-    /// The device does not support the request.
+    /// The device does not support the request (or it is longer than the queue takes).
     Unsupported = 4,
     /// The device needs a reset or broke the queue protocol.
     Device = 5,
@@ -182,26 +197,38 @@ impl<R: Regs, D: Dma> BlkDevice<R, D> {
         self.readonly
     }
 
-    /// The DMA memory (to fill or read the data page at [`DATA`]).
+    /// The DMA memory (to fill or read the data pages from [`DATA`] on).
     pub fn dma(&self) -> &D {
         &self.dma
     }
 
+    /// Most blocks one request may move: [`MAX_REQUEST_BLOCKS`], or fewer when the device's
+    /// queue is too short for that many data descriptors besides the header and status.
+    pub fn max_request_blocks(&self) -> usize {
+        MAX_REQUEST_BLOCKS.min(usize::from(self.queue.size()).saturating_sub(2))
+    }
+
     /// Puts `request` on the queue and notifies the device.
     pub fn start(&mut self, request: Request) -> Result<(), BlkError> {
-        let (kind, sector) = match request {
-            Request::Read(block) | Request::Write(block) => {
-                if block >= self.blocks() {
+        let (kind, sector, count) = match request {
+            Request::Read { block, count } | Request::Write { block, count } => {
+                if count == 0 || count > self.max_request_blocks() {
+                    return Err(BlkError::Unsupported);
+                }
+                if block
+                    .checked_add(count as u64)
+                    .is_none_or(|end| end > self.blocks())
+                {
                     return Err(BlkError::OutOfRange);
                 }
-                let kind = if matches!(request, Request::Read(_)) {
+                let kind = if matches!(request, Request::Read { .. }) {
                     T_IN
                 } else {
                     T_OUT
                 };
-                (kind, block * SECTORS_PER_BLOCK)
+                (kind, block * SECTORS_PER_BLOCK, count)
             }
-            Request::Flush => (T_FLUSH, 0),
+            Request::Flush => (T_FLUSH, 0, 0),
         };
         self.dma.write_u32(HEADER, kind);
         self.dma.write_u32(HEADER + 4, 0);
@@ -217,16 +244,23 @@ impl<R: Regs, D: Dma> BlkDevice<R, D> {
             len: 1,
             device_writes: true,
         };
-        let data = Buffer {
-            phys: self.dma.phys(DATA),
-            len: BLOCK_SIZE as u32,
-            device_writes: kind == T_IN,
-        };
-        if kind == T_FLUSH {
-            self.queue.push(&self.dma, &[header, status])?;
-        } else {
-            self.queue.push(&self.dma, &[header, data, status])?;
+        let mut chain = alloc::vec::Vec::with_capacity(count + 2);
+        chain.push(header);
+        for page in 0..count {
+            let phys = self.dma.phys(DATA + page * BLOCK_SIZE);
+            match chain.last_mut() {
+                Some(last) if page > 0 && last.phys + u64::from(last.len) == phys => {
+                    last.len += BLOCK_SIZE as u32;
+                }
+                _ => chain.push(Buffer {
+                    phys,
+                    len: BLOCK_SIZE as u32,
+                    device_writes: kind == T_IN,
+                }),
+            }
         }
+        chain.push(status);
+        self.queue.push(&self.dma, &chain)?;
         self.transport.notify(0);
         Ok(())
     }
@@ -316,10 +350,19 @@ mod tests {
         driver_features: RefCell<u64>,
         last_avail: RefCell<u16>,
         interrupts: RefCell<u32>,
+        /// Descriptors of each request served, in order.
+        chains: RefCell<Vec<usize>>,
+        /// The data pages are swapped in pairs in physical memory, so no two consecutive ones
+        /// are adjacent (as a program's memory object may be); otherwise all are contiguous.
+        scattered: bool,
     }
 
     impl Model {
         fn new(blocks: usize, readonly: bool) -> Model {
+            Model::with_layout(blocks, readonly, false)
+        }
+
+        fn with_layout(blocks: usize, readonly: bool, scattered: bool) -> Model {
             Model {
                 mem: RefCell::new(vec![0; DMA_PAGES * 4096]),
                 disk: RefCell::new((0..blocks * BLOCK_SIZE).map(|i| (i % 251) as u8).collect()),
@@ -329,7 +372,24 @@ mod tests {
                 driver_features: RefCell::new(0),
                 last_avail: RefCell::new(0),
                 interrupts: RefCell::new(0),
+                chains: RefCell::new(Vec::new()),
+                scattered,
             }
+        }
+
+        /// The frame holding DMA page `page` (its own inverse).
+        fn frame(&self, page: usize) -> usize {
+            if self.scattered && page * BLOCK_SIZE >= DATA {
+                2 + ((page - 2) ^ 1)
+            } else {
+                page
+            }
+        }
+
+        /// The DMA-memory offset at guest-physical `phys`.
+        fn offset_of(&self, phys: u64) -> usize {
+            let at = (phys - PHYS_BASE) as usize;
+            self.frame(at / BLOCK_SIZE) * BLOCK_SIZE + at % BLOCK_SIZE
         }
 
         fn offered(&self) -> u64 {
@@ -337,17 +397,33 @@ mod tests {
         }
 
         fn m16(&self, phys: u64) -> u16 {
-            let at = (phys - PHYS_BASE) as usize;
+            let at = self.offset_of(phys);
             u16::from_le_bytes(self.mem.borrow()[at..at + 2].try_into().unwrap())
         }
 
         fn m32(&self, phys: u64) -> u32 {
-            let at = (phys - PHYS_BASE) as usize;
+            let at = self.offset_of(phys);
             u32::from_le_bytes(self.mem.borrow()[at..at + 4].try_into().unwrap())
         }
 
         fn m64(&self, phys: u64) -> u64 {
             u64::from(self.m32(phys)) | (u64::from(self.m32(phys + 4)) << 32)
+        }
+
+        /// The `len` bytes at guest-physical `phys`, byte by byte through the frames.
+        fn bytes(&self, phys: u64, len: usize) -> Vec<u8> {
+            let mem = self.mem.borrow();
+            (0..len as u64)
+                .map(|i| mem[self.offset_of(phys + i)])
+                .collect()
+        }
+
+        /// Stores `bytes` at guest-physical `phys`.
+        fn store(&self, phys: u64, bytes: &[u8]) {
+            let mut mem = self.mem.borrow_mut();
+            for (i, &b) in bytes.iter().enumerate() {
+                mem[self.offset_of(phys + i as u64)] = b;
+            }
         }
 
         fn addr(&self, low: usize) -> u64 {
@@ -376,35 +452,37 @@ mod tests {
                     }
                     id = self.m16(d + 14);
                 }
+                self.chains.borrow_mut().push(chain.len());
                 let kind = self.m32(chain[0].0);
-                let sector = self.m64(chain[0].0 + 8) as usize;
-                let status_at = (chain.last().unwrap().0 - PHYS_BASE) as usize;
-                let status = match (kind, chain.len()) {
-                    (T_IN, 3) => {
-                        let at = (chain[1].0 - PHYS_BASE) as usize;
-                        let src = &self.disk.borrow()[sector * 512..sector * 512 + chain[1].1];
-                        self.mem.borrow_mut()[at..at + chain[1].1].copy_from_slice(src);
+                let mut at = self.m64(chain[0].0 + 8) as usize * 512;
+                let status_phys = chain.last().unwrap().0;
+                let data = &chain[1..chain.len() - 1];
+                let status = match kind {
+                    T_IN | T_OUT if data.is_empty() => S_UNSUPP,
+                    T_IN => {
+                        for &(phys, len, _) in data {
+                            self.store(phys, &self.disk.borrow()[at..at + len]);
+                            at += len;
+                        }
                         S_OK
                     }
-                    (T_OUT, 3) if self.readonly => S_IOERR,
-                    (T_OUT, 3) => {
-                        let at = (chain[1].0 - PHYS_BASE) as usize;
-                        let src = self.mem.borrow()[at..at + chain[1].1].to_vec();
-                        self.disk.borrow_mut()[sector * 512..sector * 512 + src.len()]
-                            .copy_from_slice(&src);
+                    T_OUT if self.readonly => S_IOERR,
+                    T_OUT => {
+                        for &(phys, len, _) in data {
+                            let bytes = self.bytes(phys, len);
+                            self.disk.borrow_mut()[at..at + len].copy_from_slice(&bytes);
+                            at += len;
+                        }
                         S_OK
                     }
-                    (T_FLUSH, 2) => S_OK,
+                    T_FLUSH if data.is_empty() => S_OK,
                     _ => S_UNSUPP,
                 };
-                self.mem.borrow_mut()[status_at] = status;
+                self.store(status_phys, &[status]);
                 let used_idx = self.m16(used + 2);
-                let entry =
-                    (used - PHYS_BASE) as usize + 4 + 8 * (usize::from(used_idx) % size as usize);
-                let mut mem = self.mem.borrow_mut();
-                mem[entry..entry + 4].copy_from_slice(&u32::from(head).to_le_bytes());
-                let at = (used - PHYS_BASE) as usize + 2;
-                mem[at..at + 2].copy_from_slice(&used_idx.wrapping_add(1).to_le_bytes());
+                let entry = used + 4 + 8 * (u64::from(used_idx) % size);
+                self.store(entry, &u32::from(head).to_le_bytes());
+                self.store(used + 2, &used_idx.wrapping_add(1).to_le_bytes());
                 *self.last_avail.borrow_mut() += 1;
                 self.regs.borrow_mut()[reg::INTERRUPT_STATUS / 4] |= 1;
                 *self.interrupts.borrow_mut() += 1;
@@ -456,10 +534,10 @@ mod tests {
 
     impl Dma for &Model {
         fn read_u16(&self, offset: usize) -> u16 {
-            self.m16(PHYS_BASE + offset as u64)
+            self.m16(self.phys(offset))
         }
         fn read_u32(&self, offset: usize) -> u32 {
-            self.m32(PHYS_BASE + offset as u64)
+            self.m32(self.phys(offset))
         }
         fn write_u16(&self, offset: usize, value: u16) {
             self.write_bytes(offset, &value.to_le_bytes());
@@ -477,7 +555,7 @@ mod tests {
             self.mem.borrow_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
         }
         fn phys(&self, offset: usize) -> u64 {
-            PHYS_BASE + offset as u64
+            PHYS_BASE + (self.frame(offset / BLOCK_SIZE) * BLOCK_SIZE + offset % BLOCK_SIZE) as u64
         }
     }
 
@@ -498,12 +576,14 @@ mod tests {
         for block in 0..40u64 {
             let data: Vec<u8> = (0..BLOCK_SIZE).map(|i| pattern(block, i)).collect();
             dev.dma().write_bytes(DATA, &data);
-            dev.run(Request::Write(block), &mut never_wait).unwrap();
+            dev.run(Request::Write { block, count: 1 }, &mut never_wait)
+                .unwrap();
         }
         dev.run(Request::Flush, &mut never_wait).unwrap();
         for block in [0u64, 17, 39] {
             dev.dma().write_bytes(DATA, &[0; BLOCK_SIZE]);
-            dev.run(Request::Read(block), &mut never_wait).unwrap();
+            dev.run(Request::Read { block, count: 1 }, &mut never_wait)
+                .unwrap();
             let mut out = vec![0; BLOCK_SIZE];
             dev.dma().read_bytes(DATA, &mut out);
             assert!(out.iter().enumerate().all(|(i, &b)| b == pattern(block, i)));
@@ -519,8 +599,87 @@ mod tests {
         );
         drop(disk);
         assert_eq!(
-            dev.run(Request::Read(64), &mut never_wait),
+            dev.run(
+                Request::Read {
+                    block: 64,
+                    count: 1
+                },
+                &mut never_wait
+            ),
             Err(BlkError::OutOfRange)
+        );
+    }
+
+    /// Writes blocks `block..block + count` (each its pattern) in one request, reads them
+    /// back in another, and returns the descriptors of the two requests.
+    fn round_trip(
+        model: &Model,
+        dev: &mut BlkDevice<&Model, &Model>,
+        block: u64,
+        count: usize,
+    ) -> (usize, usize) {
+        for page in 0..count {
+            let data: Vec<u8> = (0..BLOCK_SIZE)
+                .map(|i| pattern(block + page as u64, i))
+                .collect();
+            dev.dma().write_bytes(DATA + page * BLOCK_SIZE, &data);
+        }
+        dev.run(Request::Write { block, count }, &mut never_wait)
+            .unwrap();
+        dev.dma().write_bytes(DATA, &vec![0; count * BLOCK_SIZE]);
+        dev.run(Request::Read { block, count }, &mut never_wait)
+            .unwrap();
+        let mut out = vec![0; count * BLOCK_SIZE];
+        dev.dma().read_bytes(DATA, &mut out);
+        for (page, data) in out.chunks(BLOCK_SIZE).enumerate() {
+            let at = block + page as u64;
+            assert!(data.iter().enumerate().all(|(i, &b)| b == pattern(at, i)));
+            assert_eq!(
+                model.disk.borrow()[at as usize * BLOCK_SIZE + 9],
+                pattern(at, 9)
+            );
+        }
+        let chains = model.chains.borrow();
+        (chains[chains.len() - 2], chains[chains.len() - 1])
+    }
+
+    #[test]
+    fn a_request_moves_several_blocks() {
+        // Contiguous data pages: one data descriptor for the whole run.
+        let model = Model::with_layout(64, false, false);
+        let mut dev = BlkDevice::new(&model, &model).unwrap();
+        assert_eq!(round_trip(&model, &mut dev, 10, 6), (3, 3));
+        // Scattered ones: a descriptor per page, as many as the device's queue (8) allows.
+        let model = Model::with_layout(64, false, true);
+        let mut dev = BlkDevice::new(&model, &model).unwrap();
+        assert_eq!(dev.max_request_blocks(), 6);
+        assert_eq!(round_trip(&model, &mut dev, 58, 6), (8, 8));
+        let before = model.disk.borrow().clone();
+        for (request, error) in [
+            (Request::Read { block: 0, count: 7 }, BlkError::Unsupported),
+            (Request::Write { block: 0, count: 0 }, BlkError::Unsupported),
+            (
+                Request::Read {
+                    block: 60,
+                    count: 5,
+                },
+                BlkError::OutOfRange,
+            ),
+            (
+                Request::Write {
+                    block: u64::MAX,
+                    count: 2,
+                },
+                BlkError::OutOfRange,
+            ),
+        ] {
+            assert_eq!(dev.run(request, &mut never_wait), Err(error), "{request:?}");
+        }
+        // Blocks around the runs are untouched; refused requests reached nothing.
+        assert_eq!(*model.disk.borrow(), before);
+        assert_eq!(
+            model.disk.borrow()[9 * BLOCK_SIZE + 1],
+            ((9 * BLOCK_SIZE + 1) % 251) as u8
         );
     }
 
@@ -531,11 +690,12 @@ mod tests {
         assert!(dev.readonly());
         let before = model.disk.borrow().clone();
         assert_eq!(
-            dev.run(Request::Write(1), &mut never_wait),
+            dev.run(Request::Write { block: 1, count: 1 }, &mut never_wait),
             Err(BlkError::ReadOnly)
         );
         assert_eq!(*model.disk.borrow(), before);
-        dev.run(Request::Read(1), &mut never_wait).unwrap();
+        dev.run(Request::Read { block: 1, count: 1 }, &mut never_wait)
+            .unwrap();
         assert_eq!(BlkError::from_code(2), Some(BlkError::ReadOnly));
         assert_eq!(BlkError::from_code(0), None);
     }

@@ -6,7 +6,8 @@
 //! the caller's PPC buffer (`k42_guest_lib::virtio::blk::op`). The disk is a user-level
 //! clustered object (`k42_guest_lib::blockdev`): each CPU's PPC dispatcher calls its own rep,
 //! which keeps that CPU's part of a distributed block cache (write-through: a write reaches
-//! the device before the call returns) in front of the one device. A device request waits
+//! the device before the call returns) in front of the one device. A device request moves up
+//! to 16 consecutive blocks (a multi-block call's run of blocks no CPU's part holds), and waits
 //! for its completion by blocking the serving PPC dispatcher on a soft-interrupt bit that the
 //! device's interrupt posts; the handler then acknowledges the device itself.
 //!
@@ -109,15 +110,42 @@ impl BlockBackend for Device {
         self.dev.readonly()
     }
 
-    fn read(&mut self, block: u64, out: &mut [u8; BLOCK_SIZE], cpu: usize) -> Result<(), BlkError> {
-        self.run(Request::Read(block), cpu)?;
-        self.dev.dma().read_bytes(DATA, out);
+    fn max_run(&self) -> usize {
+        self.dev.max_request_blocks()
+    }
+
+    fn read(
+        &mut self,
+        first: u64,
+        out: &mut [[u8; BLOCK_SIZE]],
+        cpu: usize,
+    ) -> Result<(), BlkError> {
+        let count = out.len();
+        self.run(
+            Request::Read {
+                block: first,
+                count,
+            },
+            cpu,
+        )?;
+        for (i, block) in out.iter_mut().enumerate() {
+            self.dev.dma().read_bytes(DATA + i * BLOCK_SIZE, block);
+        }
         Ok(())
     }
 
-    fn write(&mut self, block: u64, data: &[u8; BLOCK_SIZE], cpu: usize) -> Result<(), BlkError> {
-        self.dev.dma().write_bytes(DATA, data);
-        self.run(Request::Write(block), cpu)
+    fn write(&mut self, first: u64, data: &[[u8; BLOCK_SIZE]], cpu: usize) -> Result<(), BlkError> {
+        for (i, block) in data.iter().enumerate() {
+            self.dev.dma().write_bytes(DATA + i * BLOCK_SIZE, block);
+        }
+        let count = data.len();
+        self.run(
+            Request::Write {
+                block: first,
+                count,
+            },
+            cpu,
+        )
     }
 
     fn flush(&mut self, cpu: usize) -> Result<(), BlkError> {
@@ -246,24 +274,15 @@ fn transfer(
     first: u64,
 ) -> Result<u64, BlkError> {
     with_area(client, first, count, |pages| {
-        let mut done = 0u64;
-        for (i, page) in pages.iter_mut().enumerate() {
-            let at = block + i as u64;
-            let moved = objects.cos.call(objects.disk, |d| {
-                if write {
-                    d.write(at, page)
-                } else {
-                    d.read(at, page)
-                }
-            });
-            match moved {
-                Ok(()) => done += 1,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
+        objects.cos.call(objects.disk, |d| {
+            if write {
+                d.write_blocks(block, pages)
+            } else {
+                d.read_blocks(block, pages)
             }
-        }
-        Ok(done)
+        })
     })?
+    .map(|done| done as u64)
 }
 
 /// The driver's clustered objects, and the disk among them.

@@ -89,7 +89,8 @@ fn call4(server: u64, operation: u64, a1: u64, a2: u64, a3: u64) -> Result<u64, 
 }
 
 /// Multi-block requests through a transfer area: the refusals, then blocks `WRITTEN` read
-/// four at a time, and a read cut short by the end of the disk.
+/// four at a time from the device (one device request per call), and a read cut short by the
+/// end of the disk.
 fn transfer_area(server: u64, blocks: u64) -> Result<bool, BlkError> {
     use op::{ATTACH, READ_BLOCKS};
     let no_area = Err(BlkError::NoTransferArea);
@@ -114,6 +115,8 @@ fn transfer_area(server: u64, blocks: u64) -> Result<bool, BlkError> {
     // them.
     let area = unsafe { core::slice::from_raw_parts(AREA_AT as *const u8, 4 * BLOCK_SIZE) };
     let mut wrong = 0;
+    call(server, op::INVALIDATE, 0)?;
+    let requests = call(server, op::WAITS, 0)? >> 32;
     for first in WRITTEN.step_by(4) {
         ok &= call4(server, READ_BLOCKS, first, 4, 0) == Ok(4);
         for b in 0..4u64 {
@@ -127,15 +130,16 @@ fn transfer_area(server: u64, blocks: u64) -> Result<bool, BlkError> {
             }
         }
     }
+    let device = (call(server, op::WAITS, 0)? >> 32) - requests;
     let at_end = call4(server, READ_BLOCKS, blocks - 2, 4, 0);
     println!(
         "blktest: blk0 transfer area: refusals {}, blocks {}..{} read 4 per call with {wrong} \
-         wrong, 4 blocks from the second-last: {at_end:?}",
+         wrong in {device} device requests, 4 blocks from the second-last: {at_end:?}",
         if ok { "right" } else { "WRONG" },
         WRITTEN.start,
         WRITTEN.end
     );
-    Ok(ok && wrong == 0 && at_end == Ok(2))
+    Ok(ok && wrong == 0 && device == (WRITTEN.end - WRITTEN.start) / 4 && at_end == Ok(2))
 }
 
 /// One call to a block server: `Ok(r1)` or the driver's error.
