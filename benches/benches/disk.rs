@@ -1,6 +1,6 @@
 //! Disk bench (issue 6): the static musl program `linux-diskbench` reads `/dev/vda` in the
-//! guest (through the Linux personality and the ring-3 virtio-blk driver `blkd`, one 4 KiB
-//! block per PPC call) and, in the same run, the image file behind it on the host: 1 MiB
+//! guest (through the Linux personality and the ring-3 virtio-blk driver `blkd`, up to 16
+//! blocks per PPC call and per device request) and, in the same run, the image file behind it on the host: 1 MiB
 //! sequential in 64 KiB calls, 4 KiB reads at pseudo-random offsets, and 4 KiB reads of a block
 //! just read. Before the first two passes the guest's driver drops its block cache, so they
 //! reach the device (whose image the host's page cache holds, as the host peer's reads do).
@@ -151,8 +151,8 @@ fn bench() -> Result<(), String> {
         1e6 / figures[0]
     );
     println!(
-        "(up to 16 blocks per PPC call through the transfer area, but one device request per \
-         4 KiB block: on an emulating KVM such as kvm_pvm the ring-0 paths dominate every figure)"
+        "(up to 16 blocks per PPC call through the transfer area and per device request; on an \
+         emulating KVM such as kvm_pvm the ring-0 paths dominate every figure)"
     );
     Ok(())
 }

@@ -269,8 +269,8 @@ impl<B: BlockBackend> BlockDevice for CpuRep<B> {
             drop(backend);
             let run = (end - done) as u64;
             shared.device_reads[self.cpu].fetch_add(run, Ordering::Relaxed);
-            for i in done..end {
-                self.keep(&mut directory, first + i as u64, &out[i]);
+            for (i, data) in out.iter().enumerate().take(end).skip(done) {
+                self.keep(&mut directory, first + i as u64, data);
             }
             done = end;
         }
@@ -296,8 +296,8 @@ impl<B: BlockBackend> BlockDevice for CpuRep<B> {
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,
             }
-            for i in done..end {
-                self.keep(&mut directory, first + i as u64, &data[i]);
+            for (i, block) in data.iter().enumerate().take(end).skip(done) {
+                self.keep(&mut directory, first + i as u64, block);
             }
             done = end;
         }
