@@ -8,6 +8,7 @@
  * fork bomb that ends at the process limit with EAGAIN, after which fork works again. Exits 0
  * only if every check holds; prints each failure. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -62,6 +63,60 @@ static void fault_is_sigsegv(void) {
     int status = reap(pid);
     check(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
           "a faulting child ends by SIGSEGV");
+}
+
+/* A child that dies holding a pipe's write end, by a fault or by SIGKILL while it spins
+ * without system calls: the reader still comes to the end of the data. */
+static void dying_writer(int by_fault) {
+    int fds[2];
+    check(pipe(fds) == 0, "pipe for a dying writer");
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        check(write(fds[1], "x", 1) == 1, "the dying writer writes");
+        if (by_fault)
+            poke(0xbad00000000);
+        for (volatile unsigned long spin = 0;; spin++) {
+        }
+    }
+    close(fds[1]);
+    char c;
+    check(read(fds[0], &c, 1) == 1 && c == 'x', "the dying writer's byte arrives");
+    if (!by_fault)
+        check(kill(pid, SIGKILL) == 0, "SIGKILL a spinning child");
+    int status = reap(pid);
+    int sig = by_fault ? SIGSEGV : SIGKILL;
+    check(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == sig,
+          by_fault ? "the writer ends by SIGSEGV" : "the spinning writer ends by SIGKILL");
+    struct pollfd p = {.fd = fds[0], .events = POLLIN};
+    check(poll(&p, 1, 5000) == 1 && read(fds[0], &c, 1) == 0,
+          by_fault ? "end of file after the writer faulted" : "end of file after the writer was killed");
+    close(fds[0]);
+}
+
+static volatile sig_atomic_t usr1_seen;
+static void note_usr1(int sig) { usr1_seen = sig; }
+
+/* A handler runs in a child that spins without system calls when a signal comes. */
+static void signal_to_spinning_child(void) {
+    int fds[2];
+    check(pipe(fds) == 0, "pipe for a spinning child");
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGUSR1, note_usr1);
+        write(fds[1], "r", 1);
+        while (!usr1_seen) {
+        }
+        _exit(usr1_seen == SIGUSR1 ? 5 : 6);
+    }
+    char c;
+    check(read(fds[0], &c, 1) == 1, "the spinning child is ready");
+    check(kill(pid, SIGUSR1) == 0, "SIGUSR1 to a spinning child");
+    int status = reap(pid);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 5,
+          "the spinning child ran its handler");
+    close(fds[0]);
+    close(fds[1]);
 }
 
 static void kill_child(void) {
@@ -330,6 +385,9 @@ int main(int argc, char **argv) {
     exit_statuses();
     fault_is_sigsegv();
     kill_child();
+    dying_writer(1);
+    dying_writer(0);
+    signal_to_spinning_child();
     exec_checks(argv[0]);
     pipe_to_child();
     signal_handlers();

@@ -231,6 +231,7 @@ extern "C" fn linux_start(sp: u64) -> ! {
         }
     }
     RANDOM_STATE.store(sys::rdtsc() | 1, Ordering::Relaxed);
+    threads::take_upcalls();
     let entry = k42_linux_syscall as *const () as u64;
     let registered = sys::check_raw(sys::raw(Sys::LinuxEntry, entry, 0, 0, 0).0);
     match registered {

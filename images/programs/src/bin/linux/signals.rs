@@ -25,8 +25,8 @@ use k42_linux_abi::errno;
 use k42_linux_abi::signal::{
     default_action, is_valid, DefaultAction, KernelSigaction, SigInfo, Sigset, UContext,
     BUS_ADRERR, FPE_INTDIV, ILL_ILLOPC, SA_NODEFER, SA_RESETHAND, SA_RESTART, SA_SIGINFO,
-    SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGCHLD, SIGFPE, SIGILL, SIGKILL, SIGSEGV, SIGSTOP, SIGTRAP,
-    SIG_DFL, SIG_IGN, SI_KERNEL, TRAP_BRKPT,
+    SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGCHLD, SIGFPE, SIGILL, SIGKILL, SIGSEGV, SIGSTOP, SIG_DFL,
+    SIG_IGN, SI_KERNEL, TRAP_BRKPT,
 };
 use k42_rt::kabi;
 use k42_rt::sys;
@@ -98,7 +98,7 @@ pub fn raise(sig: i32) {
 pub fn forked_child() {
     PENDING.store(0, Ordering::Release);
     // The child's dispatcher starts without an upcall entry.
-    take_traps_if_handled();
+    crate::threads::take_upcalls();
 }
 
 /// At `execve`: caught signals go back to their default action (ignored ones stay ignored).
@@ -215,9 +215,6 @@ fn run_handler(sig: i32, action: &KernelSigaction, mut info: SigInfo) {
     BLOCKED.store(old, Ordering::Release);
 }
 
-/// The signals a fault raises, for which a handler makes the personality take trap upcalls.
-const FAULT_SIGNALS: [i32; 5] = [SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP];
-
 /// An exception of the program, as the kernel's trap upcall reported it.
 pub struct Fault {
     /// The signal it raises.
@@ -254,8 +251,9 @@ impl Fault {
 /// A fault of the program (from the trap upcall; `in_program`: it happened in the program's
 /// own code): its signal's handler runs now, on the faulting thread's stack, and the faulting
 /// instruction runs again when it returns (as on Linux; a handler usually `siglongjmp`s out).
-/// A default, ignored or blocked action, or a fault in the personality itself, ends the
-/// process with the signal, as the kernel would have.
+/// A default, ignored or blocked action ends the process with the signal once its
+/// descriptors are closed (so a pipe's reader sees the end of the data). A fault in the
+/// personality itself ends it at once: a lock of ours may be held, so nothing of ours runs.
 pub fn fault(fault: &Fault, in_program: bool) {
     let sig = fault.signal;
     let blocked = BLOCKED.load(Ordering::Acquire) & Sigset::bit(sig) != 0;
@@ -278,19 +276,11 @@ pub fn fault(fault: &Fault, in_program: bool) {
         fault.address,
         fault.rip
     );
-    crate::exit(kabi::EXIT_SIGNALED | i64::from(sig))
-}
-
-/// After a handler for a fault signal is installed (or a fork copied one): traps come up.
-fn take_traps_if_handled() {
-    let actions = ACTIONS.lock();
-    if FAULT_SIGNALS
-        .iter()
-        .any(|&sig| actions[sig as usize].handler > SIG_IGN)
-    {
-        drop(actions);
-        crate::threads::take_upcalls();
+    let status = kabi::EXIT_SIGNALED | i64::from(sig);
+    if in_program {
+        crate::exit(status)
     }
+    sys::exit(status)
 }
 
 /// `rt_sigaction(sig, new, old, size)`.
@@ -315,9 +305,6 @@ pub fn sigaction(sig: u64, new: u64, old: u64, size: u64) -> Ret {
         }
         previous
     };
-    if new_action.is_some() && FAULT_SIGNALS.contains(&sig) {
-        take_traps_if_handled();
-    }
     if old != 0 {
         return put(old, &previous);
     }

@@ -107,9 +107,11 @@ fn set_ticking(on: bool) {
     let _ = sys::tick(if on { TICK_NS } else { 0 });
 }
 
-/// Has the kernel upcall this process (its one dispatcher) for interrupts and traps, once:
-/// for preemption between threads, and for signal handlers of faults. A busy server (or a
-/// pager) is still waited for in the kernel.
+/// Has the kernel upcall this process (its one dispatcher) for interrupts and traps, once, as
+/// it starts (and again in a forked child, whose dispatcher starts without an entry point):
+/// for signals from other processes while the program runs without system calls, for
+/// preemption between threads, and for faults. A busy server (or a pager) is still waited
+/// for in the kernel.
 pub(crate) fn take_upcalls() {
     let page = k42_rt::dispatcher_page(0);
     if page.upcall_entry.load(Ordering::Acquire) != 0 {
@@ -127,10 +129,12 @@ pub(crate) fn take_upcalls() {
 }
 
 /// The upcall (on the interrupted thread's stack, its registers saved below). A trap becomes
-/// its signal ([`crate::signals::fault`]). An interrupt is a tick or other soft interrupt while
-/// the program runs: in the program's own code no lock of ours is held, so the thread gives
-/// way at once; in the personality it does so as its call returns. Bits other than the tick
-/// stay in the page for those who take them.
+/// its signal ([`crate::signals::fault`]). An interrupt is a signal from another process, a
+/// tick, or another soft interrupt, while the program runs. In the program's own code no lock
+/// of ours is held: pending signals are delivered at once (a handler runs on the interrupted
+/// thread's stack; a default action that ends the process ends it), then the thread gives way
+/// if a tick came. In the personality both happen as its call returns. Bits other than
+/// signals and the tick stay in the page for those who take them.
 fn on_upcall(page: &'static kabi::DispatcherPage, upcall: sys::Upcall) {
     // SAFETY: the save area is plain memory of our own dispatcher page; a nested upcall may
     // rewrite it meanwhile, so it is read once, volatile, and only steers the choices below.
@@ -156,19 +160,26 @@ fn on_upcall(page: &'static kabi::DispatcherPage, upcall: sys::Upcall) {
         crate::signals::fault(&fault, in_program);
         return;
     }
-    if upcall != sys::Upcall::Interrupt || !TICKING.load(Ordering::Acquire) {
+    if upcall != sys::Upcall::Interrupt {
         return;
     }
-    let bits = page
-        .soft_interrupts
-        .fetch_and(!kabi::SOFT_INTERRUPT_TICK, Ordering::AcqRel);
+    let ticking = TICKING.load(Ordering::Acquire);
+    let ticked = ticking
+        && page
+            .soft_interrupts
+            .fetch_and(!kabi::SOFT_INTERRUPT_TICK, Ordering::AcqRel)
+            & kabi::SOFT_INTERRUPT_TICK
+            != 0;
     if !in_program {
-        if bits & kabi::SOFT_INTERRUPT_TICK != 0 {
+        if ticked {
             PREEMPT_WANTED.store(true, Ordering::Release);
         }
         return;
     }
-    preempt();
+    crate::signals::deliver();
+    if ticking {
+        preempt();
+    }
 }
 
 /// Lets the other runnable threads run first, if there are any; for preemption, so unlike
