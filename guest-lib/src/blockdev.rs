@@ -331,26 +331,11 @@ mod tests {
     extern crate std;
 
     use super::*;
-    use crate::cobj::{CoManager, CoRef, Cpus};
-    use std::cell::Cell;
+    use crate::cobj::testing::{on, ThreadCpus};
+    use crate::cobj::{CoManager, CoRef};
     use std::sync::atomic::AtomicUsize;
     use std::thread;
     use std::vec;
-
-    std::thread_local! {
-        static CPU: Cell<usize> = const { Cell::new(0) };
-    }
-
-    struct ThreadCpus(usize);
-
-    impl Cpus for ThreadCpus {
-        fn current(&self) -> usize {
-            CPU.with(|c| c.get())
-        }
-        fn count(&self) -> usize {
-            self.0
-        }
-    }
 
     /// A disk in memory that counts its requests and may fail at one block.
     struct MemoryDisk {
@@ -458,11 +443,6 @@ mod tests {
             reads,
             failing,
         }
-    }
-
-    fn on<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
-        CPU.with(|c| c.set(cpu));
-        f()
     }
 
     fn read(s: &Setup, cpu: usize, block: u64) -> Result<u8, BlkError> {

@@ -21,6 +21,8 @@
 
 pub mod roots;
 pub mod table;
+#[cfg(all(test, not(loom)))]
+pub(crate) mod testing;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

@@ -121,12 +121,15 @@ fn main(_arg: u64) -> i64 {
          (after {requests} requests, {others} other frames)",
         m[0], m[1], m[2], m[3], m[4], m[5]
     );
-    if let Ok(stats) = call(server, op::STATS, 0) {
+    // The card object's counts (the sum of its reps') match what this test moved.
+    let stats = call(server, op::STATS, 0);
+    println!("nettest: net0 stats {stats:?}: sent << 32 | received");
+    if stats != Ok((requests << 32) | (others + 1)) {
         println!(
-            "nettest: net0 sent {} frames, received {}",
-            stats >> 32,
-            stats & 0xffff_ffff
+            "nettest: FAILED: the driver counted other than {requests} sent, {} received",
+            others + 1
         );
+        ok = false;
     }
     // The host reads its neighbour table while the VM still runs (the TAP device goes with
     // k42vm): give it time to.
