@@ -153,6 +153,10 @@ fn blkd_serves_disks_writes_reach_the_image_and_readonly_is_enforced() {
         out.contains("blktest: blk0 transfer area: refusals right, blocks 32..48 read 4 per call with 0 wrong in 4 device requests, 4 blocks from the second-last: Ok(2)"),
         "multi-block requests through a transfer area failed\n{context}"
     );
+    assert!(
+        out.contains("blktest: blk0 detach, read, detach: [Ok(1), Err(NoTransferArea), Ok(0)]"),
+        "a detached transfer area stayed with the driver\n{context}"
+    );
     // The disk object's rep on the second CPU found the blocks in the first CPU's part.
     let other_cpu = out
         .lines()

@@ -149,6 +149,10 @@ pub mod op {
     /// `page..page + count` of the caller's transfer area to blocks `block..block + count`,
     /// through to the device.
     pub const WRITE_BLOCKS: u64 = 11;
+    /// `detach() -> (0, areas)`: the driver unmaps the caller's transfer areas (a client
+    /// calls it as it exits; one a call of the caller's still uses stays until replaced);
+    /// returns how many went.
+    pub const DETACH: u64 = 12;
     /// Most pages of a transfer area.
     pub const MAX_TRANSFER_PAGES: u64 = 16;
     /// Bit of `info`'s `r1`: the disk is read-only.

@@ -15,7 +15,8 @@
 //! pages) and then move up to that many blocks in one call (`op::READ_BLOCKS`,
 //! `op::WRITE_BLOCKS`): one PPC round trip per 64 KiB instead of per 4 KiB. The driver maps
 //! each client's area in its own address space; it keeps [`MAX_ATTACHED`] of them, replacing
-//! the oldest one not in use when another client attaches.
+//! the oldest one not in use when another client attaches. A client detaches its areas as it
+//! exits (`op::DETACH`).
 #![no_std]
 #![no_main]
 
@@ -224,6 +225,23 @@ fn attach(client: u64, object: u64, pages: u64) -> Result<u64, BlkError> {
     Ok(0)
 }
 
+/// `op::DETACH` for `client`: unmaps its areas that no call uses; returns how many.
+fn detach(client: u64) -> u64 {
+    let mut areas = AREAS_IN_USE.lock();
+    let mut gone = 0;
+    for slot in 0..MAX_ATTACHED {
+        if areas[slot]
+            .as_ref()
+            .is_some_and(|a| a.client == client && a.in_use == 0)
+        {
+            areas[slot] = None;
+            let _ = sys::memobj_unmap(area_address(slot));
+            gone += 1;
+        }
+    }
+    gone
+}
+
 /// Runs `f` on pages `first..first + count` of `client`'s transfer area (each a block's
 /// worth), keeping the area mapped meanwhile.
 fn with_area<T>(
@@ -351,6 +369,7 @@ extern "C" fn serve(client: u64, operation: u64, a1: u64, a2: u64, a3: u64, cpu:
             Ok((requests << 32) | (WAITS.load(Ordering::Relaxed) & 0xffff_ffff))
         }
         op::ATTACH => attach(client, a1, a2),
+        op::DETACH => Ok(detach(client)),
         op::READ_BLOCKS => transfer(objects, client, false, a1, a2, a3),
         op::WRITE_BLOCKS => transfer(objects, client, true, a1, a2, a3),
         op::INVALIDATE => disk(&mut |d| {

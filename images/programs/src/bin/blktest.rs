@@ -139,7 +139,19 @@ fn transfer_area(server: u64, blocks: u64) -> Result<bool, BlkError> {
         WRITTEN.start,
         WRITTEN.end
     );
-    Ok(ok && wrong == 0 && device == (WRITTEN.end - WRITTEN.start) / 4 && at_end == Ok(2))
+    // Detached, the area is gone from the driver; a second detach finds none.
+    let detached = [
+        call4(server, op::DETACH, 0, 0, 0),
+        call4(server, READ_BLOCKS, 32, 1, 0),
+        call4(server, op::DETACH, 0, 0, 0),
+    ];
+    println!("blktest: blk0 detach, read, detach: {detached:?}");
+    let detached_right = detached == [Ok(1), no_area, Ok(0)];
+    Ok(ok
+        && wrong == 0
+        && device == (WRITTEN.end - WRITTEN.start) / 4
+        && at_end == Ok(2)
+        && detached_right)
 }
 
 /// One call to a block server: `Ok(r1)` or the driver's error.

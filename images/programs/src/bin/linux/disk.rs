@@ -74,6 +74,15 @@ fn with_transfer_area<T>(server: u64, f: impl FnOnce(&mut [[u8; BLOCK_SIZE]]) ->
     Some(f(blocks))
 }
 
+/// As the process exits: each driver this process attached a transfer area to unmaps it.
+pub fn detach_all() {
+    let me = k42_rt::pid();
+    let areas = AREAS.lock();
+    for area in areas.iter().filter(|a| a.attached_by == me) {
+        let _ = sys::ppc_call(area.server, [op::DETACH, 0, 0, 0]);
+    }
+}
+
 /// A disk call made without a transfer area: `ENOMEM` (the memory object could not be made
 /// or mapped, or the driver could not take it), said once on the console.
 fn no_transfer_area<T>() -> Result<T, Ret> {

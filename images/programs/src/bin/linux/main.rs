@@ -453,9 +453,11 @@ fn prctl(option: u64) -> Ret {
     }
 }
 
-/// Ends the process with `status` once its descriptors are closed.
+/// Ends the process with `status` once its descriptors are closed and its disk drivers have
+/// let go of its transfer areas.
 pub(crate) fn exit(status: i64) -> ! {
     files::close_all();
+    disk::detach_all();
     sys::exit(status)
 }
 
