@@ -27,7 +27,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::cobj::{PerCpuReps, Root};
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{counters, AtomicU64, Mutex, Ordering};
 use crate::virtio::blk::{BlkError, BLOCK_SIZE};
 use crate::virtio::cache::BlockCache;
 
@@ -163,10 +163,6 @@ pub fn root<B: BlockBackend + 'static>(
         device_reads: counters(cpus),
     };
     Box::new(PerCpuReps::new(cpus, shared, make_rep::<B>))
-}
-
-fn counters(cpus: usize) -> Box<[AtomicU64]> {
-    (0..cpus).map(|_| AtomicU64::new(0)).collect()
 }
 
 impl<B: BlockBackend> CpuRep<B> {

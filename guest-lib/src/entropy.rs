@@ -14,7 +14,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::cobj::{PerCpuReps, Root};
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{counters, AtomicU64, Mutex, Ordering};
 use crate::virtio::rng::RngError;
 
 /// Bytes a CPU's pool holds (one device request's worth).
@@ -84,10 +84,6 @@ fn make_rep<B: EntropyBackend + 'static>(
         shared: Arc::clone(shared),
         cpu,
     })
-}
-
-fn counters(cpus: usize) -> Box<[AtomicU64]> {
-    (0..cpus).map(|_| AtomicU64::new(0)).collect()
 }
 
 /// The root of an entropy-source object over `backend` for `cpus` CPUs.

@@ -6,6 +6,11 @@ pub(crate) use core::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 
+/// `n` counters at zero (one per CPU, typically).
+pub(crate) fn counters(n: usize) -> alloc::boxed::Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
 /// Spin-loop hint (a yield point under loom).
 pub(crate) fn spin_hint() {
     #[cfg(loom)]
