@@ -93,6 +93,37 @@ fn no_transfer_area<T>() -> Result<T, Ret> {
     Err(err(errno::ENOMEM))
 }
 
+/// A piece of a transfer: `len` bytes at byte `within` of transfer-area page `page`, and at
+/// byte `done` of the caller's buffer.
+struct Span {
+    page: usize,
+    within: usize,
+    len: usize,
+    done: usize,
+}
+
+/// The pieces, one per block, of disk bytes `from..to` moved through a transfer area whose
+/// page 0 holds block `first`, for a caller whose buffer starts at disk byte `pos`.
+fn spans(first: u64, from: u64, to: u64, pos: u64) -> impl Iterator<Item = Span> {
+    let bs = BLOCK_SIZE as u64;
+    let mut at = from;
+    core::iter::from_fn(move || {
+        if at >= to {
+            return None;
+        }
+        let within = (at % bs) as usize;
+        let len = (BLOCK_SIZE - within).min((to - at) as usize);
+        let span = Span {
+            page: (at / bs - first) as usize,
+            within,
+            len,
+            done: (at - pos) as usize,
+        };
+        at += len as u64;
+        Some(span)
+    })
+}
+
 /// An open disk: its driver server and geometry.
 #[derive(Debug)]
 pub struct Disk {
@@ -185,13 +216,11 @@ impl Disk {
                     Err(_) => break,
                 };
                 let stop = end.min((block + got) * bs);
-                while at < stop {
-                    let (page, within) = ((at / bs - block) as usize, (at % bs) as usize);
-                    let n = (BLOCK_SIZE - within).min((stop - at) as usize);
-                    let done = (at - pos) as usize;
-                    out[done..done + n].copy_from_slice(&area[page][within..within + n]);
-                    at += n as u64;
+                for span in spans(block, at, stop, pos) {
+                    out[span.done..span.done + span.len]
+                        .copy_from_slice(&area[span.page][span.within..span.within + span.len]);
                 }
+                at = stop.max(at);
                 if got < count {
                     break;
                 }
@@ -243,13 +272,9 @@ impl Disk {
                     }
                     break;
                 }
-                let mut copy_at = at;
-                while copy_at < chunk_end {
-                    let (page, within) = ((copy_at / bs - block) as usize, (copy_at % bs) as usize);
-                    let n = (BLOCK_SIZE - within).min((chunk_end - copy_at) as usize);
-                    let done = (copy_at - pos) as usize;
-                    area[page][within..within + n].copy_from_slice(&data[done..done + n]);
-                    copy_at += n as u64;
+                for span in spans(block, at, chunk_end, pos) {
+                    area[span.page][span.within..span.within + span.len]
+                        .copy_from_slice(&data[span.done..span.done + span.len]);
                 }
                 let put = match self.blocks_call(op::WRITE_BLOCKS, block, count, 0) {
                     Ok(put) => put.min(count),
