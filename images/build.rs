@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The native programs packed into the initramfs as `bin/<name>`.
-const PROGRAMS: [&str; 28] = [
+const PROGRAMS: [&str; 29] = [
     "init", "hello", "fault", "console", "kv", "kvclient", "threads", "bench", "fpu", "upcall",
     "fsd", "runlist", "fork", "drvinit", "blkd", "blktest", "devcheck", "rngd", "rngtest", "shell",
-    "netd", "nettest", "tlb", "relay", "nested", "sched", "preempt", "pager",
+    "netd", "nettest", "tlb", "relay", "nested", "sched", "preempt", "pager", "hvcd",
 ];
 /// The native programs of the default initramfs (embedded in `k42vm`): its init and the
-/// servers busybox needs, and the drivers for `--disk` and `--rng`.
-const DEFAULT_PROGRAMS: [&str; 5] = ["shell", "console", "fsd", "blkd", "rngd"];
+/// servers busybox needs, and the drivers for `--disk`, `--rng` and `--virtio-console`.
+const DEFAULT_PROGRAMS: [&str; 6] = ["shell", "console", "fsd", "blkd", "rngd", "hvcd"];
 /// The Linux personality, packed at `kabi::LINUX_PERSONALITY` (built with the programs).
 const LINUX_PERSONALITY: &str = "linux";
 /// Static Linux programs in C (`images/linux/<name>.c`), packed as `bin/<name>`.

@@ -31,6 +31,7 @@ extern crate alloc;
 pub mod blockdev;
 pub mod cmdlist;
 pub mod cobj;
+pub mod consoleport;
 pub mod cpio;
 pub mod entropy;
 pub mod filewindow;

@@ -280,3 +280,6 @@ mod tests {
         assert_eq!(t.c_cc, Termios::linux_default().c_cc);
     }
 }
+
+/// The major number of Linux's hypervisor consoles (`/dev/hvc0`, ...: a virtio-console port).
+pub const HVC_MAJOR: u32 = 229;

@@ -101,6 +101,16 @@ pub struct RunArgs {
     /// console.
     #[arg(long = "virtio-console", value_name = "FILE", num_args = 0..=1, require_equals = true)]
     pub virtio_console: Option<Option<PathBuf>>,
+
+    /// The virtio-console's input: the bytes of FILE (at most 64 KiB), delivered to the guest
+    /// as it reads them (the guest sees no end of input after them, as on a terminal). Needs
+    /// `--virtio-console`.
+    #[arg(
+        long = "virtio-console-input",
+        value_name = "FILE",
+        requires = "virtio_console"
+    )]
+    pub virtio_console_input: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -234,6 +244,10 @@ mod tests {
         assert_eq!(a.virtio_console, Some(Some(PathBuf::from("out.txt"))));
         // The optional value needs '=': a following word is not taken as the file.
         assert!(args(&["--virtio-console", "out.txt"]).is_err());
+        let a = args(&["--virtio-console", "--virtio-console-input", "in.txt"]).unwrap();
+        assert_eq!(a.virtio_console_input, Some(PathBuf::from("in.txt")));
+        // Input for a console that is not there is a mistake.
+        assert!(args(&["--virtio-console-input", "in.txt"]).is_err());
         let err = args(&["--disk", "a.img,rw"]).unwrap_err().to_string();
         assert!(err.contains("unknown --disk option `rw`"), "{err}");
         assert!(args(&["--disk", ",readonly"]).is_err());

@@ -23,7 +23,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use k42_devices::virtio::block::Block;
-use k42_devices::virtio::console::Console;
+use k42_devices::virtio::console::{Console, INPUT_CAPACITY};
 use k42_devices::virtio::mmio::{self, MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_OFFSET};
 use k42_devices::virtio::net::Net;
 use k42_devices::virtio::rng::Rng;
@@ -234,7 +234,25 @@ pub fn plan(args: &RunArgs) -> Result<Plan> {
                 ))
             })?),
         };
-        add("virtio-console".into(), Box::new(Console::new(out)), None)?;
+        let console = Console::new(out);
+        if let Some(path) = &args.virtio_console_input {
+            let bytes = std::fs::read(path).map_err(|e| {
+                device_error(format!(
+                    "--virtio-console-input: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            if console.input().push(&bytes) < bytes.len() {
+                return Err(device_error(format!(
+                    "--virtio-console-input: {} is {} bytes; the console holds at most {} bytes \
+                     of input",
+                    path.display(),
+                    bytes.len(),
+                    INPUT_CAPACITY
+                )));
+            }
+        }
+        add("virtio-console".into(), Box::new(console), None)?;
     }
     Ok(plan)
 }
@@ -475,6 +493,34 @@ mod tests {
         assert!(err
             .to_string()
             .contains("cannot create /nonexistent/dir/out"));
+        let err = plan(&run_args(&[
+            "--virtio-console=/dev/null",
+            "--virtio-console-input=/nonexistent/in",
+        ]))
+        .unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("--virtio-console-input: cannot read /nonexistent/in"));
+        let big = temp_image("plan-big-input.txt", INPUT_CAPACITY + 1);
+        let flag = format!("--virtio-console-input={}", big.display());
+        let err = plan(&run_args(&["--virtio-console=/dev/null", &flag])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is 65537 bytes; the console holds at most 65536"),
+            "{err}"
+        );
+        let fits = temp_image("plan-input.txt", INPUT_CAPACITY);
+        let flag = format!("--virtio-console-input={}", fits.display());
+        assert_eq!(
+            plan(&run_args(&["--virtio-console=/dev/null", &flag]))
+                .unwrap()
+                .devices
+                .len(),
+            1
+        );
+        for p in [big, fits] {
+            std::fs::remove_file(p).ok();
+        }
         let err = plan(&run_args(&["--net", "tap=lo"])).unwrap_err();
         assert!(err.to_string().contains("TAP device lo"), "{err}");
     }

@@ -1,12 +1,13 @@
 //! Virtio for ring-3 drivers: the devices the kernel announces (`virtio_mmio.device=` words),
 //! the virtio-mmio (version 2, "modern") transport, a split virtqueue, the virtio-blk request
-//! protocol, a page-sized block cache and the virtio-rng driver. All safe code over two small traits, [`Regs`] (the
+//! protocol, a page-sized block cache, and the virtio-net, virtio-rng and virtio-console drivers. All safe code over two small traits, [`Regs`] (the
 //! device's register window) and [`Dma`] (memory the device reads and writes), so the whole
 //! driver is tested on the host against a model device; a program implements the traits with
 //! the few volatile accesses that need `unsafe`.
 
 pub mod blk;
 pub mod cache;
+pub mod console;
 pub mod net;
 pub mod queue;
 pub mod rng;
@@ -70,6 +71,8 @@ pub fn devices(cmdline: &str) -> impl Iterator<Item = Result<MmioDevice, &str>> 
 pub const DEVICE_ID_BLOCK: u32 = 2;
 /// Virtio device ID of a network card.
 pub const DEVICE_ID_NET: u32 = 1;
+/// Virtio device ID of a console.
+pub const DEVICE_ID_CONSOLE: u32 = 3;
 /// Virtio device ID of an entropy source.
 pub const DEVICE_ID_RNG: u32 = 4;
 

@@ -110,8 +110,8 @@ impl<R: Regs, D: Dma> NetDevice<R, D> {
             return Err(TransportError::WrongDevice(found).into());
         }
         let transport = Transport::negotiate(regs, F_MAC)?;
-        let rx = Self::setup_queue(&transport, &dma, RX_QUEUE)?;
-        let tx = Self::setup_queue(&transport, &dma, TX_QUEUE)?;
+        let rx = transport.queue_at::<NetError>(RX_QUEUE, QUEUE_SIZE, 0, &dma)?;
+        let tx = transport.queue_at::<NetError>(TX_QUEUE, QUEUE_SIZE, 4096, &dma)?;
         let mut mac = [0u8; 6];
         if transport.features() & F_MAC != 0 {
             let word = transport.config_u64(0).to_le_bytes();
@@ -131,15 +131,6 @@ impl<R: Regs, D: Dma> NetDevice<R, D> {
         }
         dev.transport.notify(RX_QUEUE);
         Ok(dev)
-    }
-
-    /// Sets up queue `index` in DMA page `index`.
-    fn setup_queue(transport: &Transport<R>, dma: &D, index: u32) -> Result<SplitQueue, NetError> {
-        let size = transport.queue_size(index, QUEUE_SIZE)?;
-        let queue = SplitQueue::new(size, index as usize * 4096)?;
-        let (desc, avail, used) = queue.parts();
-        transport.setup_queue(index, size, dma.phys(desc), dma.phys(avail), dma.phys(used))?;
-        Ok(queue)
     }
 
     /// The card's MAC address (zero when the device has none to tell).
@@ -220,129 +211,15 @@ mod tests {
     //! The driver against a model card: transmitted frames land on a "wire", and the test
     //! delivers frames into the posted receive buffers.
     use super::*;
-    use crate::virtio::testing::{r16, ModelMemory};
-    use crate::virtio::transport::{reg, MAGIC};
+    use crate::virtio::testing::StreamModel;
     use alloc::vec::Vec;
-    use core::cell::RefCell;
 
-    /// One queue's registers as the driver set them.
-    #[derive(Clone, Copy, Default)]
-    struct QueueRegs {
-        size: usize,
-        desc: usize,
-        avail: usize,
-        used: usize,
-        last_avail: u16,
-    }
+    type Model = StreamModel;
 
-    struct Model {
-        mem: ModelMemory,
-        regs: RefCell<[u32; 0x40]>,
-        queues: RefCell<[QueueRegs; 2]>,
-        wire: RefCell<Vec<Vec<u8>>>,
-        status: RefCell<u32>,
-    }
-
-    impl Model {
-        fn new() -> Model {
-            Model {
-                mem: ModelMemory::new(DMA_PAGES),
-                regs: RefCell::new([0; 0x40]),
-                queues: RefCell::new([QueueRegs::default(); 2]),
-                wire: RefCell::new(Vec::new()),
-                status: RefCell::new(0),
-            }
-        }
-
-        /// The next available chain of queue `q` (one descriptor): (head, addr, len).
-        fn pop(&self, q: usize) -> Option<(u16, usize, usize)> {
-            let mut queues = self.queues.borrow_mut();
-            let qr = &mut queues[q];
-            let mem = self.mem.0.borrow();
-            if qr.last_avail == r16(&mem, qr.avail + 2) {
-                return None;
-            }
-            let slot = usize::from(qr.last_avail) % qr.size;
-            let head = r16(&mem, qr.avail + 4 + 2 * slot);
-            let d = qr.desc + 16 * usize::from(head);
-            let addr = u64::from_le_bytes(mem[d..d + 8].try_into().unwrap()) as usize;
-            let len = u32::from_le_bytes(mem[d + 8..d + 12].try_into().unwrap()) as usize;
-            qr.last_avail += 1;
-            Some((head, addr, len))
-        }
-
-        fn complete(&self, q: usize, head: u16, written: u32) {
-            let qr = self.queues.borrow()[q];
-            let mut mem = self.mem.0.borrow_mut();
-            let idx = r16(&mem, qr.used + 2);
-            let entry = qr.used + 4 + 8 * (usize::from(idx) % qr.size);
-            mem[entry..entry + 4].copy_from_slice(&u32::from(head).to_le_bytes());
-            mem[entry + 4..entry + 8].copy_from_slice(&written.to_le_bytes());
-            mem[qr.used + 2..qr.used + 4].copy_from_slice(&idx.wrapping_add(1).to_le_bytes());
-        }
-
-        /// Puts `frame` into the next posted receive buffer; false if none is posted.
-        fn deliver(&self, frame: &[u8]) -> bool {
-            let Some((head, addr, len)) = self.pop(0) else {
-                return false;
-            };
-            assert!(len >= HEADER_LEN + frame.len());
-            let mut mem = self.mem.0.borrow_mut();
-            mem[addr..addr + HEADER_LEN].fill(0);
-            mem[addr + HEADER_LEN..addr + HEADER_LEN + frame.len()].copy_from_slice(frame);
-            drop(mem);
-            self.complete(0, head, (HEADER_LEN + frame.len()) as u32);
-            true
-        }
-
-        fn transmit(&self) {
-            while let Some((head, addr, len)) = self.pop(1) {
-                let mem = self.mem.0.borrow();
-                self.wire
-                    .borrow_mut()
-                    .push(mem[addr + HEADER_LEN..addr + len].to_vec());
-                drop(mem);
-                self.complete(1, head, 0);
-            }
-        }
-    }
-
-    impl Regs for &Model {
-        fn read32(&self, offset: usize) -> u32 {
-            let sel = self.regs.borrow()[reg::DEVICE_FEATURES_SEL / 4];
-            match offset {
-                reg::MAGIC => MAGIC,
-                reg::VERSION => 2,
-                reg::DEVICE_ID => 1,
-                // VERSION_1 (bit 32) and MAC (bit 5).
-                reg::DEVICE_FEATURES => [F_MAC as u32, 1][sel as usize],
-                reg::QUEUE_NUM_MAX => 256,
-                reg::QUEUE_READY => 0,
-                reg::STATUS => *self.status.borrow(),
-                // The MAC address, then the link status (up).
-                o if (reg::CONFIG..reg::CONFIG + 8).contains(&o) => {
-                    let config = [0x52, 0x54, 0, 0xab, 0xcd, 0xef, 1, 0];
-                    let at = o - reg::CONFIG;
-                    u32::from_le_bytes(config[at..at + 4].try_into().unwrap())
-                }
-                o => self.regs.borrow()[o / 4],
-            }
-        }
-
-        fn write32(&self, offset: usize, value: u32) {
-            let q = self.regs.borrow()[reg::QUEUE_SEL / 4] as usize;
-            let low = |r: &mut usize| *r = value as usize;
-            match offset {
-                reg::QUEUE_NOTIFY if value == 1 => self.transmit(),
-                reg::QUEUE_NOTIFY => {}
-                reg::STATUS => *self.status.borrow_mut() = value,
-                reg::QUEUE_NUM => self.queues.borrow_mut()[q].size = value as usize,
-                reg::QUEUE_DESC_LOW => low(&mut self.queues.borrow_mut()[q].desc),
-                reg::QUEUE_DRIVER_LOW => low(&mut self.queues.borrow_mut()[q].avail),
-                reg::QUEUE_DEVICE_LOW => low(&mut self.queues.borrow_mut()[q].used),
-                o => self.regs.borrow_mut()[o / 4] = value,
-            }
-        }
+    /// A card with the MAC address 52:54:00:ab:cd:ef and its link up.
+    fn card() -> Model {
+        let config = [0x52, 0x54, 0, 0xab, 0xcd, 0xef, 1, 0];
+        StreamModel::new(DMA_PAGES, 1, F_MAC as u32, config, HEADER_LEN)
     }
 
     fn never_wait() {
@@ -351,7 +228,7 @@ mod tests {
 
     #[test]
     fn comes_up_with_its_mac_and_posted_buffers() {
-        let model = Model::new();
+        let model = card();
         let dev = NetDevice::new(&model, &model.mem).unwrap();
         assert_eq!(dev.mac(), [0x52, 0x54, 0, 0xab, 0xcd, 0xef]);
         let queues = model.queues.borrow();
@@ -364,14 +241,14 @@ mod tests {
         }
         assert!(!model.deliver(&[9; 60]));
         // Another driver refuses the card before touching its status.
-        let other = Model::new();
+        let other = card();
         assert!(crate::virtio::rng::RngDevice::new(&other, &other.mem).is_err());
         assert_eq!(*other.status.borrow(), 0);
     }
 
     #[test]
     fn frames_go_out_without_the_header_and_bad_lengths_are_refused() {
-        let model = Model::new();
+        let model = card();
         let mut dev = NetDevice::new(&model, &model.mem).unwrap();
         let frame: Vec<u8> = (0..100u8).collect();
         dev.send(&frame, &mut never_wait).unwrap();
@@ -391,7 +268,7 @@ mod tests {
 
     #[test]
     fn received_frames_come_in_order_and_buffers_are_reposted() {
-        let model = Model::new();
+        let model = card();
         let mut dev = NetDevice::new(&model, &model.mem).unwrap();
         let mut out = [0u8; MAX_FRAME];
         assert_eq!(dev.receive(&mut out), Ok(None));

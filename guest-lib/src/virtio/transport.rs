@@ -132,12 +132,25 @@ impl<R: Regs> Transport<R> {
             return Err(TransportError::WrongDevice(found).into());
         }
         let transport = Self::negotiate(regs, wanted)?;
-        let size = transport.queue_size(0, max_size)?;
-        let queue = SplitQueue::new(size, queue_base)?;
-        let (desc, avail, used) = queue.parts();
-        transport.setup_queue(0, size, dma.phys(desc), dma.phys(avail), dma.phys(used))?;
+        let queue = transport.queue_at::<E>(0, max_size, queue_base, dma)?;
         transport.driver_ok();
         Ok((transport, queue))
+    }
+
+    /// Sets queue `index` up with at most `max_size` entries, its rings at `base` in `dma`
+    /// (a page), and returns the driver's side of it.
+    pub fn queue_at<E: From<TransportError> + From<QueueError>>(
+        &self,
+        index: u32,
+        max_size: u16,
+        base: usize,
+        dma: &dyn Dma,
+    ) -> Result<SplitQueue, E> {
+        let size = self.queue_size(index, max_size)?;
+        let queue = SplitQueue::new(size, base)?;
+        let (desc, avail, used) = queue.parts();
+        self.setup_queue(index, size, dma.phys(desc), dma.phys(avail), dma.phys(used))?;
+        Ok(queue)
     }
 
     /// Resets the device and negotiates features: accepts those of `wanted` it offers (plus

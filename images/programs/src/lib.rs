@@ -149,8 +149,9 @@ pub fn start_workers(worker: extern "C" fn(u64) -> !) -> Result<usize, k42_rt::k
     Ok(started)
 }
 
-/// Starts the console server, a driver for each disk ([`start_block_drivers`]) and for an
-/// entropy device ([`start_entropy_driver`]), then the file server (which prints through the console and names the disks in `/dev`): what an init that
+/// Starts the console server, a driver for each disk ([`start_block_drivers`]), for an
+/// entropy device ([`start_entropy_driver`]) and for a second console
+/// ([`start_console_port_driver`]), then the file server (which prints through the console and names the disks in `/dev`): what an init that
 /// runs Linux programs needs. `who` names the caller in the message a failure prints; returns
 /// the exit status to end with then.
 pub fn start_console_and_file_servers(who: &str) -> Result<(), i64> {
@@ -161,6 +162,7 @@ pub fn start_console_and_file_servers(who: &str) -> Result<(), i64> {
     }
     start_block_drivers(who);
     start_entropy_driver(who);
+    start_console_port_driver(who);
     start_file_server().map_err(|why| {
         k42_rt::println!("{who}: {why}");
         1
@@ -187,6 +189,14 @@ pub fn start_entropy_driver(who: &str) -> bool {
     let rng = k42_guest_lib::virtio::DEVICE_ID_RNG;
     devmem::nth_device(who, "virtio-rng", rng, 0).is_ok()
         && start_driver(who, "/bin/rngd", 0, "random")
+}
+
+/// Starts `hvcd` if the kernel knows a virtio-console device (and the caller holds the device
+/// right), so Linux programs get `/dev/hvc0`; returns whether it serves.
+pub fn start_console_port_driver(who: &str) -> bool {
+    let console = k42_guest_lib::virtio::DEVICE_ID_CONSOLE;
+    devmem::nth_device(who, "virtio-console", console, 0).is_ok()
+        && start_driver(who, "/bin/hvcd", 0, "hvc0")
 }
 
 /// Starts the driver `program` with argument `n` and the device right, and waits until it

@@ -145,9 +145,9 @@ fn console_server() -> Result<u64, Error> {
     Ok(server)
 }
 
-/// Asks the console server for up to `want` bytes (0: only count them).
-fn console_read_call(want: usize) -> Result<ConsoleInput, Error> {
-    let server = console_server()?;
+/// Asks the console server (or a console port's driver, which speaks its protocol) for up to
+/// `want` bytes (0: only count them).
+fn console_read_call(server: u64, want: usize) -> Result<ConsoleInput, Error> {
     match sys::ppc_call(server, [CONSOLE_OP_READ, want as u64, 0, 0])? {
         (0, 0) => Ok(ConsoleInput::NoneYet),
         (0, n) if want == 0 || n as usize <= want => Ok(ConsoleInput::Bytes(n as usize)),
@@ -159,12 +159,19 @@ fn console_read_call(want: usize) -> Result<ConsoleInput, Error> {
 /// Takes console input through the console server into `buf` (at most a page, at most one
 /// line).
 pub fn read_console(buf: &mut [u8]) -> Result<ConsoleInput, Error> {
+    read_console_port(console_server()?, buf)
+}
+
+/// Takes input from the console server or console port driver `server` into `buf` (at most a
+/// page, at most one line); a reader finding none is woken with
+/// [`CONSOLE_WAKE_SOFT_INTERRUPT`] when some comes.
+pub fn read_console_port(server: u64, buf: &mut [u8]) -> Result<ConsoleInput, Error> {
     let want = buf.len().min(kabi::PAGE_SIZE as usize);
     if want == 0 {
         return Ok(ConsoleInput::Bytes(0));
     }
     let dispatcher = current_dispatcher();
-    let got = console_read_call(want)?;
+    let got = console_read_call(server, want)?;
     if let ConsoleInput::Bytes(n) = got {
         // SAFETY: the kernel maps each dispatcher's PPC buffer (a page) when it creates the
         // dispatcher; the server wrote `n` <= `want` <= a page bytes into it during the call.
@@ -176,7 +183,12 @@ pub fn read_console(buf: &mut [u8]) -> Result<ConsoleInput, Error> {
 /// Whether console input waits (`Bytes(n)`), may come (`NoneYet`, and a wake-up follows when
 /// it does) or has ended.
 pub fn console_input_state() -> Result<ConsoleInput, Error> {
-    console_read_call(0)
+    console_read_call(console_server()?, 0)
+}
+
+/// [`console_input_state`] of the console server or console port driver `server`.
+pub fn console_port_input_state(server: u64) -> Result<ConsoleInput, Error> {
+    console_read_call(server, 0)
 }
 
 /// Writes bytes to the console, directly or through the console server.
@@ -191,7 +203,12 @@ pub fn write(bytes: &[u8]) -> Result<(), Error> {
             Err(e) => return Err(e),
         }
     }
-    let server = console_server()?;
+    write_console_port(console_server()?, bytes)
+}
+
+/// Writes bytes through the console server or console port driver `server`; returns once it
+/// has taken them all (`Invalid` if it refused some).
+pub fn write_console_port(server: u64, bytes: &[u8]) -> Result<(), Error> {
     let dispatcher = current_dispatcher();
     for chunk in bytes.chunks(kabi::PAGE_SIZE as usize) {
         let buffer = sys::ppc_buffer(dispatcher);
@@ -199,7 +216,10 @@ pub fn write(bytes: &[u8]) -> Result<(), Error> {
         // dispatcher; a dispatcher's threads do not run concurrently, and one whose call is
         // parked by an upcall keeps a copy of the buffer, so nothing else changes it now.
         unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), buffer, chunk.len()) };
-        sys::ppc_call(server, [CONSOLE_OP_WRITE, chunk.len() as u64, 0, 0])?;
+        match sys::ppc_call(server, [CONSOLE_OP_WRITE, chunk.len() as u64, 0, 0])? {
+            (0, _) => {}
+            _ => return Err(Error::Invalid),
+        }
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The file-system server: holds the initramfs as a RAM file system (plus `/dev`, `/tmp` and
-//! the `/proc` placeholders, and a `/dev/vd*` node for each disk a driver serves)
-//! and serves it by PPC as `fs` ([`k42_guest_lib::fs::server`] has the protocol and the
-//! logic; this program only maps the archive, fills the file system and moves calls).
+//! the `/proc` placeholders, a `/dev/vd*` node for each disk a driver serves, and `/dev/hvc0`
+//! when a console port driver serves one) and serves it by PPC as `fs`
+//! ([`k42_guest_lib::fs::server`] has the protocol and the logic; this program only maps the
+//! archive, fills the file system and moves calls).
 //! Started by init; it prints `fsd: ready (N entries)` just before it exports itself.
 //!
 //! The file windows it hands out are kernel memory objects it creates, maps at
@@ -149,6 +150,12 @@ fn build() -> Result<FileSystem, &'static str> {
             let kind = FileType::BlockDevice;
             let _ = fs.mknod_device(ROOT_INO, &path, kind, 0o660, numbers, ctx);
         }
+    }
+    // A second console, served by `hvcd` as `hvc0`, is /dev/hvc0 (Linux's name and numbers).
+    if sys::ppc_lookup("hvc0").is_ok() {
+        let kind = FileType::CharDevice;
+        let numbers = (k42_linux_abi::tty::HVC_MAJOR, 0);
+        let _ = fs.mknod_device(ROOT_INO, b"/dev/hvc0", kind, 0o620, numbers, ctx);
     }
     Ok(fs)
 }

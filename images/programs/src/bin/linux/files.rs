@@ -102,9 +102,16 @@ fn with_client<T>(mut f: impl FnMut(&mut Client<Ppc>) -> Result<T, i32>) -> Resu
     }
 }
 
+/// A terminal's server: the console, or a console port (`/dev/hvc<n>`, its driver's pid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Terminal {
+    Main,
+    Port(u64),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    Console,
+    Console(Terminal),
     Regular,
     Directory,
     Pipe,
@@ -302,7 +309,7 @@ static STATE: Mutex<State> = Mutex::new(State {
 pub fn init() {
     let console = Arc::new(OpenFile {
         handle: None,
-        kind: Kind::Console,
+        kind: Kind::Console(Terminal::Main),
         flags: O_RDWR,
         archive: None,
         generated: None,
@@ -519,7 +526,19 @@ fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
     let (handle, info) = with_client(|c| c.open(&path, flags, mode))?;
     let kind = match info.kind & S_IFMT {
         S_IFDIR => Kind::Directory,
-        S_IFCHR if matches!(file::major(info.rdev), 4 | 5) => Kind::Console,
+        S_IFCHR if matches!(file::major(info.rdev), 4 | 5) => Kind::Console(Terminal::Main),
+        S_IFCHR if file::major(info.rdev) == tty::HVC_MAJOR => {
+            // The port's driver (`hvcd`), if one serves it; a node without a driver is ENXIO,
+            // as on Linux.
+            let name = alloc::format!("hvc{}", file::minor(info.rdev));
+            match sys::ppc_lookup(&name) {
+                Ok(pid) => Kind::Console(Terminal::Port(pid)),
+                Err(_) => {
+                    let _ = with_client(|c| c.close(&[handle]));
+                    return Err(err(errno::ENXIO));
+                }
+            }
+        }
         S_IFCHR if file::major(info.rdev) == 1 && matches!(file::minor(info.rdev), 8 | 9) => {
             Kind::Random
         }
@@ -625,7 +644,7 @@ fn read_into(f: &OpenFile, out: &mut [u8], at: Option<u64>) -> Result<usize, Ret
         return Err(err(errno::EBADF));
     }
     match f.kind {
-        Kind::Console => return console_read(f, out),
+        Kind::Console(terminal) => return console_read(f, terminal, out),
         Kind::Random => {
             crate::fill_random(out);
             return Ok(out.len());
@@ -683,12 +702,16 @@ fn read_into(f: &OpenFile, out: &mut [u8], at: Option<u64>) -> Result<usize, Ret
 
 /// Reads console input through the console server, waiting for some unless the file is
 /// non-blocking; a signal that can be delivered ends the wait with `EINTR`.
-fn console_read(f: &OpenFile, out: &mut [u8]) -> Result<usize, Ret> {
+fn console_read(f: &OpenFile, terminal: Terminal, out: &mut [u8]) -> Result<usize, Ret> {
     if out.is_empty() {
         return Ok(0);
     }
     loop {
-        match k42_rt::read_console(out) {
+        let got = match terminal {
+            Terminal::Main => k42_rt::read_console(out),
+            Terminal::Port(server) => k42_rt::read_console_port(server, out),
+        };
+        match got {
             Ok(ConsoleInput::Bytes(n)) => return Ok(n),
             Ok(ConsoleInput::Ended) => return Ok(0),
             Ok(ConsoleInput::NoneYet) => {}
@@ -722,14 +745,16 @@ fn write_from(fd: u64, data: &[u8]) -> Result<usize, Ret> {
 
 /// Writes `data` to `f` (at `at`, or at its offset).
 fn write_to(f: &OpenFile, data: &[u8], at: Option<u64>) -> Result<usize, Ret> {
-    if f.flags & O_ACCMODE == O_RDONLY && f.kind != Kind::Console {
+    if f.flags & O_ACCMODE == O_RDONLY && !matches!(f.kind, Kind::Console(_)) {
         return Err(err(errno::EBADF));
     }
     match f.kind {
-        Kind::Console => {
-            return k42_rt::write(data)
-                .map(|()| data.len())
-                .map_err(|_| err(errno::EIO))
+        Kind::Console(terminal) => {
+            let written = match terminal {
+                Terminal::Main => k42_rt::write(data),
+                Terminal::Port(server) => k42_rt::write_console_port(server, data),
+            };
+            return written.map(|()| data.len()).map_err(|_| err(errno::EIO));
         }
         Kind::Random => return Ok(data.len()),
         Kind::Directory => return Err(err(errno::EISDIR)),
@@ -826,7 +851,7 @@ fn lseek(fd: u64, offset: i64, whence: i32) -> Result<Ret, Ret> {
     let f = file(fd)?;
     match f.kind {
         Kind::Pipe => return Err(err(errno::ESPIPE)),
-        Kind::Console => return Err(err(errno::ESPIPE)),
+        Kind::Console(_) => return Err(err(errno::ESPIPE)),
         _ => {}
     }
     if let Some(disk) = &f.disk {
@@ -1189,7 +1214,7 @@ fn ioctl(fd: u64, request: u64, arg: u64) -> Result<Ret, Ret> {
     if let Some(disk) = &f.disk {
         return disk_ioctl(disk, request as u32, arg);
     }
-    if f.kind != Kind::Console {
+    if !matches!(f.kind, Kind::Console(_)) {
         return Err(err(errno::ENOTTY));
     }
     match request as u32 {
@@ -1251,14 +1276,18 @@ fn revents(p: &file::Pollfd) -> Result<i16, Ret> {
     let bits = match (f.kind, f.handle) {
         // Readable when input waits; asking also makes the console server wake this process
         // when input arrives, which ends `poll`'s block below.
-        (Kind::Console, _) if p.events & POLLIN != 0 => {
-            match k42_rt::console_input_state().map_err(|_| err(errno::EIO))? {
+        (Kind::Console(terminal), _) if p.events & POLLIN != 0 => {
+            let state = match terminal {
+                Terminal::Main => k42_rt::console_input_state(),
+                Terminal::Port(server) => k42_rt::console_port_input_state(server),
+            };
+            match state.map_err(|_| err(errno::EIO))? {
                 ConsoleInput::Bytes(_) => POLLIN | POLLOUT,
                 ConsoleInput::Ended => POLLIN | POLLOUT | POLLHUP,
                 ConsoleInput::NoneYet => POLLOUT,
             }
         }
-        (Kind::Console, _) => POLLOUT,
+        (Kind::Console(_), _) => POLLOUT,
         (Kind::Pipe, Some(h)) => {
             let bits = with_client(|c| c.poll(h))?;
             let mut r = 0;
