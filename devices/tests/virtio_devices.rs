@@ -434,6 +434,64 @@ fn console_output_input_and_emergency_write() {
     assert_eq!(d.transport.status() & STATUS_DEVICE_NEEDS_RESET, 0);
 }
 
+/// An input source standing for a FIFO: "would block" while empty, never ending.
+#[derive(Clone, Default)]
+struct Fifo(Arc<Mutex<std::collections::VecDeque<u8>>>);
+
+impl io::Read for Fifo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut q = self.0.lock().unwrap();
+        if q.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(q.len());
+        for (slot, b) in buf.iter_mut().zip(q.drain(..n)) {
+            *slot = b;
+        }
+        Ok(n)
+    }
+}
+
+#[test]
+fn console_input_from_a_source_larger_than_it_holds_arrives_whole_and_in_order() {
+    use k42_devices::virtio::console::INPUT_CAPACITY;
+    let text: Vec<u8> = (0..3 * INPUT_CAPACITY + 123)
+        .map(|i| (i % 253) as u8)
+        .collect();
+    let console = Console::new(Box::new(Sink::default()))
+        .with_source(Box::new(io::Cursor::new(text.clone())));
+    let input = console.input();
+    let mut d = TestDriver::new(Box::new(console));
+    assert!(d.init(u64::MAX, 16));
+    let mut got = Vec::new();
+    while got.len() < text.len() {
+        // The source is read only as far as the console holds.
+        assert!(input.pending() <= INPUT_CAPACITY);
+        d.submit(RX_QUEUE, &[(DATA, 4096, true)]);
+        let used = d.take_used(RX_QUEUE);
+        assert_eq!(used.len(), 1, "after {} bytes", got.len());
+        got.extend(d.read_mem(DATA, used[0].1 as usize));
+    }
+    assert_eq!(got, text);
+    // The file has ended: a further buffer waits.
+    d.submit(RX_QUEUE, &[(DATA, 4096, true)]);
+    d.transport.poll();
+    assert!(d.take_used(RX_QUEUE).is_empty());
+
+    // A FIFO with nothing in it yet: the buffer waits until bytes come and the VMM polls.
+    let fifo = Fifo::default();
+    let console = Console::new(Box::new(Sink::default())).with_source(Box::new(fifo.clone()));
+    let mut d = TestDriver::new(Box::new(console));
+    assert!(d.init(u64::MAX, 16));
+    d.submit(RX_QUEUE, &[(DATA, 64, true)]);
+    d.transport.poll();
+    assert!(d.take_used(RX_QUEUE).is_empty());
+    fifo.0.lock().unwrap().extend(b"late\n");
+    d.transport.poll();
+    assert_eq!(d.take_used(RX_QUEUE), vec![(0, 5)]);
+    assert_eq!(d.read_mem(DATA, 5), b"late\n");
+}
+
 #[test]
 fn net_frames_both_ways() {
     use k42_devices::virtio::net::{MacAddr, MemNet, Net, NET_HDR_LEN, RX_QUEUE, TX_QUEUE};

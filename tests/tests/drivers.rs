@@ -1,9 +1,13 @@
 //! Ring-3 device drivers: `/bin/drvinit` starts a `blkd` (the virtio-blk driver server) per
 //! disk and runs `/bin/devcheck` (bad arguments to the device calls) and `/bin/blktest`
-//! against them, then `rngd` (the virtio-rng driver) and `/bin/rngtest`. The host then checks what reached the image files and the checksums the
-//! guest printed, with its own FNV-1a and pattern (not the guest's code).
+//! against them, then `rngd` (the virtio-rng driver) and `/bin/rngtest`; Linux programs use the
+//! disks as `/dev/vd*`, the entropy device through `/dev/urandom` and the virtio-console (`hvcd`)
+//! as `/dev/hvc0`; `netd` moves frames to and from a TAP device. The host then checks what
+//! reached the image and console files and the checksums the guest printed, with its own FNV-1a
+//! and pattern (not the guest's code).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use k42_tests::*;
 
@@ -293,8 +297,57 @@ fn host_md5(bytes: &[u8]) -> String {
     String::from_utf8(out.stdout).unwrap()[..32].to_string()
 }
 
+/// Writes `input` into the console FIFO `fifo` once k42vm has it open, then, once the guest has
+/// written "waiting for input" to its console (`out`), a last line; gives up after 90 s (the
+/// test then fails on what the guest printed).
+fn feed_console(
+    fifo: PathBuf,
+    out: PathBuf,
+    input: Vec<u8>,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let wait = |what: &str| {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("gave up waiting for {what}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(())
+        };
+        // Without blocking, opening for writing fails until a reader (k42vm) has the FIFO.
+        let mut writer = loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+            {
+                Ok(f) => break f,
+                Err(_) => wait("k42vm to open the FIFO")?,
+            }
+        };
+        let mut done = 0;
+        while done < input.len() {
+            match writer.write(&input[done..]) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait("room in the FIFO")?,
+                Err(e) => return Err(format!("writing the FIFO: {e}")),
+            }
+        }
+        while !std::fs::read_to_string(&out).is_ok_and(|s| s.contains("waiting for input\n")) {
+            wait("the guest to wait for input")?;
+        }
+        // Give the reader time to find nothing and sleep; the line must then wake it.
+        std::thread::sleep(Duration::from_millis(300));
+        writer
+            .write_all(b"a line written late\n")
+            .map_err(|e| format!("writing the FIFO: {e}"))
+    })
+}
+
 /// The virtio-console input of the device checks: numbered lines of many lengths, one longer
-/// than a receive buffer, 41000 bytes in all (the guest reads 40000).
+/// than a receive buffer, 40000 bytes in all.
 fn console_input() -> Vec<u8> {
     let mut text = Vec::new();
     for i in 0.. {
@@ -304,11 +357,11 @@ fn console_input() -> Vec<u8> {
             format!("{i:05} {}\n", "k42 ".repeat(i % 200))
         };
         text.extend_from_slice(line.as_bytes());
-        if text.len() >= 41_000 {
+        if text.len() >= 40_000 {
             break;
         }
     }
-    text.truncate(41_000);
+    text.truncate(40_000);
     text
 }
 
@@ -319,9 +372,13 @@ fn linux_programs_read_and_write_disks_as_dev_vda() {
     let (disk, before) = dir.image("vda.img", 256 * BLOCK, 0x2545_f491_4f6c_dd1d);
     let (ro_disk, ro_before) = dir.image("vdb.img", 16 * BLOCK, 0x0bad_cafe_f00d_1234);
     let console_out = dir.0.join("hvc0-out.txt");
-    let console_in = dir.0.join("hvc0-in.txt");
+    let console_in = dir.0.join("hvc0-in.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&console_in)
+        .status();
+    assert!(made.as_ref().is_ok_and(|s| s.success()), "mkfifo: {made:?}");
     let input = console_input();
-    std::fs::write(&console_in, &input).unwrap();
+    let feeder = feed_console(console_in.clone(), console_out.clone(), input.clone());
     let out_flag = format!("--virtio-console={}", console_out.display());
     let in_flag = format!("--virtio-console-input={}", console_in.display());
     let run = run_with_two_disks(
@@ -330,6 +387,7 @@ fn linux_programs_read_and_write_disks_as_dev_vda() {
         &ro_disk,
         &["--rng", &out_flag, &in_flag, "--timeout", "100s"],
     );
+    let fed = feeder.join().unwrap();
     let context = run.all();
     let out = &run.stdout;
     assert_eq!(run.status, Some(0), "{context}");
@@ -345,6 +403,7 @@ fn linux_programs_read_and_write_disks_as_dev_vda() {
             "=== exit 0",
             "=== exit 0",
             "=== exit 1",
+            "=== exit 0",
             "=== exit 0",
             "=== exit 0",
             "=== exit 0",
@@ -392,22 +451,28 @@ fn linux_programs_read_and_write_disks_as_dev_vda() {
         "/dev/urandom gave repeating bytes\n{context}"
     );
 
-    // /dev/hvc0, the virtio-console port served by hvcd: a line written reached the host
-    // file; the first 40000 bytes of the host's input (more than the driver holds at once, so
-    // it took them in turns, waiting for the device) arrived intact.
+    // /dev/hvc0, the virtio-console port served by hvcd: lines written reached the host file;
+    // the host's 40000 bytes of input (more than the driver holds at once, so it took them in
+    // turns, waiting for the device) arrived intact; a line written to the FIFO only once the
+    // guest waited for it woke the reader.
+    assert_eq!(fed, Ok(()), "feeding the console FIFO\n{context}");
     assert!(
         out.contains("crw--w---- 229,   0\n"),
         "ls -l /dev/hvc0\n{context}"
     );
     assert_eq!(
         std::fs::read_to_string(&console_out).unwrap(),
-        "hello from the guest on hvc0\n",
+        "hello from the guest on hvc0\nwaiting for input\n",
         "{context}"
     );
-    let md5 = format!("{}  -", host_md5(&input[..40000]));
+    let md5 = format!("{}  -", host_md5(&input));
     assert!(
         out.lines().any(|l| l == md5),
         "busybox md5sum of head -c 40000 /dev/hvc0 is not the host's {md5}\n{context}"
+    );
+    assert!(
+        out.contains("\na line written late\n=== exit 0"),
+        "the reader waiting on /dev/hvc0 did not get the late line\n{context}"
     );
 
     // What the guest wrote is on the image file, and nothing else changed.

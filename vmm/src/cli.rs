@@ -102,9 +102,9 @@ pub struct RunArgs {
     #[arg(long = "virtio-console", value_name = "FILE", num_args = 0..=1, require_equals = true)]
     pub virtio_console: Option<Option<PathBuf>>,
 
-    /// The virtio-console's input: the bytes of FILE (at most 64 KiB), delivered to the guest
-    /// as it reads them (the guest sees no end of input after them, as on a terminal). Needs
-    /// `--virtio-console`.
+    /// The virtio-console's input: a regular FILE, read as the guest takes it, or a FIFO
+    /// (`mkfifo`), whose bytes reach the guest as they are written to it. The guest sees no end
+    /// of input after them, as on a terminal. Needs `--virtio-console`.
     #[arg(
         long = "virtio-console-input",
         value_name = "FILE",

@@ -23,7 +23,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use k42_devices::virtio::block::Block;
-use k42_devices::virtio::console::{Console, INPUT_CAPACITY};
+use k42_devices::virtio::console::Console;
 use k42_devices::virtio::mmio::{self, MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_OFFSET};
 use k42_devices::virtio::net::Net;
 use k42_devices::virtio::rng::Rng;
@@ -137,8 +137,9 @@ pub struct PlannedDevice {
     /// Its window and line.
     pub slot: Slot,
     device: Box<dyn VirtioDevice>,
-    /// A duplicate of the TAP fd, watched for readability (net devices only).
-    tap: Option<File>,
+    /// A host fd the device reads from, watched for readability: a network card's TAP, a
+    /// console's input FIFO.
+    watch: Option<File>,
 }
 
 impl fmt::Debug for PlannedDevice {
@@ -173,7 +174,7 @@ fn device_error(message: String) -> VmmError {
 pub fn plan(args: &RunArgs) -> Result<Plan> {
     let mut alloc = Allocator::for_guest();
     let mut plan = Plan::default();
-    let mut add = |name: String, device: Box<dyn VirtioDevice>, tap: Option<File>| {
+    let mut add = |name: String, device: Box<dyn VirtioDevice>, watch: Option<File>| {
         let slot = alloc
             .allocate()
             .map_err(|e| device_error(format!("{e}; {name} does not fit")))?;
@@ -181,7 +182,7 @@ pub fn plan(args: &RunArgs) -> Result<Plan> {
             name,
             slot,
             device,
-            tap,
+            watch,
         });
         Ok::<(), VmmError>(())
     };
@@ -234,40 +235,60 @@ pub fn plan(args: &RunArgs) -> Result<Plan> {
                 ))
             })?),
         };
-        let console = Console::new(out);
+        let mut console = Console::new(out);
+        let mut watch = None;
         if let Some(path) = &args.virtio_console_input {
-            let bytes = std::fs::read(path).map_err(|e| {
-                device_error(format!(
-                    "--virtio-console-input: cannot read {}: {e}",
-                    path.display()
-                ))
-            })?;
-            if console.input().push(&bytes) < bytes.len() {
-                return Err(device_error(format!(
-                    "--virtio-console-input: {} is {} bytes; the console holds at most {} bytes \
-                     of input",
-                    path.display(),
-                    bytes.len(),
-                    INPUT_CAPACITY
-                )));
-            }
+            let (source, fifo) = open_console_input(path)?;
+            console = console.with_source(Box::new(source));
+            watch = fifo;
         }
-        add("virtio-console".into(), Box::new(console), None)?;
+        add("virtio-console".into(), Box::new(console), watch)?;
     }
     Ok(plan)
 }
 
-/// The event-loop subscriber of one device: its queues' ioeventfds and, for a network card, its
-/// TAP fd.
+/// Opens `--virtio-console-input`: a regular file is read as the guest takes it; a FIFO is
+/// opened for reading and writing (so it never reads as ended while no writer has it open) and
+/// without blocking, and also returned to be watched for more.
+fn open_console_input(path: &std::path::Path) -> Result<(File, Option<File>)> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let failed = |e: io::Error| {
+        device_error(format!(
+            "--virtio-console-input: cannot read {}: {e}",
+            path.display()
+        ))
+    };
+    let kind = std::fs::metadata(path).map_err(failed)?.file_type();
+    if kind.is_file() {
+        return Ok((File::open(path).map_err(failed)?, None));
+    }
+    if !kind.is_fifo() {
+        return Err(device_error(format!(
+            "--virtio-console-input: {} is neither a regular file nor a FIFO",
+            path.display()
+        )));
+    }
+    let fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(failed)?;
+    let watched = fifo.try_clone().map_err(failed)?;
+    Ok((fifo, Some(watched)))
+}
+
+/// The event-loop subscriber of one device: its queues' ioeventfds and the host fd it reads
+/// from, if any (a network card's TAP, a console's input FIFO).
 pub struct DeviceEvents {
     name: String,
     transport: Arc<Mutex<MmioTransport>>,
     queues: Vec<EventFd>,
-    tap: Option<File>,
+    watch: Option<File>,
 }
 
-/// Event data that marks the TAP fd (queue indices are small).
-const TAP_EVENT: u32 = u32::MAX;
+/// Event data that marks the watched host fd (queue indices are small).
+const WATCH_EVENT: u32 = u32::MAX;
 
 impl DeviceEvents {
     fn transport(&self) -> std::sync::MutexGuard<'_, MmioTransport> {
@@ -278,20 +299,20 @@ impl DeviceEvents {
 impl MutEventSubscriber for DeviceEvents {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         let data = events.data();
-        if data == TAP_EVENT {
+        if data == WATCH_EVENT {
             if events
                 .event_set()
                 .intersects(EventSet::ERROR | EventSet::HANG_UP)
             {
                 eprintln!(
-                    "k42vm: {}: the TAP device failed; no more frames will reach the guest",
+                    "k42vm: {}: its host backend failed; nothing more from it will reach the guest",
                     self.name
                 );
                 let _ = ops.remove(events);
                 return;
             }
-            // Edge-triggered: a frame the device cannot take yet (no receive buffer, or the
-            // driver not ready) stays in the TAP until the driver's next receive notification.
+            // Edge-triggered: what the device cannot take yet (no receive buffer, or the driver
+            // not ready) stays in the fd until the driver's next receive notification.
             self.transport().poll();
             return;
         }
@@ -318,10 +339,10 @@ impl MutEventSubscriber for DeviceEvents {
                 eprintln!("k42vm: {}: cannot watch queue {i}: {e:?}", self.name);
             }
         }
-        if let Some(tap) = &self.tap {
+        if let Some(fd) = &self.watch {
             let set = EventSet::IN | EventSet::EDGE_TRIGGERED;
-            if let Err(e) = ops.add(Events::with_data_raw(tap.as_raw_fd(), TAP_EVENT, set)) {
-                eprintln!("k42vm: {}: cannot watch the TAP device: {e:?}", self.name);
+            if let Err(e) = ops.add(Events::with_data_raw(fd.as_raw_fd(), WATCH_EVENT, set)) {
+                eprintln!("k42vm: {}: cannot watch its host backend: {e:?}", self.name);
             }
         }
     }
@@ -347,7 +368,7 @@ pub fn attach(plan: Plan, vm: &VmFd, mem: &GuestMemoryMmap, bus: &mut MmioBus) -
             name,
             slot,
             device,
-            tap,
+            watch,
         } = planned;
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| host("creating an eventfd", e))?;
         vm.register_irqfd(&irq, slot.irq)
@@ -382,7 +403,7 @@ pub fn attach(plan: Plan, vm: &VmFd, mem: &GuestMemoryMmap, bus: &mut MmioBus) -
             name,
             transport,
             queues,
-            tap,
+            watch,
         });
     }
     Ok(attached)
@@ -482,6 +503,7 @@ mod tests {
 
     #[test]
     fn plan_reports_backends_that_cannot_be_opened() {
+        use k42_devices::virtio::console::INPUT_CAPACITY;
         let err = plan(&run_args(&["--disk", "/nonexistent/disk.img"])).unwrap_err();
         let msg = err.to_string();
         assert!(
@@ -501,26 +523,35 @@ mod tests {
         assert!(err
             .to_string()
             .contains("--virtio-console-input: cannot read /nonexistent/in"));
-        let big = temp_image("plan-big-input.txt", INPUT_CAPACITY + 1);
-        let flag = format!("--virtio-console-input={}", big.display());
-        let err = plan(&run_args(&["--virtio-console=/dev/null", &flag])).unwrap_err();
+        let err = plan(&run_args(&[
+            "--virtio-console=/dev/null",
+            "--virtio-console-input=/dev",
+        ]))
+        .unwrap_err();
         assert!(
             err.to_string()
-                .contains("is 65537 bytes; the console holds at most 65536"),
+                .contains("/dev is neither a regular file nor a FIFO"),
             "{err}"
         );
-        let fits = temp_image("plan-input.txt", INPUT_CAPACITY);
-        let flag = format!("--virtio-console-input={}", fits.display());
-        assert_eq!(
-            plan(&run_args(&["--virtio-console=/dev/null", &flag]))
-                .unwrap()
-                .devices
-                .len(),
-            1
+        let big = temp_image("plan-input.txt", 3 * INPUT_CAPACITY);
+        let flag = format!("--virtio-console-input={}", big.display());
+        let planned = plan(&run_args(&["--virtio-console=/dev/null", &flag])).unwrap();
+        assert_eq!(planned.devices.len(), 1);
+        assert!(
+            planned.devices[0].watch.is_none(),
+            "a regular file is not watched"
         );
-        for p in [big, fits] {
-            std::fs::remove_file(p).ok();
-        }
+        std::fs::remove_file(big).ok();
+        let fifo = std::env::temp_dir().join(format!("k42vm-{}-plan-fifo", std::process::id()));
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(
+            made.as_ref().is_ok_and(|s| s.success()),
+            "mkfifo (coreutils) {made:?}"
+        );
+        let flag = format!("--virtio-console-input={}", fifo.display());
+        let planned = plan(&run_args(&["--virtio-console=/dev/null", &flag])).unwrap();
+        assert!(planned.devices[0].watch.is_some(), "a FIFO is watched");
+        std::fs::remove_file(fifo).ok();
         let err = plan(&run_args(&["--net", "tap=lo"])).unwrap_err();
         assert!(err.to_string().contains("TAP device lo"), "{err}");
     }

@@ -1,9 +1,11 @@
 //! virtio-console (virtio 1.2 section 5.3), one port, no multiport: what the guest transmits goes
 //! to a `Write` sink; what the VMM pushes into a [`ConsoleInput`] is delivered on the receive
-//! queue (the VMM calls `MmioTransport::poll` after pushing).
+//! queue (the VMM calls `MmioTransport::poll` after pushing). An input source
+//! ([`Console::with_source`], a file or a non-blocking FIFO) is read into the input whenever it
+//! has room, on each receive notification and poll, so a source of any size goes in turns.
 
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::block::copy_config;
@@ -55,6 +57,8 @@ impl ConsoleInput {
 pub struct Console {
     out: Box<dyn Write + Send>,
     input: ConsoleInput,
+    /// Where more input comes from, until it ends or fails.
+    source: Option<Box<dyn Read + Send>>,
     config: [u8; CONFIG_LEN],
 }
 
@@ -64,8 +68,43 @@ impl Console {
         Console {
             out,
             input: ConsoleInput::default(),
+            source: None,
             config: [0; CONFIG_LEN],
         }
+    }
+
+    /// The same console, taking its input from `source` as the guest takes it (a FIFO must be
+    /// non-blocking: "would block" means "nothing yet"; the end of a file ends the input).
+    pub fn with_source(mut self, source: Box<dyn Read + Send>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Reads the source into the input while it has room.
+    fn fill_from_source(&mut self, queues: &mut DeviceQueues<'_>) {
+        let Some(source) = self.source.as_mut() else {
+            return;
+        };
+        let mut chunk = [0u8; TX_CHUNK];
+        loop {
+            let room = INPUT_CAPACITY.saturating_sub(self.input.pending());
+            if room == 0 {
+                return;
+            }
+            match source.read(&mut chunk[..room.min(TX_CHUNK)]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.input.push(&chunk[..n]);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    queues.log(format_args!("console input failed: {e}; no more input"));
+                    break;
+                }
+            }
+        }
+        self.source = None;
     }
 
     /// The handle through which the VMM pushes input.
@@ -78,7 +117,11 @@ impl Console {
             return Ok(());
         }
         let mem = queues.mem();
-        while self.input.pending() > 0 {
+        loop {
+            self.fill_from_source(queues);
+            if self.input.pending() == 0 {
+                break;
+            }
             let Some(chain) = queues.pop(RX_QUEUE)? else {
                 break;
             };
