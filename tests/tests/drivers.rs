@@ -298,7 +298,8 @@ fn host_md5(bytes: &[u8]) -> String {
 }
 
 /// Writes `input` into the console FIFO `fifo` once k42vm has it open, then, once the guest has
-/// written "waiting for input" to its console (`out`), a last line; gives up after 90 s (the
+/// written "waiting for input" to its console (`out`, a second after it started a reader), a last
+/// line; gives up after 90 s (the
 /// test then fails on what the guest printed).
 fn feed_console(
     fifo: PathBuf,
@@ -338,8 +339,8 @@ fn feed_console(
         while !std::fs::read_to_string(&out).is_ok_and(|s| s.contains("waiting for input\n")) {
             wait("the guest to wait for input")?;
         }
-        // Give the reader time to find nothing and sleep; the line must then wake it.
-        std::thread::sleep(Duration::from_millis(300));
+        // The reader started a second before the guest said so: it found nothing and sleeps,
+        // and this line must wake it.
         writer
             .write_all(b"a line written late\n")
             .map_err(|e| format!("writing the FIFO: {e}"))
