@@ -247,6 +247,9 @@ pub struct Winsize {
     pub ws_ypixel: u16,
 }
 
+/// The major number of Linux's hypervisor consoles (`/dev/hvc0`, ...: a virtio-console port).
+pub const HVC_MAJOR: u32 = 229;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +283,3 @@ mod tests {
         assert_eq!(t.c_cc, Termios::linux_default().c_cc);
     }
 }
-
-/// The major number of Linux's hypervisor consoles (`/dev/hvc0`, ...: a virtio-console port).
-pub const HVC_MAJOR: u32 = 229;
