@@ -5,8 +5,9 @@
  * exit), signals that end blocking calls (a pipe read ended by a handled signal with EINTR or
  * by SIGTERM's default action, a wait4 ended with EINTR by a signal from another thread), a
  * SIGSEGV handler that catches faults (with their address and code, in a forked child too) and a
- * fork bomb that ends at the process limit with EAGAIN, after which fork works again. Exits 0
- * only if every check holds; prints each failure. */
+ * fork bomb that ends at the process limit with EAGAIN, after which fork works again; and
+ * /proc/self (stat, status, cmdline, comm, also as /proc/<pid>) agreeing with what the system
+ * calls say, in a forked child too. Exits 0 only if every check holds; prints each failure. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -377,11 +378,83 @@ static void fault_handlers(void) {
           "with the default action again, a fault ends the process");
 }
 
+/* Reads `path` into `buf` (NUL-terminated); the length, or -1. */
+static int read_file(const char *path, char *buf, int size) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return -1;
+    int n = 0, got;
+    while (n < size - 1 && (got = read(fd, buf + n, size - 1 - n)) > 0)
+        n += got;
+    close(fd);
+    buf[n] = 0;
+    return n;
+}
+
+/* Whether /proc/self/stat (read as `path`) names this process with the system calls' pid,
+ * parent, group, session and one thread, in at least 52 fields. */
+static int stat_agrees(const char *path, const char *what) {
+    char buf[2048], comm[64] = {0}, state = 0;
+    int pid = 0, ppid = 0, pgrp = 0, session = 0, n = read_file(path, buf, sizeof buf);
+    check(n > 0, what);
+    char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
+    if (n <= 0 || !open_paren || !close_paren || close_paren - open_paren > 17)
+        return 0;
+    memcpy(comm, open_paren + 1, close_paren - open_paren - 1);
+    int fields = 2;
+    for (char *c = close_paren + 1; *c; c++)
+        fields += *c == ' ' && c[1] && c[1] != '\n';
+    const char *rest = close_paren + 2;
+    long threads = 0;
+    for (int f = 3; f < 20 && rest; f++)
+        rest = strchr(rest, ' ') ? strchr(rest, ' ') + 1 : 0;
+    if (rest)
+        threads = strtol(rest, 0, 10);
+    return sscanf(buf, "%d", &pid) == 1 && pid == getpid() && strcmp(comm, "linux-procs") == 0 &&
+           sscanf(close_paren + 2, "%c %d %d %d", &state, &ppid, &pgrp, &session) == 4 &&
+           state == 'R' && ppid == getppid() && pgrp == getpgrp() && session == getsid(0) &&
+           threads == 1 && fields >= 52;
+}
+
+static void proc_self(int argc, char **argv) {
+    char path[64], buf[4096], want[4096];
+    check(stat_agrees("/proc/self/stat", "read /proc/self/stat"), "/proc/self/stat agrees");
+    snprintf(path, sizeof path, "/proc/%d/stat", getpid());
+    check(stat_agrees(path, "read /proc/<pid>/stat"), "/proc/<pid>/stat agrees");
+    int len = 0;
+    for (int i = 0; i < argc; i++) {
+        strcpy(want + len, argv[i]);
+        len += strlen(argv[i]) + 1;
+    }
+    int n = read_file("/proc/self/cmdline", buf, sizeof buf);
+    check(n == len && memcmp(buf, want, len) == 0, "/proc/self/cmdline is argv");
+    n = read_file("/proc/self/status", buf, sizeof buf);
+    snprintf(want, sizeof want, "\nPid:\t%d\n", getpid());
+    int pid_line = n > 0 && strstr(buf, want) != 0;
+    snprintf(want, sizeof want, "\nPPid:\t%d\n", getppid());
+    check(pid_line && strstr(buf, want) && strncmp(buf, "Name:\tlinux-procs\n", 18) == 0,
+          "/proc/self/status: Name, Pid and PPid");
+    n = read_file("/proc/self/comm", buf, sizeof buf);
+    check(n > 0 && strcmp(buf, "linux-procs\n") == 0, "/proc/self/comm");
+    check(open("/proc/999999/stat", O_RDONLY) == -1 && errno == ENOENT,
+          "another pid's /proc directory is not there");
+    pid_t parent = getpid(), pid = fork();
+    if (pid == 0)
+        _exit(stat_agrees("/proc/self/stat", "read /proc/self/stat in a child") &&
+                      getppid() == parent
+                  ? 0
+                  : 1);
+    int status = reap(pid);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "a forked child's /proc/self/stat is its own");
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "exec-child") == 0) {
         const char *env = getenv("K42_PROCS");
         return env && strcmp(env, "exec") == 0 ? atoi(argv[2]) : 1;
     }
+    proc_self(argc, argv);
     exit_statuses();
     fault_is_sigsegv();
     kill_child();

@@ -52,6 +52,10 @@ pub const PROC_FILES: [&str; 6] = [
     "k42-file-windows",
 ];
 
+/// The files of `/proc/self` whose contents the Linux personality makes at each open, held by
+/// the file server as [`PROC_FILES`] are (`/proc/<own pid>` names the same directory there).
+pub const PROC_SELF_FILES: [&str; 4] = ["stat", "status", "cmdline", "comm"];
+
 /// The CPUs a PPC server's clustered objects are spread over (user-level clustered objects
 /// with a translation table per PPC dispatcher, that is per CPU): a call runs on its CPU's PPC
 /// stack, so the stack pointer names the CPU; code on the server's own dispatchers uses the

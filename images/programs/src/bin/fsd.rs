@@ -127,6 +127,17 @@ fn build() -> Result<FileSystem, &'static str> {
             return Err("cannot make the /proc files");
         }
     }
+    let self_dir = fs
+        .mkdir(proc_dir, b"self", 0o555, ctx)
+        .map_err(|_| "cannot make /proc/self")?;
+    for name in k42_programs::PROC_SELF_FILES {
+        if fs
+            .create(self_dir, name.as_bytes(), 0o444, true, ctx)
+            .is_err()
+        {
+            return Err("cannot make the /proc/self files");
+        }
+    }
     for (name, major, minor) in [
         (&b"/dev/null"[..], 1, 3),
         (b"/dev/zero", 1, 5),

@@ -40,6 +40,38 @@ pub fn set_current_exe(path: &[u8]) {
     *EXE.lock() = path.to_vec();
 }
 
+/// Where the running program's argument strings are (`[start, end)` on its initial stack, as
+/// Linux's `arg_start` and `arg_end`).
+static ARGS: Mutex<(u64, u64)> = Mutex::new((0, 0));
+
+/// Records where the argument strings of the program entered with initial stack `sp` are
+/// (`argc` at `sp`, then the `argv` pointers); none if the stack does not read as one.
+pub fn record_args(sp: u64) {
+    let range = (|| {
+        let argc: u64 = crate::get(sp).ok()?;
+        if argc == 0 {
+            return None;
+        }
+        let first: u64 = crate::get(sp + 8).ok()?;
+        let last: u64 = crate::get(sp + 8 * argc).ok()?;
+        let last_len = crate::user_cstring(last, ARGS_MAX, errno::E2BIG)
+            .ok()?
+            .len() as u64;
+        Some((first, last + last_len + 1))
+    })();
+    *ARGS.lock() = range.unwrap_or((0, 0));
+}
+
+/// The running program's argument strings, each ending in NUL (`/proc/self/cmdline`): what is
+/// in its memory there now, as Linux shows it.
+pub fn current_cmdline() -> Vec<u8> {
+    let (start, end) = *ARGS.lock();
+    if end <= start {
+        return Vec::new();
+    }
+    crate::user_bytes(start, end - start).map_or_else(|_| Vec::new(), <[u8]>::to_vec)
+}
+
 /// A NULL-terminated array of strings (`argv`, `envp`); `used` counts bytes against
 /// [`ARGS_MAX`].
 fn user_strings(ptr: u64, used: &mut usize) -> Result<Vec<Vec<u8>>, Ret> {
@@ -272,6 +304,7 @@ extern "C" fn commit(prepared: *mut Prepared) -> ! {
     crate::threads::reset();
     files::close_on_exec();
     set_current_exe(&p.exe);
+    record_args(p.stack.sp);
     let (entry, sp) = (p.image.entry + p.bias, p.stack.sp);
     drop(p);
     // SAFETY: enters the new program as Linux does: rsp = its initial stack, rdx = 0 (no exit

@@ -305,6 +305,11 @@ static STATE: Mutex<State> = Mutex::new(State {
     umask: 0o022,
 });
 
+/// The file-mode creation mask.
+pub fn umask() -> u32 {
+    STATE.lock().umask
+}
+
 /// Sets up descriptors 0, 1 and 2 on the console and the working directory `/`.
 pub fn init() {
     let console = Arc::new(OpenFile {
@@ -385,14 +390,12 @@ fn absolute(dirfd: u64, path: &[u8]) -> Result<Vec<u8>, Ret> {
     if path.is_empty() {
         return Err(err(errno::ENOENT));
     }
+    let path = crate::procfs::alias(path).unwrap_or_else(|| path.to_vec());
     if path == SELF_EXE {
         return Ok(crate::exec::current_exe());
     }
-    if path == b"/proc/self/mounts" {
-        return Ok(b"/proc/mounts".to_vec());
-    }
     if path[0] == b'/' {
-        return Ok(path.to_vec());
+        return Ok(path);
     }
     let mut base = if dirfd as i32 == AT_FDCWD {
         STATE.lock().cwd.clone()
@@ -406,8 +409,8 @@ fn absolute(dirfd: u64, path: &[u8]) -> Result<Vec<u8>, Ret> {
     if base.last() != Some(&b'/') {
         base.push(b'/');
     }
-    base.extend_from_slice(path);
-    Ok(base)
+    base.extend_from_slice(&path);
+    Ok(crate::procfs::alias(&base).unwrap_or(base))
 }
 
 /// The path with `.`, `..` and repeated slashes resolved by name (for the working directory).

@@ -46,6 +46,7 @@ pub fn fork() -> Ret {
     match sys::fork() {
         Ok(Forked::Child) => {
             PARENT.store(me, Ordering::Relaxed);
+            crate::procfs::record_start();
             crate::signals::forked_child();
             crate::threads::reset();
             GROUP.store(group, Ordering::Relaxed);

@@ -230,6 +230,8 @@ extern "C" fn linux_start(sp: u64) -> ! {
             exec::set_current_exe(&path);
         }
     }
+    exec::record_args(sp);
+    procfs::record_start();
     RANDOM_STATE.store(sys::rdtsc() | 1, Ordering::Relaxed);
     threads::take_upcalls();
     let entry = k42_linux_syscall as *const () as u64;

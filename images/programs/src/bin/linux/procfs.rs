@@ -1,8 +1,10 @@
 //! A minimal `/proc`: `cpuinfo`, `meminfo`, `mounts`, `uptime` and `version` (made here at each
 //! open from CPUID and the kernel's `info`, read locally), `k42-file-windows` (the file
-//! server's window counts: opens that got one, swaps back to the server, grows, closes), and `/proc/self` (this process; its
-//! `exe` is the running program). The file server holds the files as empty placeholders, so
-//! `ls /proc` and `stat` see them as on Linux.
+//! server's window counts: opens that got one, swaps back to the server, grows, closes), and
+//! `/proc/self`, also reached as `/proc/<own pid>`: this process's `stat`, `status`, `cmdline`
+//! and `comm` (what the personality knows of it), and `exe` (the running program). The file
+//! server holds the files as empty placeholders, so `ls /proc` and `stat` see them as on Linux.
+//! Other processes' directories are not there yet: a process knows only itself.
 
 use alloc::format;
 use alloc::string::String;
@@ -10,8 +12,39 @@ use alloc::vec::Vec;
 use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
 use core::fmt::Write;
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use k42_rt::kabi::{Info, PAGE_SIZE};
 use k42_rt::sys;
+
+/// Clock ticks per second in `/proc` times (`AT_CLKTCK`, `sysconf(_SC_CLK_TCK)`).
+const TICKS_PER_SECOND: u64 = 100;
+/// When this process started (boot clock, ns): its creation by the kernel or a fork.
+static STARTED_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Notes that this process starts now (at its first program, and in a forked child).
+pub fn record_start() {
+    STARTED_NS.store(sys::now_ns(), Ordering::Relaxed);
+}
+
+/// `path` (absolute) with `/proc/<this process's pid>` as `/proc/self`, and `/proc/self/mounts`
+/// as `/proc/mounts`; `None` when neither applies.
+pub fn alias(path: &[u8]) -> Option<Vec<u8>> {
+    if path == b"/proc/self/mounts" {
+        return Some(b"/proc/mounts".to_vec());
+    }
+    let rest = path.strip_prefix(b"/proc/")?;
+    let (first, tail) = match rest.iter().position(|&b| b == b'/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, &b""[..]),
+    };
+    if first != self_link().as_slice() {
+        return None;
+    }
+    let mut out = b"/proc/self".to_vec();
+    out.extend_from_slice(tail);
+    Some(out)
+}
 
 /// The contents of `/proc` file `path` (absolute, normalized), if it is one made here.
 pub fn contents(path: &[u8]) -> Option<Vec<u8>> {
@@ -23,9 +56,60 @@ pub fn contents(path: &[u8]) -> Option<Vec<u8>> {
         b"uptime" => uptime(),
         b"version" => version(),
         b"k42-file-windows" => crate::files::window_stats_text(),
+        b"self/stat" => stat(),
+        b"self/status" => status(),
+        b"self/comm" => format!("{}\n", comm()),
+        b"self/cmdline" => return Some(crate::exec::current_cmdline()),
         _ => return None,
     };
     Some(text.into_bytes())
+}
+
+/// The program's name as Linux keeps it: the last part of its path, at most 15 bytes.
+fn comm() -> String {
+    let exe = crate::exec::current_exe();
+    let name = exe.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
+    String::from_utf8_lossy(&name[..name.len().min(15)]).into()
+}
+
+/// `/proc/self/stat`: the 52 fields of proc(5), with what the personality knows (times it does
+/// not count, and memory sizes, are 0).
+fn stat() -> String {
+    let pid = k42_rt::pid();
+    let ppid = crate::fork::parent();
+    let group = crate::fork::getpgid(0);
+    let session = crate::fork::getsid(0);
+    let threads = crate::threads::live_count();
+    let started = STARTED_NS.load(Ordering::Relaxed) / (1_000_000_000 / TICKS_PER_SECOND);
+    let blocked = crate::signals::blocked();
+    let cpu = k42_rt::current_cpu();
+    // pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
+    // utime stime cutime cstime priority nice num_threads itrealvalue starttime vsize rss
+    // rsslim startcode endcode startstack kstkesp kstkeip signal blocked sigignore sigcatch
+    // wchan nswap cnswap exit_signal processor rt_priority policy delayacct_blkio_ticks
+    // guest_time cguest_time start_data end_data start_brk arg_start arg_end env_start env_end
+    // exit_code
+    format!(
+        "{pid} ({}) R {ppid} {group} {session} 0 -1 0 0 0 0 0 0 0 0 0 20 0 {threads} 0 \
+         {started} 0 0 18446744073709551615 0 0 0 0 0 0 {blocked} 0 0 0 0 0 17 {cpu} 0 0 0 0 \
+         0 0 0 0 0 0 0 0 0\n",
+        comm()
+    )
+}
+
+/// `/proc/self/status`: the common fields of proc(5).
+fn status() -> String {
+    let pid = k42_rt::pid();
+    format!(
+        "Name:\t{}\nUmask:\t{:04o}\nState:\tR (running)\nTgid:\t{pid}\nNgid:\t0\nPid:\t{pid}\n\
+         PPid:\t{}\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nThreads:\t{}\n\
+         SigBlk:\t{:016x}\n",
+        comm(),
+        crate::files::umask(),
+        crate::fork::parent(),
+        crate::threads::live_count(),
+        crate::signals::blocked()
+    )
 }
 
 /// The target of `/proc/self`: this process's id.

@@ -693,6 +693,12 @@ pub fn wait_for(mask: u64, deadline: u64) -> u64 {
     core::mem::take(&mut threads.list[me].arrived)
 }
 
+/// Threads of the process that have not exited.
+pub fn live_count() -> usize {
+    let threads = THREADS.lock();
+    threads.live().max(1)
+}
+
 /// A signal's handler (without `SA_RESTART`) is about to run on the calling thread: every other
 /// thread waiting for signals in [`wait_for`] is woken and told ([`take_interrupted`]), so its
 /// call ends with `EINTR` as the thread Linux would have interrupted. (Signals are kept per
