@@ -957,9 +957,6 @@ pub fn exit(process: &Arc<Process>, status: i64) {
         let first = (parent.flags & kabi::SpawnFlags::LINUX != 0)
             .then(|| parent.dispatchers.lock().first().cloned())
             .flatten();
-        if let Some(d) = first {
-            crate::sched::post_soft_interrupt(&d, kabi::SOFT_INTERRUPT_CHILD);
-        }
         let mut children = parent.children.lock();
         let waiter = children
             .waiters
@@ -972,7 +969,16 @@ pub fn exit(process: &Arc<Process>, status: i64) {
                 drop(children);
                 crate::sched::wake(&w, BlockReason::Child, status as u64, Some(process.pid));
             }
-            None => children.exited.push_back((process.pid, status)),
+            None => {
+                children.exited.push_back((process.pid, status));
+                drop(children);
+            }
+        }
+        // Only now that the status is there: a parent woken by the bit that asks at once
+        // finds it (posted first, a parent on another CPU could ask, find nothing, and sleep
+        // through the bit it had already taken).
+        if let Some(d) = first {
+            crate::sched::post_soft_interrupt(&d, kabi::SOFT_INTERRUPT_CHILD);
         }
     }
     if process.pid == INIT_PID {

@@ -3,7 +3,8 @@
  * (arguments arrive), of a file that is not a program and of a missing one, a pipe between
  * parent and child, signal handlers (raised by the process itself and SIGCHLD from a child's
  * exit), signals that end blocking calls (a pipe read ended by a handled signal with EINTR or
- * by SIGTERM's default action, a wait4 ended with EINTR by a signal from another thread), a
+ * by SIGTERM's default action, a wait4 ended with EINTR by a signal from another thread or, in a
+ * process with one thread, from another process), a
  * SIGSEGV handler that catches faults (with their address and code, in a forked child too) and a
  * fork bomb that ends at the process limit with EAGAIN, after which fork works again; and
  * /proc/self (stat, status, cmdline, comm, also as /proc/<pid>) agreeing with what the system
@@ -33,10 +34,12 @@ static void check(int ok, const char *what) {
     }
 }
 
-/* The status a child left, or -1 if waiting failed. */
+/* The status a child left (waiting again after a handled signal), or -1 if waiting failed. */
 static int reap(pid_t pid) {
-    int status = 0;
-    return waitpid(pid, &status, 0) == pid ? status : -1;
+    int status = 0, got;
+    while ((got = waitpid(pid, &status, 0)) == -1 && errno == EINTR) {
+    }
+    return got == pid ? status : -1;
 }
 
 static void exit_statuses(void) {
@@ -265,6 +268,41 @@ static void interrupted_calls(void) {
     check(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
           "SIGTERM ends a process blocked in a pipe read");
 
+    /* wait4 in a process with one thread, ended by a signal from another process: a child
+     * sends SIGUSR2 every 50 ms until this process stops it, so one arrives during the wait. */
+    usr2 = 0;
+    int gate[2], stop[2];
+    check(pipe(gate) == 0 && pipe(stop) == 0, "pipes for a sleeping child and a signaller");
+    pid_t sleeper = fork();
+    if (sleeper == 0) {
+        char c;
+        close(gate[1]);
+        close(stop[0]);
+        close(stop[1]);
+        _exit(read(gate[0], &c, 1) == 0 ? 6 : 1);
+    }
+    close(gate[0]);
+    pid_t parent = getpid(), signaller = fork();
+    if (signaller == 0) {
+        struct pollfd p = {.fd = stop[0], .events = POLLIN};
+        close(stop[1]);
+        close(gate[1]);
+        while (poll(&p, 1, 50) == 0)
+            kill(parent, SIGUSR2);
+        _exit(0);
+    }
+    close(stop[0]);
+    int got = waitpid(sleeper, &status, 0);
+    check(got == -1 && errno == EINTR && usr2 >= 1,
+          "a signal ends waitpid in a process with one thread with EINTR");
+    close(stop[1]);
+    close(gate[1]);
+    status = reap(sleeper);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 6,
+          "the sleeping child is reaped after the interrupted wait");
+    status = reap(signaller);
+    check(status != -1 && WIFEXITED(status), "the signaller is reaped");
+
     /* wait4 ended by a signal from another thread of this process, then reaping works. */
     usr2 = 0;
     pid_t child = fork();
@@ -275,7 +313,7 @@ static void interrupted_calls(void) {
     }
     pthread_t thread, self = pthread_self();
     check(pthread_create(&thread, NULL, signal_thread_later, &self) == 0, "pthread_create");
-    int got = waitpid(child, &status, 0);
+    got = waitpid(child, &status, 0);
     check(got == -1 && errno == EINTR && usr2 == 1, "a signal from another thread ends waitpid with EINTR");
     pthread_join(thread, NULL);
     close(fds[1]);

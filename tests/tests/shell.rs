@@ -30,7 +30,9 @@ fn default_guest_runs_the_busybox_demonstration() {
         "job 1 done\n",
         "job 2 done\n",
         "sh -c 'exit 7' gave 7\n",
-        "there are 7 files in /bin\n",
+        // busybox, the Linux personality, and the six native programs of the default
+        // initramfs (`DEFAULT_PROGRAMS` in images/build.rs).
+        "there are 8 files in /bin\n",
         "== done\n",
     ] {
         assert!(run.stdout.contains(line), "missing {line:?}\n{context}");

@@ -134,19 +134,11 @@ enum Waited {
     NoChild,
 }
 
-/// Waits for `target` (or any child) to exit: (its pid, its status). A process with one
-/// thread waits in the kernel. With other threads, the wait is the soft interrupt a child's
-/// exit posts, so they run meanwhile and a signal can end it (`EINTR`, see
-/// [`crate::signals::interrupts_call`]); a child that has exited is reaped before a signal is
-/// looked at. (The same wait for a process alone changed what busybox `sh` prints for a
-/// killed background job, "Terminated" or not, from run to run: kept in the kernel.)
+/// Waits for `target` (or any child) to exit: (its pid, its status). The wait is the soft
+/// interrupt a child's exit posts, so the process's other threads run meanwhile and a signal
+/// can end it (`EINTR`, see [`crate::signals::interrupts_call`]), in a process with one thread
+/// too; a child that has exited is reaped before a signal is looked at.
 fn wait_child(target: u64, no_hang: bool) -> Result<(u64, i64), Waited> {
-    if !no_hang && !crate::threads::others_live() {
-        return sys::wait_flags(target, 0).map_err(|e| match e {
-            Error::Again => Waited::NoneYet,
-            _ => Waited::NoChild,
-        });
-    }
     let mut interrupted = false;
     loop {
         match sys::wait_flags(target, WaitFlags::NO_HANG) {

@@ -78,12 +78,17 @@ struct Threads {
     current: usize,
     /// Threads created so far (for thread ids).
     created: u64,
+    /// Bits that arrived while no thread waited for them (for example a child's exit taken by
+    /// an interrupt upcall between a caller's check and its wait): the next [`wait_for`] that
+    /// asks for one takes it at once instead of sleeping through it.
+    unclaimed: u64,
 }
 
 static THREADS: Mutex<Threads> = Mutex::new(Threads {
     list: Vec::new(),
     current: 0,
     created: 0,
+    unclaimed: 0,
 });
 
 /// How often a process with several threads is ticked, so the running one gives way.
@@ -337,14 +342,17 @@ impl Threads {
 
     /// Makes the threads waiting for any of `bits` runnable.
     fn bits_arrived(&mut self, bits: u64) {
+        let mut claimed = 0;
         for t in self.list.iter_mut() {
             if let State::Awaiting { mask, .. } = t.state {
                 if mask & bits != 0 {
                     t.state = State::Runnable;
                     t.arrived |= bits & mask;
+                    claimed |= bits & mask;
                 }
             }
         }
+        self.unclaimed |= bits & !claimed;
     }
 
     /// The soft-interrupt bits some thread waits for.
@@ -650,6 +658,9 @@ pub fn reset() {
         let mut threads = THREADS.lock();
         threads.list.clear();
         threads.created = 0;
+        // Whatever was left unclaimed was the old program's to see (a child's exit is found
+        // by asking the kernel, not by the bit).
+        threads.unclaimed = 0;
         threads.ensure_main();
     }
     set_ticking(false);
@@ -680,6 +691,11 @@ pub fn wait_for(mask: u64, deadline: u64) -> u64 {
     {
         let mut threads = THREADS.lock();
         threads.ensure_main();
+        let early = threads.unclaimed & mask;
+        if early != 0 {
+            threads.unclaimed &= !early;
+            return early;
+        }
         let me = threads.current;
         threads.list[me].state = State::Awaiting { mask, deadline };
         threads.list[me].arrived = 0;
@@ -734,11 +750,6 @@ pub fn bits_arrived(bits: u64) {
     if bits != 0 {
         THREADS.lock().bits_arrived(bits);
     }
-}
-
-/// Whether the process has threads besides the calling one.
-pub fn others_live() -> bool {
-    THREADS.lock().live() > 1
 }
 
 /// `futex(addr, op, val, timeout_or_val2, addr2, val3)`.
