@@ -275,6 +275,11 @@ fn build_linux_programs(
     out_dir: &std::path::Path,
 ) -> Vec<(String, Vec<u8>)> {
     let mut programs = Vec::new();
+    // The header the programs share.
+    println!(
+        "cargo:rerun-if-changed={}",
+        dir.join("read-file.h").display()
+    );
     for name in LINUX_C_PROGRAMS {
         let source = dir.join(format!("{name}.c"));
         println!("cargo:rerun-if-changed={}", source.display());

@@ -217,16 +217,7 @@ mod tests {
             if out.is_empty() {
                 return Ok(self.input.len());
             }
-            let line = self
-                .input
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(self.input.len(), |i| i + 1);
-            let n = line.min(out.len());
-            for (slot, b) in out.iter_mut().zip(self.input.drain(..n)) {
-                *slot = b;
-            }
-            Ok(n)
+            Ok(crate::virtio::console::take_line(&mut self.input, out))
         }
         fn service(&mut self) -> Result<usize, ConsoleError> {
             if self.broken {

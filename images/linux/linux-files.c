@@ -16,6 +16,8 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
+#include "read-file.h"
+
 static int failures, checks;
 
 static void check(int ok, const char *what) {
@@ -208,26 +210,13 @@ static void mapped_files(void) {
     check(unlink("/tmp/mapped") == 0, "unlink the mapped file");
 }
 
-/* Reads a whole small file into buf (NUL-terminated); returns its length or -1. */
-static int slurp(const char *path, char *buf, int size) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return -1;
-    int n = 0, got;
-    while (n < size - 1 && (got = read(fd, buf + n, size - 1 - n)) > 0)
-        n += got;
-    close(fd);
-    buf[n] = 0;
-    return n;
-}
-
 static void proc_files(void) {
     static char buf[16384];
-    check(slurp("/proc/cpuinfo", buf, sizeof buf) > 0 && strstr(buf, "processor\t: 0\n") &&
+    check(read_file("/proc/cpuinfo", buf, sizeof buf) > 0 && strstr(buf, "processor\t: 0\n") &&
               strstr(buf, "\nflags\t\t: fpu "),
           "/proc/cpuinfo");
     long total = 0, free_kb = -1;
-    if (slurp("/proc/meminfo", buf, sizeof buf) > 0) {
+    if (read_file("/proc/meminfo", buf, sizeof buf) > 0) {
         char *t = strstr(buf, "MemTotal:"), *f = strstr(buf, "MemFree:");
         if (t && f) {
             total = strtol(t + 9, 0, 10);
@@ -235,12 +224,12 @@ static void proc_files(void) {
         }
     }
     check(total > 0 && free_kb > 0 && free_kb <= total, "/proc/meminfo");
-    check(slurp("/proc/uptime", buf, sizeof buf) > 0 && strtod(buf, 0) > 0, "/proc/uptime");
-    check(slurp("/proc/mounts", buf, sizeof buf) > 0 && strncmp(buf, "rootfs / ", 9) == 0,
+    check(read_file("/proc/uptime", buf, sizeof buf) > 0 && strtod(buf, 0) > 0, "/proc/uptime");
+    check(read_file("/proc/mounts", buf, sizeof buf) > 0 && strncmp(buf, "rootfs / ", 9) == 0,
           "/proc/mounts");
-    check(slurp("/proc/self/mounts", buf, sizeof buf) > 0 && strncmp(buf, "rootfs / ", 9) == 0,
+    check(read_file("/proc/self/mounts", buf, sizeof buf) > 0 && strncmp(buf, "rootfs / ", 9) == 0,
           "/proc/self/mounts");
-    check(slurp("/proc/version", buf, sizeof buf) > 0 && strncmp(buf, "Linux version ", 14) == 0,
+    check(read_file("/proc/version", buf, sizeof buf) > 0 && strncmp(buf, "Linux version ", 14) == 0,
           "/proc/version");
     char link[32] = {0}, pid[32];
     snprintf(pid, sizeof pid, "%d", getpid());

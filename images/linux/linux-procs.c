@@ -24,6 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "read-file.h"
+
 static int failures, checks;
 
 static void check(int ok, const char *what) {
@@ -414,19 +416,6 @@ static void fault_handlers(void) {
     waitpid(pid, &status, 0);
     check(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
           "with the default action again, a fault ends the process");
-}
-
-/* Reads `path` into `buf` (NUL-terminated); the length, or -1. */
-static int read_file(const char *path, char *buf, int size) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return -1;
-    int n = 0, got;
-    while (n < size - 1 && (got = read(fd, buf + n, size - 1 - n)) > 0)
-        n += got;
-    close(fd);
-    buf[n] = 0;
-    return n;
 }
 
 /* Whether /proc/self/stat (read as `path`) names this process with the system calls' pid,

@@ -220,19 +220,25 @@ impl<R: Regs, D: Dma> ConsoleDevice<R, D> {
         if out.is_empty() {
             return Ok(self.input.len());
         }
-        let line = self
-            .input
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(self.input.len(), |newline| newline + 1);
-        let n = line.min(out.len());
-        for (slot, byte) in out.iter_mut().zip(self.input.drain(..n)) {
-            *slot = byte;
-        }
+        let n = take_line(&mut self.input, out);
         // Room again: buffers held back may go to the device.
         self.repost()?;
         Ok(n)
     }
+}
+
+/// Moves the first line of `input` (through its newline, or all of it) into `out`, as much as
+/// fits; returns the count.
+pub(crate) fn take_line(input: &mut VecDeque<u8>, out: &mut [u8]) -> usize {
+    let line = input
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(input.len(), |newline| newline + 1);
+    let n = line.min(out.len());
+    for (slot, byte) in out.iter_mut().zip(input.drain(..n)) {
+        *slot = byte;
+    }
+    n
 }
 
 #[cfg(test)]

@@ -10,6 +10,15 @@ use k42_rt::sys;
 
 /// Where a driver server maps its device's registers.
 pub const REGS_ADDR: u64 = 0x0000_4000_0000_0000;
+/// A driver server's PPC reply: `(0, value)`, or `(code, 0)` for an error with that code (the
+/// drivers' error enums are `#[repr(u64)]` with non-zero codes).
+pub fn ppc_reply(result: Result<u64, u64>) -> k42_rt::sys::PpcReply {
+    match result {
+        Ok(r1) => k42_rt::sys::PpcReply { r0: 0, r1 },
+        Err(r0) => k42_rt::sys::PpcReply { r0, r1: 0 },
+    }
+}
+
 /// Where a driver server maps its DMA memory.
 pub const DMA_ADDR: u64 = 0x0000_4000_0100_0000;
 /// The soft-interrupt bit a driver server's device interrupt posts.

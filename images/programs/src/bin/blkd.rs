@@ -312,13 +312,7 @@ struct Objects {
 static OBJECTS: Once<Objects> = Once::new();
 
 fn reply(result: Result<u64, BlkError>) -> PpcReply {
-    match result {
-        Ok(r1) => PpcReply { r0: 0, r1 },
-        Err(e) => PpcReply {
-            r0: e as u64,
-            r1: 0,
-        },
-    }
+    k42_programs::devmem::ppc_reply(result.map_err(|e| e as u64))
 }
 
 /// How every CPU's part of the cache has served reads.

@@ -79,13 +79,7 @@ extern "C" fn serve(
         (Some(o), CONSOLE_OP_READ) => read(o, client, a1, cpu),
         (Some(_), _) => Err(ConsoleError::BadRequest),
     };
-    match result {
-        Ok(r1) => PpcReply { r0: 0, r1 },
-        Err(e) => PpcReply {
-            r0: e as u64,
-            r1: 0,
-        },
-    }
+    k42_programs::devmem::ppc_reply(result.map_err(|e| e as u64))
 }
 
 fn main(_arg: u64) -> i64 {

@@ -133,13 +133,7 @@ extern "C" fn serve(
         }
         (Some(_), _) => Err(NetError::UnknownOp),
     };
-    match result {
-        Ok(r1) => PpcReply { r0: 0, r1 },
-        Err(e) => PpcReply {
-            r0: e as u64,
-            r1: 0,
-        },
-    }
+    k42_programs::devmem::ppc_reply(result.map_err(|e| e as u64))
 }
 
 fn main(n: u64) -> i64 {

@@ -73,13 +73,7 @@ extern "C" fn serve(
         (Some(objects), op::GET) => get(objects, a1, cpu as usize),
         (Some(_), _) => Err(RngError::UnknownOp),
     };
-    match result {
-        Ok(n) => PpcReply { r0: 0, r1: n },
-        Err(e) => PpcReply {
-            r0: e as u64,
-            r1: 0,
-        },
-    }
+    k42_programs::devmem::ppc_reply(result.map_err(|e| e as u64))
 }
 
 fn main(_arg: u64) -> i64 {
