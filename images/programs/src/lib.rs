@@ -153,6 +153,30 @@ pub fn start_workers(worker: extern "C" fn(u64) -> !) -> Result<usize, k42_rt::k
     Ok(started)
 }
 
+/// A driver server's clustered-object manager over its PPC dispatchers' CPUs, with the one
+/// object serving its device, made by `root(number of CPUs)` and registered as `name`; `None`,
+/// having printed why (as `who`), if it cannot be created.
+pub fn driver_object<I: ?Sized + 'static>(
+    who: &str,
+    name: &'static str,
+    root: impl FnOnce(usize) -> alloc::boxed::Box<dyn k42_guest_lib::cobj::Root<I>>,
+) -> Option<(
+    k42_guest_lib::cobj::CoManager<ServerCpus>,
+    k42_guest_lib::cobj::CoRef<I>,
+)> {
+    use k42_guest_lib::cobj::Cpus;
+    let cpus = ServerCpus::new();
+    let count = cpus.count();
+    let cos = k42_guest_lib::cobj::CoManager::new(cpus, 4);
+    match cos.create(name, root(count)) {
+        Ok(object) => Some((cos, object)),
+        Err(e) => {
+            k42_rt::println!("{who}: cannot create the {name} object: {e:?}");
+            None
+        }
+    }
+}
+
 /// Starts the console server, a driver for each disk ([`start_block_drivers`]), for an
 /// entropy device ([`start_entropy_driver`]) and for a second console
 /// ([`start_console_port_driver`]), then the file server (which prints through the console and names the disks in `/dev`): what an init that

@@ -26,14 +26,14 @@ use alloc::format;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_guest_lib::blockdev::{self, BlockBackend, BlockDevice, CacheStats};
-use k42_guest_lib::cobj::{CoManager, CoRef, Cpus};
+use k42_guest_lib::cobj::{CoManager, CoRef};
 use k42_guest_lib::virtio::blk::op::{self, MAX_TRANSFER_PAGES};
 use k42_guest_lib::virtio::blk::{BlkDevice, BlkError, Request, BLOCK_SIZE, DATA};
 use k42_guest_lib::virtio::{Dma, DEVICE_ID_BLOCK};
 use k42_programs::devmem::{
     ppc_window_read, ppc_window_write, start_device, DmaRegion, MmioRegs, Started, IRQ_BIT,
 };
-use k42_programs::ServerCpus;
+use k42_programs::{driver_object, ServerCpus};
 use k42_rt::kabi::{Prot, PAGE_SIZE};
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
@@ -391,23 +391,15 @@ fn main(n: u64) -> i64 {
         dev.blocks(),
         if dev.readonly() { ", read-only" } else { "" }
     );
-    let cpus = ServerCpus::new();
-    let count = cpus.count();
-    let cos = CoManager::new(cpus, 4);
     let device = Device {
         dev,
         index,
         bound_cpu: None,
     };
-    let disk = match cos.create(
-        "blk.disk",
-        blockdev::root(device, count, CACHE_BLOCKS_PER_CPU),
-    ) {
-        Ok(disk) => disk,
-        Err(e) => {
-            println!("blkd {n}: cannot create the disk object: {e:?}");
-            return 1;
-        }
+    let Some((cos, disk)) = driver_object(&alloc::format!("blkd {n}"), "blk.disk", |cpus| {
+        blockdev::root(device, cpus, CACHE_BLOCKS_PER_CPU)
+    }) else {
+        return 1;
     };
     OBJECTS.call_once(|| Objects { cos, disk });
     if let Err(e) = sys::ppc_serve(&name, serve) {

@@ -10,12 +10,12 @@
 #![no_std]
 #![no_main]
 
-use k42_guest_lib::cobj::{CoManager, CoRef, Cpus};
+use k42_guest_lib::cobj::{CoManager, CoRef};
 use k42_guest_lib::consoleport::{self, ConsolePort};
 use k42_guest_lib::virtio::console::{ConsoleDevice, ConsoleError, DMA_PAGES};
 use k42_guest_lib::virtio::DEVICE_ID_CONSOLE;
 use k42_programs::devmem::{ppc_window_read, ppc_window_write, start_device, Started, IRQ_BIT};
-use k42_programs::ServerCpus;
+use k42_programs::{driver_object, ServerCpus};
 use k42_rt::kabi::PAGE_SIZE;
 use k42_rt::sys::{self, PpcReply};
 use k42_rt::{println, CONSOLE_OP_READ, CONSOLE_OP_WRITE, CONSOLE_WAKE_SOFT_INTERRUPT};
@@ -102,15 +102,9 @@ fn main(_arg: u64) -> i64 {
         "hvcd: virtio-console at {:#x} line {}; serving hvc0",
         desc.base, desc.irq
     );
-    let cpus = ServerCpus::new();
-    let count = cpus.count();
-    let cos = CoManager::new(cpus, 4);
-    let port = match cos.create("hvc.port", consoleport::root(dev, count)) {
-        Ok(port) => port,
-        Err(e) => {
-            println!("hvcd: cannot create the port object: {e:?}");
-            return 1;
-        }
+    let Some((cos, port)) = driver_object("hvcd", "hvc.port", |cpus| consoleport::root(dev, cpus))
+    else {
+        return 1;
     };
     let objects = OBJECTS.call_once(|| Objects { cos, port });
     if let Err(e) = sys::ppc_serve("hvc0", serve) {

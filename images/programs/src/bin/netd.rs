@@ -12,14 +12,14 @@ extern crate alloc;
 
 use alloc::format;
 
-use k42_guest_lib::cobj::{CoManager, CoRef, Cpus};
+use k42_guest_lib::cobj::{CoManager, CoRef};
 use k42_guest_lib::netcard::{self, NetBackend, NetCard, NetStats};
 use k42_guest_lib::virtio::net::{op, NetDevice, NetError, DMA_PAGES, MAX_FRAME};
 use k42_guest_lib::virtio::DEVICE_ID_NET;
 use k42_programs::devmem::{
     ppc_window_read, ppc_window_write, start_device, DmaRegion, MmioRegs, Started, IRQ_BIT,
 };
-use k42_programs::ServerCpus;
+use k42_programs::{driver_object, ServerCpus};
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
 use spin::Once;
@@ -150,20 +150,14 @@ fn main(n: u64) -> i64 {
         "netd {n}: virtio-net at {:#x} line {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}; serving {name}",
         desc.base, desc.irq, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
     );
-    let cpus = ServerCpus::new();
-    let count = cpus.count();
-    let cos = CoManager::new(cpus, 4);
     let device = Device {
         dev,
         index,
         bound_cpu: None,
     };
-    let card = match cos.create("net.card", netcard::root(device, count)) {
-        Ok(card) => card,
-        Err(e) => {
-            println!("netd {n}: cannot create the card object: {e:?}");
-            return 1;
-        }
+    let Some((cos, card)) = driver_object(&who, "net.card", |cpus| netcard::root(device, cpus))
+    else {
+        return 1;
     };
     OBJECTS.call_once(|| Objects { cos, card });
     if let Err(e) = sys::ppc_serve(&name, serve) {

@@ -8,12 +8,12 @@
 #![no_std]
 #![no_main]
 
-use k42_guest_lib::cobj::{CoManager, CoRef, Cpus};
+use k42_guest_lib::cobj::{CoManager, CoRef};
 use k42_guest_lib::entropy::{self, EntropyBackend, EntropySource};
 use k42_guest_lib::virtio::rng::{op, RngDevice, RngError, DMA_PAGES, MAX_REQUEST};
 use k42_guest_lib::virtio::DEVICE_ID_RNG;
 use k42_programs::devmem::{ppc_window_write, start_device, DmaRegion, MmioRegs, Started, IRQ_BIT};
-use k42_programs::ServerCpus;
+use k42_programs::{driver_object, ServerCpus};
 use k42_rt::println;
 use k42_rt::sys::{self, PpcReply};
 use spin::Once;
@@ -87,20 +87,15 @@ fn main(_arg: u64) -> i64 {
         "rngd: virtio-rng at {:#x} line {}; serving random",
         desc.base, desc.irq
     );
-    let cpus = ServerCpus::new();
-    let count = cpus.count();
-    let cos = CoManager::new(cpus, 4);
     let device = Device {
         dev,
         index,
         bound_cpu: None,
     };
-    let source = match cos.create("rng.source", entropy::root(device, count)) {
-        Ok(source) => source,
-        Err(e) => {
-            println!("rngd: cannot create the entropy object: {e:?}");
-            return 1;
-        }
+    let Some((cos, source)) =
+        driver_object("rngd", "rng.source", |cpus| entropy::root(device, cpus))
+    else {
+        return 1;
     };
     OBJECTS.call_once(|| Objects { cos, source });
     if let Err(e) = sys::ppc_serve("random", serve) {
