@@ -257,6 +257,22 @@ pub struct Process {
     pub exiting: AtomicBool,
     /// Its children, for `wait`.
     pub children: Mutex<Children>,
+    /// When it was spawned or forked (boot clock, ns).
+    pub started_ns: u64,
+    /// What `process_list` shows of it beyond the kernel's own facts.
+    pub identity: Mutex<Identity>,
+}
+
+/// A process's Linux identity as its personality records it (`process_group`,
+/// `process_command`) for `process_list`: the kernel keeps it, it does not act on it.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Linux process group.
+    pub group: u64,
+    /// Linux session.
+    pub session: u64,
+    /// Name, NUL, arguments each ended by a NUL (at most [`kabi::COMMAND_MAX`] bytes).
+    pub command: Vec<u8>,
 }
 
 /// A process's children as `wait` sees them (under one lock, which a child's exit also takes,
@@ -485,10 +501,35 @@ pub fn spawn(
     spawned
 }
 
-/// The process record of a new process (no address space, no dispatchers yet).
-fn new_process(parent: u64, name: &str, flags: u64, spawn_arg: u64) -> Arc<Process> {
+/// The process record of a new process (no address space, no dispatchers yet). It inherits
+/// `identity` (a fork), or else leads its own group and session under its program's name.
+fn new_process(
+    parent: u64,
+    name: &str,
+    flags: u64,
+    spawn_arg: u64,
+    identity: Option<Identity>,
+) -> Arc<Process> {
+    let pid = NEXT_PID.fetch_add(1, Ordering::AcqRel);
+    let identity = identity.unwrap_or_else(|| {
+        // Its name is the last part of its path; its one argument, the path.
+        let path = name.trim_start_matches('/');
+        let short = path.rsplit('/').next().unwrap_or(path);
+        let mut command: Vec<u8> = Vec::with_capacity(short.len() + path.len() + 3);
+        command.extend_from_slice(short.as_bytes());
+        command.push(0);
+        command.push(b'/');
+        command.extend_from_slice(path.as_bytes());
+        command.push(0);
+        command.truncate(kabi::COMMAND_MAX);
+        Identity {
+            group: pid,
+            session: pid,
+            command,
+        }
+    });
     Arc::new(Process {
-        pid: NEXT_PID.fetch_add(1, Ordering::AcqRel),
+        pid,
         parent,
         name: String::from(name),
         flags,
@@ -502,6 +543,8 @@ fn new_process(parent: u64, name: &str, flags: u64, spawn_arg: u64) -> Arc<Proce
         memobjs: Mutex::new(Vec::new()),
         exiting: AtomicBool::new(false),
         children: Mutex::new(Children::default()),
+        started_ns: platform::tsc_to_ns(crate::arch::rdtsc()),
+        identity: Mutex::new(identity),
     })
 }
 
@@ -583,7 +626,7 @@ fn spawn_reserved(
             }
         }
     }
-    let process = new_process(parent, path, flags, arg);
+    let process = new_process(parent, path, flags, arg, None);
     let frame = user_frame(start.0, start.1, arg, kabi::dispatcher_page(0));
     let dispatcher = match new_dispatcher(&process, &mut space, 0, cpu, frame) {
         Ok(d) => d,
@@ -630,7 +673,14 @@ fn fork_reserved(me: &Arc<Dispatcher>, frame: &TrapFrame) -> Result<Arc<Process>
         space.destroy();
         return Err(e.into());
     }
-    let process = new_process(parent.pid, &parent.name, parent.flags, parent.spawn_arg);
+    let identity = parent.identity.lock().clone();
+    let process = new_process(
+        parent.pid,
+        &parent.name,
+        parent.flags,
+        parent.spawn_arg,
+        Some(identity),
+    );
     process.linux_entry.store(
         parent.linux_entry.load(Ordering::Acquire),
         Ordering::Release,
@@ -1028,4 +1078,91 @@ pub fn wait_for(
     }
     children.waiters.push((waiter.clone(), pid));
     Ok(None)
+}
+
+/// `process_group(pid, group, session)` from `me`'s process (see [`kabi::Sys::ProcessGroup`]).
+pub fn set_group(me: &Arc<Process>, pid: u64, group: u64, session: u64) -> Result<(), kabi::Error> {
+    let target = if pid == 0 || pid == me.pid {
+        me.clone()
+    } else {
+        let child = process(pid).ok_or(kabi::Error::NotFound)?;
+        if child.parent != me.pid {
+            return Err(kabi::Error::NotFound);
+        }
+        child
+    };
+    let mut identity = target.identity.lock();
+    if group != 0 {
+        identity.group = group;
+    }
+    if session != 0 {
+        identity.session = session;
+    }
+    Ok(())
+}
+
+/// `process_command(ptr, len)` from `me`'s process (see [`kabi::Sys::ProcessCommand`]).
+pub fn set_command(me: &Arc<Process>, ptr: u64, len: u64) -> Result<(), kabi::Error> {
+    let kept = usize::try_from(len)
+        .map_err(|_| kabi::Error::Invalid)?
+        .min(kabi::COMMAND_MAX);
+    let mut command = alloc::vec![0u8; kept];
+    me.aspace
+        .lock()
+        .as_mut()
+        .ok_or(kabi::Error::Fault)?
+        .read_user(ptr, &mut command)?;
+    if !command.contains(&0) {
+        return Err(kabi::Error::Invalid);
+    }
+    me.identity.lock().command = command;
+    Ok(())
+}
+
+/// `process_list(ptr, max)` for `me`'s process (see [`kabi::Sys::ProcessList`]).
+pub fn list(me: &Arc<Process>, ptr: u64, max: u64) -> Result<u64, kabi::Error> {
+    // Copied out first: a dispatcher's lock is never taken under the table's.
+    let all: Vec<Arc<Process>> = PROCESSES.lock().values().cloned().collect();
+    let n = all.len().min(usize::try_from(max).unwrap_or(usize::MAX));
+    if n > 0 {
+        let record = core::mem::size_of::<kabi::ProcessDesc>();
+        let mut bytes = Vec::with_capacity(n * record);
+        for p in &all[..n] {
+            let identity = p.identity.lock().clone();
+            let dispatchers: Vec<Arc<Dispatcher>> = p.dispatchers.lock().clone();
+            let running = dispatchers
+                .iter()
+                .any(|d| matches!(d.state.lock().run, RunState::Running | RunState::Runnable));
+            let state = if p.exiting.load(Ordering::Acquire) {
+                kabi::ProcessState::Exiting
+            } else if running {
+                kabi::ProcessState::Running
+            } else {
+                kabi::ProcessState::Waiting
+            };
+            let words = [
+                p.pid,
+                p.parent,
+                identity.group,
+                identity.session,
+                state as u64,
+                p.started_ns,
+                p.flags,
+                dispatchers.len() as u64,
+                identity.command.len() as u64,
+            ];
+            for word in words {
+                bytes.extend_from_slice(&word.to_le_bytes());
+            }
+            let mut command = [0u8; kabi::COMMAND_MAX];
+            command[..identity.command.len()].copy_from_slice(&identity.command);
+            bytes.extend_from_slice(&command);
+        }
+        me.aspace
+            .lock()
+            .as_mut()
+            .ok_or(kabi::Error::Fault)?
+            .write_user(ptr, &bytes)?;
+    }
+    Ok(all.len() as u64)
 }

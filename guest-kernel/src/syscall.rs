@@ -111,6 +111,9 @@ fn dispatch(call: Sys, frame: &mut TrapFrame, me: Arc<Dispatcher>) -> Result<Opt
             Ok(0)
         }
         Sys::Info => info(&me, a0),
+        Sys::ProcessGroup => proc::set_group(&me.process, a0, a1, a2).map(|_| 0),
+        Sys::ProcessCommand => proc::set_command(&me.process, a0, a1).map(|_| 0),
+        Sys::ProcessList => proc::list(&me.process, a0, a1),
         Sys::LinuxEntry => linux_entry(&me, a0),
         Sys::LinuxRewrite => linux_rewrite(&me, a0),
         Sys::Fork => proc::fork(&me, frame).map(|child| child.pid),
@@ -391,5 +394,7 @@ fn info(me: &Arc<Dispatcher>, what: u64) -> SysResult {
         Info::TotalFrames => crate::mm::frames::total_count(),
         Info::WallClockOffset => platform::wall_clock_offset(),
         Info::RemoteShootDowns => crate::tlb::remote_shoot_downs(),
+        Info::Group => me.process.identity.lock().group,
+        Info::Session => me.process.identity.lock().session,
     })
 }

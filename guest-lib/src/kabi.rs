@@ -198,10 +198,100 @@ pub enum Sys {
     /// process as a bus error (SIGBUS). `NotPermitted` for anyone but the creator, `Invalid`
     /// for an object that is not paged, a range outside it or unknown flags.
     MemobjFill = 33,
+    /// `process_group(pid, group, session) -> 0`: records the Linux process group and session
+    /// of the caller (`pid` 0 or its own) or of a live child of the caller; 0 leaves a value
+    /// as it is. The kernel only keeps them for [`Sys::ProcessList`] (a spawned process starts
+    /// as leader of both, a forked one inherits its parent's); the personality applies Linux's
+    /// rules. `NotFound` for any other pid.
+    ProcessGroup = 34,
+    /// `process_command(ptr, len) -> 0`: records the caller's command line (its arguments,
+    /// each ended by a NUL, as `/proc/<pid>/cmdline` shows them) and, before it, its name
+    /// (`ptr` holds `name NUL arguments`); at most [`COMMAND_MAX`] bytes are kept. A forked
+    /// process inherits its parent's. `Invalid` without a NUL, `Fault` for a bad range.
+    ProcessCommand = 35,
+    /// `process_list(ptr, max) -> count`: writes up to `max` [`ProcessDesc`] records of the live
+    /// processes, by pid, at `ptr`; returns how many processes there are.
+    ProcessList = 36,
 }
 
 /// How many system calls there are.
-pub const SYS_COUNT: u64 = 34;
+pub const SYS_COUNT: u64 = 37;
+
+/// Bytes of a process's name and command line the kernel keeps ([`Sys::ProcessCommand`]).
+pub const COMMAND_MAX: usize = 128;
+
+/// A live process as [`Sys::ProcessList`] reports it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessDesc {
+    /// Its pid.
+    pub pid: u64,
+    /// The process that spawned or forked it (0 for the first).
+    pub parent: u64,
+    /// Linux process group ([`Sys::ProcessGroup`]).
+    pub group: u64,
+    /// Linux session.
+    pub session: u64,
+    /// [`ProcessState`] as a number.
+    pub state: u64,
+    /// When it was spawned or forked (boot clock, nanoseconds, as [`crate::sys::now_ns`]).
+    pub started_ns: u64,
+    /// Its [`SpawnFlags`].
+    pub flags: u64,
+    /// How many dispatchers it has.
+    pub dispatchers: u64,
+    /// Bytes of `command` in use.
+    pub command_len: u64,
+    /// Its name, a NUL, then its arguments each ended by a NUL ([`Sys::ProcessCommand`]); a
+    /// process that recorded none shows its program path and a NUL.
+    pub command: [u8; COMMAND_MAX],
+}
+
+impl Default for ProcessDesc {
+    fn default() -> Self {
+        ProcessDesc {
+            pid: 0,
+            parent: 0,
+            group: 0,
+            session: 0,
+            state: 0,
+            started_ns: 0,
+            flags: 0,
+            dispatchers: 0,
+            command_len: 0,
+            command: [0; COMMAND_MAX],
+        }
+    }
+}
+
+impl ProcessDesc {
+    /// The name (before the first NUL of `command`).
+    pub fn name(&self) -> &[u8] {
+        let used = &self.command[..(self.command_len as usize).min(COMMAND_MAX)];
+        used.split(|&b| b == 0).next().unwrap_or(&[])
+    }
+
+    /// The arguments, each ended by a NUL (after the name's NUL; empty if none were recorded).
+    pub fn arguments(&self) -> &[u8] {
+        let used = &self.command[..(self.command_len as usize).min(COMMAND_MAX)];
+        match used.iter().position(|&b| b == 0) {
+            Some(i) => &used[i + 1..],
+            None => &[],
+        }
+    }
+}
+
+/// What a process is doing, as [`ProcessDesc::state`] reports it.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessState {
+    /// A dispatcher of it runs or is ready to.
+    Running = 0,
+    /// Every dispatcher of it waits.
+    Waiting = 1,
+    /// It has begun to exit.
+    Exiting = 2,
+}
 
 /// Largest memory object, in pages ([`Sys::MemobjCreate`]).
 pub const MEMOBJ_MAX_PAGES: u64 = 16 * 1024;
@@ -312,6 +402,9 @@ impl Sys {
             Sys::DispatcherSchedule,
             Sys::Tick,
             Sys::MemobjFill,
+            Sys::ProcessGroup,
+            Sys::ProcessCommand,
+            Sys::ProcessList,
         ];
         ALL.get(usize::try_from(nr).ok()?).copied()
     }
@@ -533,6 +626,10 @@ pub enum Info {
     /// TLB shoot-downs so far (system-wide) that had to ask another CPU to flush: lets tests
     /// check that an unmap reached the other CPUs running the process.
     RemoteShootDowns = 13,
+    /// The caller's Linux process group ([`Sys::ProcessGroup`]).
+    Group = 14,
+    /// The caller's Linux session ([`Sys::ProcessGroup`]).
+    Session = 15,
 }
 
 impl Info {
@@ -553,6 +650,8 @@ impl Info {
             Info::TotalFrames,
             Info::WallClockOffset,
             Info::RemoteShootDowns,
+            Info::Group,
+            Info::Session,
         ]
         .into_iter()
         .find(|i| *i as u64 == nr)
@@ -774,6 +873,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn process_desc_splits_name_and_arguments() {
+        let mut d = ProcessDesc::default();
+        assert_eq!(core::mem::size_of::<ProcessDesc>(), 9 * 8 + COMMAND_MAX);
+        assert_eq!((d.name(), d.arguments()), (&b""[..], &b""[..]));
+        let record = b"ls\0ls\0-l\0";
+        d.command[..record.len()].copy_from_slice(record);
+        d.command_len = record.len() as u64;
+        assert_eq!((d.name(), d.arguments()), (&b"ls"[..], &b"ls\0-l\0"[..]));
+        // A length beyond the array (a bad record) is cut to it.
+        d.command_len = u64::MAX;
+        assert_eq!(d.name(), b"ls");
+        assert_eq!(d.arguments().len(), COMMAND_MAX - 3);
+    }
+
+    #[test]
     fn numbers_round_trip() {
         for nr in 0..SYS_COUNT {
             assert_eq!(Sys::from_number(nr).map(|s| s as u64), Some(nr));
@@ -789,7 +903,8 @@ mod tests {
         assert_eq!(Info::from_number(11), Some(Info::TotalFrames));
         assert_eq!(Info::from_number(12), Some(Info::WallClockOffset));
         assert_eq!(Info::from_number(13), Some(Info::RemoteShootDowns));
-        assert_eq!(Info::from_number(14), None);
+        assert_eq!(Info::from_number(15), Some(Info::Session));
+        assert_eq!(Info::from_number(16), None);
         assert_eq!(Error::from_return(-32), Some(Error::Ended));
         assert_eq!(Sys::from_number(29), Some(Sys::ConsoleRead));
         assert_eq!(Sys::from_number(30), Some(Sys::MemobjUnmap));

@@ -390,6 +390,25 @@ pub fn device_list(out: &mut [kabi::DeviceDesc]) -> SysResult<usize> {
     check(raw(Sys::DeviceList, ptr, len, 0, 0).0).map(|n| n as usize)
 }
 
+/// Records the Linux process group and session of this process (`pid` 0) or of a child; 0
+/// leaves a value as it is ([`Sys::ProcessGroup`]).
+pub fn process_group(pid: u64, group: u64, session: u64) -> SysResult<()> {
+    check(raw(Sys::ProcessGroup, pid, group, session, 0).0).map(|_| ())
+}
+
+/// Records this process's name and command line: `record` is the name, a NUL, then the
+/// arguments each ended by a NUL ([`Sys::ProcessCommand`]).
+pub fn process_command(record: &[u8]) -> SysResult<()> {
+    let (ptr, len) = (record.as_ptr() as u64, record.len() as u64);
+    check(raw(Sys::ProcessCommand, ptr, len, 0, 0).0).map(|_| ())
+}
+
+/// The live processes (at most `out.len()` are written, by pid); returns how many there are.
+pub fn process_list(out: &mut [kabi::ProcessDesc]) -> SysResult<usize> {
+    let (ptr, len) = (out.as_mut_ptr() as u64, out.len() as u64);
+    check(raw(Sys::ProcessList, ptr, len, 0, 0).0).map(|n| n as usize)
+}
+
 /// Maps device `device`'s registers (uncached) at `addr` and claims the device.
 pub fn device_map(device: usize, addr: u64) -> SysResult<()> {
     check(raw(Sys::DeviceMap, device as u64, addr, 0, 0).0).map(|_| ())

@@ -23,4 +23,6 @@ echo "== exit codes, subshells, \$(...)"
 sh -c 'exit 7'
 echo "sh -c 'exit 7' gave $?"
 echo "there are $(ls /bin | wc -l) files in /bin"
+echo "== the processes now: the kernel's list, read through /proc by busybox ps"
+ps -o pid,ppid,pgid,comm,args
 echo "== done"

@@ -8,7 +8,9 @@
  * SIGSEGV handler that catches faults (with their address and code, in a forked child too) and a
  * fork bomb that ends at the process limit with EAGAIN, after which fork works again; and
  * /proc/self (stat, status, cmdline, comm, also as /proc/<pid>) agreeing with what the system
- * calls say, in a forked child too. Exits 0 only if every check holds; prints each failure. */
+ * calls say, in a forked child too; another process's /proc/<pid> (listed in /proc, its stat,
+ * cmdline and comm), process groups set by parent and child, a signal to a group, and setsid.
+ * Exits 0 only if every check holds; prints each failure. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -18,6 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -464,7 +467,7 @@ static void proc_self(int argc, char **argv) {
     n = read_file("/proc/self/comm", buf, sizeof buf);
     check(n > 0 && strcmp(buf, "linux-procs\n") == 0, "/proc/self/comm");
     check(open("/proc/999999/stat", O_RDONLY) == -1 && errno == ENOENT,
-          "another pid's /proc directory is not there");
+          "a missing pid's /proc directory is not there");
     pid_t parent = getpid(), pid = fork();
     if (pid == 0)
         _exit(stat_agrees("/proc/self/stat", "read /proc/self/stat in a child") &&
@@ -476,12 +479,97 @@ static void proc_self(int argc, char **argv) {
           "a forked child's /proc/self/stat is its own");
 }
 
+/* Whether /proc lists `pid`. */
+static int proc_lists(pid_t pid) {
+    DIR *dir = opendir("/proc");
+    if (!dir)
+        return 0;
+    char want[32];
+    snprintf(want, sizeof want, "%d", pid);
+    int found = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)))
+        found |= strcmp(e->d_name, want) == 0 && e->d_type == DT_DIR;
+    closedir(dir);
+    return found;
+}
+
+/* Another process seen through /proc/<pid>, process groups and a signal to one. */
+static void other_processes(const char *self) {
+    int ready[2];
+    check(pipe(ready) == 0, "pipe for a sleeper");
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* A new group, set by the child as by the parent below (shells do both). */
+        setpgid(0, 0);
+        close(ready[0]);
+        dup2(ready[1], 3);
+        char *argv[] = {(char *)self, "sleeper", NULL};
+        execv(self, argv);
+        _exit(99);
+    }
+    close(ready[1]);
+    check(setpgid(pid, pid) == 0, "setpgid of a child");
+    char c, path[64], buf[4096];
+    check(read(ready[0], &c, 1) == 1, "the sleeper runs its new program");
+    close(ready[0]);
+    check(getpgid(pid) == pid && getsid(pid) == getsid(0), "a child's group and session");
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int n = read_file(path, buf, sizeof buf);
+    int cpid = 0, ppid = 0, pgrp = 0, session = 0;
+    char comm[32] = {0}, state = 0;
+    check(n > 0 && sscanf(buf, "%d (%31[^)]) %c %d %d %d", &cpid, comm, &state, &ppid, &pgrp,
+                          &session) == 6 &&
+              cpid == pid && strcmp(comm, "linux-procs") == 0 && ppid == getpid() &&
+              pgrp == pid && session == getsid(0),
+          "another process's /proc/<pid>/stat");
+    snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+    n = read_file(path, buf, sizeof buf);
+    int self_len = strlen(self);
+    check(n == self_len + 9 && strcmp(buf, self) == 0 && strcmp(buf + self_len + 1, "sleeper") == 0,
+          "another process's /proc/<pid>/cmdline");
+    snprintf(path, sizeof path, "/proc/%d/comm", pid);
+    check(read_file(path, buf, sizeof buf) > 0 && strcmp(buf, "linux-procs\n") == 0,
+          "another process's /proc/<pid>/comm");
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%d", pid);
+    check(stat(path, &st) == 0 && S_ISDIR(st.st_mode), "/proc/<pid> is a directory");
+    check(proc_lists(pid) && proc_lists(getpid()), "/proc lists this process and another");
+    check(setpgid(1, getpgrp()) == -1 && errno == ESRCH, "setpgid of a process not a child: ESRCH");
+    check(kill(0, 0) == 0 && kill(-pid, 0) == 0, "signal 0 to this group and the child's");
+    check(kill(-pid, SIGTERM) == 0, "SIGTERM to the child's group");
+    int status = reap(pid);
+    check(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+          "a group's signal ends the process in it");
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    check(open(path, O_RDONLY) == -1 && errno == ENOENT && !proc_lists(pid),
+          "a reaped process's /proc directory is gone");
+    check(kill(-999999, SIGTERM) == -1 && errno == ESRCH, "a signal to no group: ESRCH");
+    pid = fork();
+    if (pid == 0) {
+        pid_t me = getpid();
+        int ok = setsid() == me && getsid(0) == me && getpgrp() == me;
+        _exit(ok && setsid() == -1 && errno == EPERM ? 0 : 1);
+    }
+    status = reap(pid);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "setsid makes a session and group; a second one is EPERM");
+}
+
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "sleeper") == 0) {
+        /* Tells the parent it runs (fd 3), then waits for its group's signal. */
+        if (write(3, "r", 1) != 1)
+            return 2;
+        for (;;)
+            pause();
+    }
     if (argc == 3 && strcmp(argv[1], "exec-child") == 0) {
         const char *env = getenv("K42_PROCS");
         return env && strcmp(env, "exec") == 0 ? atoi(argv[2]) : 1;
     }
     proc_self(argc, argv);
+    other_processes(argv[0]);
     exit_statuses();
     fault_is_sigsegv();
     kill_child();

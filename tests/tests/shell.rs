@@ -37,6 +37,33 @@ fn default_guest_runs_the_busybox_demonstration() {
     ] {
         assert!(run.stdout.contains(line), "missing {line:?}\n{context}");
     }
+    // busybox ps, from the kernel's process list through /proc: the servers init started
+    // (parent 1, each leading its own group) and the shell running the script.
+    let ps: Vec<Vec<&str>> = run
+        .stdout
+        .split("== the processes now")
+        .nth(1)
+        .and_then(|rest| rest.split("== done").next())
+        .unwrap_or_else(|| panic!("no ps output\n{context}"))
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for server in ["console", "fsd"] {
+        let args = format!("/bin/{server}");
+        assert!(
+            ps.iter().any(|r| r.len() == 5
+                && r[1] == "1"
+                && r[0] == r[2]
+                && r[3] == server
+                && r[4] == args),
+            "no ps line for {server}\n{context}"
+        );
+    }
+    assert!(
+        ps.iter().any(|r| r.ends_with(&["sh", "/etc/k42/demo.sh"])),
+        "no ps line for the shell\n{context}"
+    );
     assert_timeline_has(
         &run,
         &[

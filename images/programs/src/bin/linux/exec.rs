@@ -305,6 +305,7 @@ extern "C" fn commit(prepared: *mut Prepared) -> ! {
     files::close_on_exec();
     set_current_exe(&p.exe);
     record_args(p.stack.sp);
+    crate::procfs::publish_command();
     let (entry, sp) = (p.image.entry + p.bias, p.stack.sp);
     drop(p);
     // SAFETY: enters the new program as Linux does: rsp = its initial stack, rdx = 0 (no exit

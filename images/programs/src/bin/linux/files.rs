@@ -23,8 +23,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use k42_guest_lib::filewindow::{AddressRanges, Held, Window, WindowError, PAGE};
 use k42_guest_lib::fs::server::{self, op, Client, Transport, BUFFER_SIZE, WAKE_SOFT_INTERRUPT};
 use k42_linux_abi::file::{
-    self, Stat, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, FD_CLOEXEC, F_DUPFD,
-    F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_SETFD, F_SETFL, O_ACCMODE, O_CLOEXEC, O_CREAT,
+    self, Stat, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, DT_DIR, FD_CLOEXEC,
+    F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_SETFD, F_SETFL, O_ACCMODE, O_CLOEXEC, O_CREAT,
     O_DIRECTORY, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, PATH_MAX, POLLHUP, POLLIN, POLLNVAL,
     POLLOUT, SEEK_CUR, SEEK_END, SEEK_SET, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFMT,
 };
@@ -526,7 +526,8 @@ fn open(dirfd: u64, path: u64, flags: u32, mode: u32) -> Result<Ret, Ret> {
     }
     let umask = STATE.lock().umask;
     let mode = mode & 0o7777 & !umask;
-    let (handle, info) = with_client(|c| c.open(&path, flags, mode))?;
+    let server_path = crate::procfs::server_path(&normalize(&path))?.unwrap_or(path.clone());
+    let (handle, info) = with_client(|c| c.open(&server_path, flags, mode))?;
     let kind = match info.kind & S_IFMT {
         S_IFDIR => Kind::Directory,
         S_IFCHR if matches!(file::major(info.rdev), 4 | 5) => Kind::Console(Terminal::Main),
@@ -902,6 +903,10 @@ fn lseek(fd: u64, offset: i64, whence: i32) -> Result<Ret, Ret> {
         return r;
     }
     let handle = f.handle.ok_or(err(errno::ESPIPE))?;
+    if f.kind == Kind::Directory {
+        // Back to the server's entries (`/proc`'s processes come after them).
+        f.offset.store(0, Ordering::Relaxed);
+    }
     with_client(|c| c.seek(handle, offset, whence)).map(|o| o as Ret)
 }
 
@@ -925,6 +930,7 @@ fn fstat(fd: u64) -> Result<Stat, Ret> {
 
 fn stat_path(dirfd: u64, path: u64, follow: bool) -> Result<Stat, Ret> {
     let path = absolute(dirfd, &user_path(path)?)?;
+    let path = crate::procfs::server_path(&normalize(&path))?.unwrap_or(path);
     with_client(|c| c.stat(&path, follow))
 }
 
@@ -947,7 +953,38 @@ fn getdents(fd: u64, ptr: u64, len: u64) -> Result<Ret, Ret> {
     }
     let out = user_bytes_mut(ptr, len.min(BUFFER_SIZE as u64))?;
     let handle = f.handle.ok_or(err(errno::EBADF))?;
-    with_client(|c| c.getdents(handle, out)).map(|n| n as Ret)
+    // `/proc` lists the processes after the server's entries; the file's offset, unused for
+    // directories otherwise, holds the last pid listed.
+    let listed = f.offset.load(Ordering::Relaxed);
+    let n = if listed == 0 {
+        with_client(|c| c.getdents(handle, out))?
+    } else {
+        0
+    };
+    if n > 0 || f.path != b"/proc" {
+        return Ok(n as Ret);
+    }
+    let (n, last) = process_entries(out, listed)?;
+    f.offset.store(last, Ordering::Relaxed);
+    Ok(n as Ret)
+}
+
+/// Packs a directory entry for each live process with a pid above `after` into `out`;
+/// returns the bytes used and the last pid packed (`after` if none).
+fn process_entries(out: &mut [u8], after: u64) -> Result<(usize, u64), Ret> {
+    let mut writer = k42_linux_abi::file::Dirent64Writer::new(out);
+    let mut last = after;
+    for d in crate::procfs::processes().iter().filter(|d| d.pid > after) {
+        let name = alloc::format!("{}", d.pid);
+        // Inode numbers of their own, clear of the file server's.
+        let ino = (1 << 40) + d.pid;
+        match writer.push(ino, ((1 << 40) + d.pid) as i64, DT_DIR, name.as_bytes()) {
+            Ok(()) => last = d.pid,
+            Err(_) if !writer.is_empty() => break,
+            Err(_) => return Err(err(errno::EINVAL)),
+        }
+    }
+    Ok((writer.len(), last))
 }
 
 fn getcwd(ptr: u64, size: u64) -> Result<Ret, Ret> {

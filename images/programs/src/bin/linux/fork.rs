@@ -1,6 +1,7 @@
 //! Linux processes over K42 ones: fork (and vfork, and `clone` used as fork) on the kernel's
-//! copy-on-write `fork`, `wait4` on its `wait`, and the process-group and session ids shells
-//! ask for, kept here in the process (a child inherits them with its copy of this memory).
+//! copy-on-write `fork`, `wait4` on its `wait`, and process groups and sessions, which the
+//! kernel records (`process_group`, inherited at fork) so that other processes see them in
+//! its process list; Linux's rules for changing them are applied here.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,25 +10,13 @@ use k42_linux_abi::process::{
     WNOHANG,
 };
 use k42_linux_abi::{errno, signal};
-use k42_rt::kabi::{self, Error, WaitFlags};
+use k42_rt::kabi::{self, Error, Info, WaitFlags};
 use k42_rt::sys::{self, Forked};
 
 use crate::{err, files, put, Ret};
 
 /// The parent's pid (1, init, for a process the kernel or a native program started).
 static PARENT: AtomicU64 = AtomicU64::new(1);
-/// The process group (0: not set, the process's own pid).
-static GROUP: AtomicU64 = AtomicU64::new(0);
-/// The session (0: not set, the process's own pid).
-static SESSION: AtomicU64 = AtomicU64::new(0);
-
-fn or_self(id: u64) -> u64 {
-    if id == 0 {
-        k42_rt::pid()
-    } else {
-        id
-    }
-}
 
 /// `getppid()`.
 pub fn parent() -> Ret {
@@ -41,16 +30,12 @@ pub fn fork() -> Ret {
         Err(e) => return e,
     };
     let me = k42_rt::pid();
-    let group = or_self(GROUP.load(Ordering::Relaxed));
-    let session = or_self(SESSION.load(Ordering::Relaxed));
     match sys::fork() {
         Ok(Forked::Child) => {
             PARENT.store(me, Ordering::Relaxed);
             crate::procfs::record_start();
             crate::signals::forked_child();
             crate::threads::reset();
-            GROUP.store(group, Ordering::Relaxed);
-            SESSION.store(session, Ordering::Relaxed);
             0
         }
         Ok(Forked::Parent(pid)) => pid as Ret,
@@ -154,42 +139,64 @@ fn wait_child(target: u64, no_hang: bool) -> Result<(u64, i64), Waited> {
     }
 }
 
-/// `setpgid(pid, pgid)` for the caller itself (another process's group is not reachable yet:
-/// `-ESRCH`).
+/// `setpgid(pid, pgid)` for the caller or one of its children: the group must be the
+/// process's own id (a new group) or a group of its session; a session leader cannot move.
 pub fn setpgid(pid: u64, group: u64) -> Ret {
-    if pid != 0 && pid != k42_rt::pid() {
-        return err(errno::ESRCH);
-    }
-    if (group as i64) < 0 {
+    if (pid as i64) < 0 || (group as i64) < 0 {
         return err(errno::EINVAL);
     }
-    GROUP.store(or_self(group), Ordering::Relaxed);
-    0
+    let me = k42_rt::pid();
+    let target = if pid == 0 { me } else { pid };
+    let group = if group == 0 { target } else { group };
+    let all = crate::procfs::processes();
+    let Some(desc) = all.iter().find(|d| d.pid == target) else {
+        return err(errno::ESRCH);
+    };
+    if target != me && desc.parent != me {
+        return err(errno::ESRCH);
+    }
+    let joins_existing = all
+        .iter()
+        .any(|d| d.group == group && d.session == desc.session);
+    if desc.session == target || (group != target && !joins_existing) {
+        return err(errno::EPERM);
+    }
+    match sys::process_group(target, group, 0) {
+        Ok(()) => 0,
+        Err(_) => err(errno::ESRCH),
+    }
 }
 
 /// `getpgid(pid)` / `getpgrp()`.
 pub fn getpgid(pid: u64) -> Ret {
-    if pid != 0 && pid != k42_rt::pid() {
-        return err(errno::ESRCH);
+    if pid == 0 || pid == k42_rt::pid() {
+        return sys::info(Info::Group) as Ret;
     }
-    or_self(GROUP.load(Ordering::Relaxed)) as Ret
+    match crate::procfs::find(pid) {
+        Some(d) => d.group as Ret,
+        None => err(errno::ESRCH),
+    }
 }
 
-/// `setsid()`: a new session and group led by the caller.
+/// `setsid()`: a new session and group led by the caller (`EPERM` for a group leader).
 pub fn setsid() -> Ret {
     let me = k42_rt::pid();
-    if SESSION.load(Ordering::Relaxed) == me {
+    if sys::info(Info::Group) == me {
         return err(errno::EPERM);
     }
-    GROUP.store(me, Ordering::Relaxed);
-    SESSION.store(me, Ordering::Relaxed);
-    me as Ret
+    match sys::process_group(0, me, me) {
+        Ok(()) => me as Ret,
+        Err(_) => err(errno::EPERM),
+    }
 }
 
 /// `getsid(pid)`.
 pub fn getsid(pid: u64) -> Ret {
-    if pid != 0 && pid != k42_rt::pid() {
-        return err(errno::ESRCH);
+    if pid == 0 || pid == k42_rt::pid() {
+        return sys::info(Info::Session) as Ret;
     }
-    or_self(SESSION.load(Ordering::Relaxed)) as Ret
+    match crate::procfs::find(pid) {
+        Some(d) => d.session as Ret,
+        None => err(errno::ESRCH),
+    }
 }

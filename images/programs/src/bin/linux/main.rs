@@ -232,6 +232,7 @@ extern "C" fn linux_start(sp: u64) -> ! {
     }
     exec::record_args(sp);
     procfs::record_start();
+    procfs::publish_command();
     RANDOM_STATE.store(sys::rdtsc() | 1, Ordering::Relaxed);
     threads::take_upcalls();
     let entry = k42_linux_syscall as *const () as u64;

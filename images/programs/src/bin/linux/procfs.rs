@@ -1,10 +1,14 @@
 //! A minimal `/proc`: `cpuinfo`, `meminfo`, `mounts`, `uptime` and `version` (made here at each
 //! open from CPUID and the kernel's `info`, read locally), `k42-file-windows` (the file
-//! server's window counts: opens that got one, swaps back to the server, grows, closes), and
-//! `/proc/self`, also reached as `/proc/<own pid>`: this process's `stat`, `status`, `cmdline`
-//! and `comm` (what the personality knows of it), and `exe` (the running program). The file
-//! server holds the files as empty placeholders, so `ls /proc` and `stat` see them as on Linux.
-//! Other processes' directories are not there yet: a process knows only itself.
+//! server's window counts: opens that got one, swaps back to the server, grows, closes), and a
+//! directory per process. `/proc/self`, also reached as `/proc/<own pid>`, has this process's
+//! `stat`, `status`, `cmdline` and `comm` (what the personality knows of it) and `exe` (the
+//! running program). The file server holds those files as empty placeholders, so `ls /proc` and
+//! `stat` see them as on Linux. Another process's `/proc/<pid>` shows the same four files made
+//! from what the kernel's process list says of it (`Sys::ProcessList`: parent, group,
+//! session, state, start time, name and the first [`kabi::COMMAND_MAX`] bytes of its command
+//! line); the file server's placeholders under `/proc/self` stand in for them there, and
+//! reading `/proc` lists every live process after the server's entries.
 
 use alloc::format;
 use alloc::string::String;
@@ -14,7 +18,7 @@ use core::fmt::Write;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use k42_rt::kabi::{Info, PAGE_SIZE};
+use k42_rt::kabi::{self, Info, ProcessDesc, ProcessState, PAGE_SIZE};
 use k42_rt::sys;
 
 /// Clock ticks per second in `/proc` times (`AT_CLKTCK`, `sysconf(_SC_CLK_TCK)`).
@@ -60,29 +64,123 @@ pub fn contents(path: &[u8]) -> Option<Vec<u8>> {
         b"self/status" => status(),
         b"self/comm" => format!("{}\n", comm()),
         b"self/cmdline" => return Some(crate::exec::current_cmdline()),
-        _ => return None,
+        _ => {
+            let (pid, file) = other_process_file(path)?;
+            let desc = find(pid)?;
+            match file {
+                b"stat" => other_stat(&desc),
+                b"status" => other_status(&desc),
+                b"comm" => format!("{}\n", short_name(desc.name())),
+                b"cmdline" => return Some(desc.arguments().to_vec()),
+                _ => return None,
+            }
+        }
     };
     Some(text.into_bytes())
 }
 
-/// The program's name as Linux keeps it: the last part of its path, at most 15 bytes.
-fn comm() -> String {
-    let exe = crate::exec::current_exe();
-    let name = exe.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
+/// Where the file server keeps the entry standing in for `path` when it names another
+/// process's directory or one of its files (`/proc/<pid>[/file]`): `Ok(None)` for any other
+/// path, `ENOENT` for a process that is not alive or a file it does not have.
+pub fn server_path(path: &[u8]) -> Result<Option<Vec<u8>>, crate::Ret> {
+    let Some(rest) = path.strip_prefix(b"/proc/") else {
+        return Ok(None);
+    };
+    let (first, file) = match rest.iter().position(|&b| b == b'/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &b""[..]),
+    };
+    let Some(pid) = parse_pid(first) else {
+        return Ok(None);
+    };
+    let known = file.is_empty() || PROCESS_FILES.contains(&file);
+    if !known || find(pid).is_none() {
+        return Err(crate::err(k42_linux_abi::errno::ENOENT));
+    }
+    let mut stand_in = b"/proc/self".to_vec();
+    if !file.is_empty() {
+        stand_in.push(b'/');
+        stand_in.extend_from_slice(file);
+    }
+    Ok(Some(stand_in))
+}
+
+/// The files of another process's directory.
+const PROCESS_FILES: [&[u8]; 4] = [b"stat", b"status", b"cmdline", b"comm"];
+
+/// `(pid, file)` of a path `/proc/<pid>/<file>` (after `/proc/<own pid>` became `/proc/self`).
+fn other_process_file(path: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = path.strip_prefix(b"/proc/")?;
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    Some((parse_pid(&rest[..slash])?, &rest[slash + 1..]))
+}
+
+/// A pid written as Linux names `/proc` directories (decimal, no sign or leading zero).
+fn parse_pid(name: &[u8]) -> Option<u64> {
+    if name.is_empty() || name.len() > 19 || name[0] == b'0' {
+        return None;
+    }
+    name.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// The live processes, by pid.
+pub fn processes() -> Vec<ProcessDesc> {
+    let mut all = alloc::vec![ProcessDesc::default(); kabi::MAX_PROCESSES];
+    let n = sys::process_list(&mut all).unwrap_or(0);
+    all.truncate(n.min(kabi::MAX_PROCESSES));
+    all
+}
+
+/// The live process `pid`, if any.
+pub fn find(pid: u64) -> Option<ProcessDesc> {
+    processes().into_iter().find(|d| d.pid == pid)
+}
+
+/// Records this process's name and command line with the kernel, where other processes'
+/// `/proc/<pid>` and `ps` read them: at the first program and at each exec.
+pub fn publish_command() {
+    let mut record = comm().into_bytes();
+    record.push(0);
+    record.extend_from_slice(&crate::exec::current_cmdline());
+    record.truncate(kabi::COMMAND_MAX);
+    // Only what others see is lost if this fails.
+    let _ = sys::process_command(&record);
+}
+
+/// Linux's name for a program: the last part of a path, at most 15 bytes.
+fn short_name(path: &[u8]) -> String {
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
     String::from_utf8_lossy(&name[..name.len().min(15)]).into()
 }
 
-/// `/proc/self/stat`: the 52 fields of proc(5), with what the personality knows (times it does
-/// not count, and memory sizes, are 0).
-fn stat() -> String {
-    let pid = k42_rt::pid();
-    let ppid = crate::fork::parent();
-    let group = crate::fork::getpgid(0);
-    let session = crate::fork::getsid(0);
-    let threads = crate::threads::live_count();
-    let started = STARTED_NS.load(Ordering::Relaxed) / (1_000_000_000 / TICKS_PER_SECOND);
-    let blocked = crate::signals::blocked();
-    let cpu = k42_rt::current_cpu();
+/// Linux's one-letter state of a process the kernel lists.
+fn state_letter(desc: &ProcessDesc) -> (char, &'static str) {
+    match desc.state {
+        s if s == ProcessState::Running as u64 => ('R', "running"),
+        s if s == ProcessState::Exiting as u64 => ('Z', "zombie"),
+        _ => ('S', "sleeping"),
+    }
+}
+
+/// What a `stat` line shows.
+struct StatFields {
+    pid: u64,
+    name: String,
+    state: char,
+    parent: u64,
+    group: u64,
+    session: u64,
+    threads: u64,
+    started_ns: u64,
+    blocked: u64,
+    cpu: u64,
+}
+
+/// The 52 fields of proc(5)'s `stat` (times not counted and memory sizes are 0).
+fn stat_line(f: &StatFields) -> String {
+    let started = f.started_ns / (1_000_000_000 / TICKS_PER_SECOND);
     // pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
     // utime stime cutime cstime priority nice num_threads itrealvalue starttime vsize rss
     // rsslim startcode endcode startstack kstkesp kstkeip signal blocked sigignore sigcatch
@@ -90,11 +188,62 @@ fn stat() -> String {
     // guest_time cguest_time start_data end_data start_brk arg_start arg_end env_start env_end
     // exit_code
     format!(
-        "{pid} ({}) R {ppid} {group} {session} 0 -1 0 0 0 0 0 0 0 0 0 20 0 {threads} 0 \
-         {started} 0 0 18446744073709551615 0 0 0 0 0 0 {blocked} 0 0 0 0 0 17 {cpu} 0 0 0 0 \
-         0 0 0 0 0 0 0 0 0\n",
-        comm()
+        "{} ({}) {} {} {} {} 0 -1 0 0 0 0 0 0 0 0 0 20 0 {} 0 {started} 0 0 \
+         18446744073709551615 0 0 0 0 0 0 {} 0 0 0 0 0 17 {} 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
+        f.pid, f.name, f.state, f.parent, f.group, f.session, f.threads, f.blocked, f.cpu
     )
+}
+
+/// `/proc/<pid>/stat` of another process: what the kernel lists (its dispatchers count as
+/// threads; its signal mask and CPU are not known here and read 0).
+fn other_stat(desc: &ProcessDesc) -> String {
+    stat_line(&StatFields {
+        pid: desc.pid,
+        name: short_name(desc.name()),
+        state: state_letter(desc).0,
+        parent: desc.parent,
+        group: desc.group,
+        session: desc.session,
+        threads: desc.dispatchers.max(1),
+        started_ns: desc.started_ns,
+        blocked: 0,
+        cpu: 0,
+    })
+}
+
+/// `/proc/<pid>/status` of another process.
+fn other_status(desc: &ProcessDesc) -> String {
+    let (letter, word) = state_letter(desc);
+    format!(
+        "Name:\t{}\nState:\t{letter} ({word})\nTgid:\t{pid}\nNgid:\t0\nPid:\t{pid}\n\
+         PPid:\t{}\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nThreads:\t{}\n",
+        short_name(desc.name()),
+        desc.parent,
+        desc.dispatchers.max(1),
+        pid = desc.pid,
+    )
+}
+
+/// The program's name as Linux keeps it: the last part of its path, at most 15 bytes.
+fn comm() -> String {
+    short_name(&crate::exec::current_exe())
+}
+
+/// `/proc/self/stat`: the 52 fields of proc(5), with what the personality knows (times it does
+/// not count, and memory sizes, are 0).
+fn stat() -> String {
+    stat_line(&StatFields {
+        pid: k42_rt::pid(),
+        name: comm(),
+        state: 'R',
+        parent: crate::fork::parent() as u64,
+        group: crate::fork::getpgid(0) as u64,
+        session: crate::fork::getsid(0) as u64,
+        threads: crate::threads::live_count() as u64,
+        started_ns: STARTED_NS.load(Ordering::Relaxed),
+        blocked: crate::signals::blocked(),
+        cpu: k42_rt::current_cpu() as u64,
+    })
 }
 
 /// `/proc/self/status`: the common fields of proc(5).

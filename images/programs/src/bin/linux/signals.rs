@@ -365,30 +365,76 @@ pub fn sigsuspend(mask: u64, size: u64) -> Ret {
     }
 }
 
-/// `kill(pid, sig)`: to the process itself, or to a child (the kernel lets a parent post soft
-/// interrupts to its children); other targets are not reachable yet (`-EPERM`).
+/// `kill(pid, sig)`: to one process (itself, or any Linux process: the kernel lets Linux
+/// processes post soft interrupts to each other), to a process group (`pid` 0: the caller's,
+/// `-g`: group `g`), or to every other Linux process (`-1`). Native processes (servers,
+/// drivers) take no Linux signals: `EPERM`.
 pub fn kill(pid: i64, sig: u64) -> Ret {
     let sig = sig as i32;
     if sig != 0 && !is_valid(sig) {
         return err(errno::EINVAL);
     }
-    let me = k42_rt::pid() as i64;
-    if pid == me || pid == 0 {
+    let me = k42_rt::pid();
+    if pid == me as i64 {
         if sig != 0 {
             raise(sig);
         }
         return 0;
     }
-    if pid < 0 {
-        return crate::unimplemented_variant("kill of a process group or of every process");
+    if pid > 0 {
+        return signal_other(pid as u64, sig);
     }
+    if pid == i64::MIN {
+        return err(errno::ESRCH);
+    }
+    let group = match pid {
+        0 => Some(sys::info(kabi::Info::Group)),
+        -1 => None,
+        _ => Some(pid.unsigned_abs()),
+    };
+    let targets: alloc::vec::Vec<u64> = crate::procfs::processes()
+        .iter()
+        .filter(|d| d.flags & kabi::SpawnFlags::LINUX != 0)
+        .filter(|d| match group {
+            Some(g) => d.group == g,
+            None => d.pid != me,
+        })
+        .map(|d| d.pid)
+        .collect();
+    if targets.is_empty() {
+        return err(errno::ESRCH);
+    }
+    // Others first: a fatal signal to this process ends it at once.
+    let mut delivered = false;
+    for &target in targets.iter().filter(|&&t| t != me) {
+        delivered |= signal_other(target, sig) == 0;
+    }
+    if targets.contains(&me) {
+        if sig != 0 {
+            raise(sig);
+        }
+        delivered = true;
+    }
+    if delivered {
+        0
+    } else {
+        err(errno::EPERM)
+    }
+}
+
+/// `sig` (0: only whether it exists) to process `pid`, not the caller.
+fn signal_other(pid: u64, sig: i32) -> Ret {
     if sig == 0 {
-        return 0;
+        return match crate::procfs::find(pid) {
+            Some(d) if d.flags & kabi::SpawnFlags::LINUX != 0 => 0,
+            Some(_) => err(errno::EPERM),
+            None => err(errno::ESRCH),
+        };
     }
     if sig > 31 {
         return crate::unimplemented_variant("a real-time signal to another process");
     }
-    match sys::soft_interrupt(pid as u64, 0, Sigset::bit(sig)) {
+    match sys::soft_interrupt(pid, 0, Sigset::bit(sig)) {
         Ok(()) => 0,
         Err(kabi::Error::NotFound) => err(errno::ESRCH),
         Err(_) => err(errno::EPERM),
