@@ -9,7 +9,8 @@
  * fork bomb that ends at the process limit with EAGAIN, after which fork works again; and
  * /proc/self (stat, status, cmdline, comm, also as /proc/<pid>) agreeing with what the system
  * calls say, in a forked child too; another process's /proc/<pid> (listed in /proc, its stat,
- * cmdline and comm), process groups set by parent and child, a signal to a group, and setsid.
+ * cmdline and comm), process groups set by parent and child, a signal to a group, setsid, and
+ * sigaltstack (handlers for a signal and for a fault on the alternate stack).
  * Exits 0 only if every check holds; prints each failure. */
 #include <errno.h>
 #include <poll.h>
@@ -479,6 +480,74 @@ static void proc_self(int argc, char **argv) {
           "a forked child's /proc/self/stat is its own");
 }
 
+static char *alt_base;
+static size_t alt_size = 64 * 1024;
+static volatile uintptr_t handler_sp;
+static volatile int handler_ss_flags;
+static sigjmp_buf alt_jump;
+
+static int on_alt_stack(uintptr_t sp) {
+    return sp > (uintptr_t)alt_base && sp <= (uintptr_t)alt_base + alt_size;
+}
+
+/* Notes where the handler runs and what sigaltstack says there. */
+static void note_stack(int sig) {
+    char here;
+    stack_t now;
+    handler_sp = (uintptr_t)&here;
+    handler_ss_flags = sigaltstack(NULL, &now) == 0 ? now.ss_flags : -1;
+    (void)sig;
+}
+
+static void fault_on_alt_stack(int sig, siginfo_t *info, void *context) {
+    note_stack(sig);
+    (void)info, (void)context;
+    siglongjmp(alt_jump, 1);
+}
+
+/* sigaltstack: its checks, SA_ONSTACK handlers on it (for a signal and for a fault), others
+ * not, SS_ONSTACK seen from a handler on it, and SS_DISABLE. */
+static void alternate_stack(void) {
+    stack_t ss = {0}, old;
+    struct sigaction sa = {0}, usr2_before, segv_before;
+    check(sigaltstack(NULL, &old) == 0 && old.ss_flags == SS_DISABLE, "no alternate stack at first");
+    alt_base = malloc(alt_size);
+    ss.ss_sp = alt_base;
+    ss.ss_size = 1000;
+    check(sigaltstack(&ss, NULL) == -1 && errno == ENOMEM, "sigaltstack of a tiny stack: ENOMEM");
+    ss.ss_size = alt_size;
+    ss.ss_flags = 5;
+    check(sigaltstack(&ss, NULL) == -1 && errno == EINVAL, "sigaltstack with bad flags: EINVAL");
+    ss.ss_flags = 0;
+    check(sigaltstack(&ss, NULL) == 0 && sigaltstack(NULL, &old) == 0 && old.ss_sp == alt_base &&
+              old.ss_size == alt_size && old.ss_flags == 0,
+          "sigaltstack sets and reports the stack");
+    sa.sa_handler = note_stack;
+    sa.sa_flags = SA_ONSTACK;
+    sigaction(SIGUSR2, &sa, &usr2_before);
+    raise(SIGUSR2);
+    check(on_alt_stack(handler_sp) && handler_ss_flags == SS_ONSTACK,
+          "an SA_ONSTACK handler runs on the alternate stack, which says SS_ONSTACK");
+    sa.sa_flags = 0;
+    sigaction(SIGUSR2, &sa, NULL);
+    raise(SIGUSR2);
+    check(handler_sp != 0 && !on_alt_stack(handler_sp) && handler_ss_flags == 0,
+          "a handler without SA_ONSTACK runs on the thread's stack");
+    sigaction(SIGUSR2, &usr2_before, NULL);
+    sa.sa_handler = NULL;
+    sa.sa_sigaction = fault_on_alt_stack;
+    sa.sa_flags = SA_ONSTACK | SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, &segv_before);
+    handler_sp = 0;
+    if (sigsetjmp(alt_jump, 1) == 0)
+        poke(0x40);
+    check(on_alt_stack(handler_sp), "a fault's SA_ONSTACK handler runs on the alternate stack");
+    sigaction(SIGSEGV, &segv_before, NULL);
+    ss.ss_flags = SS_DISABLE;
+    check(sigaltstack(&ss, NULL) == 0 && sigaltstack(NULL, &old) == 0 && old.ss_flags == SS_DISABLE,
+          "SS_DISABLE removes the alternate stack");
+}
+
 /* Whether /proc lists `pid`. */
 static int proc_lists(pid_t pid) {
     DIR *dir = opendir("/proc");
@@ -581,6 +650,7 @@ int main(int argc, char **argv) {
     signal_handlers();
     interrupted_calls();
     fault_handlers();
+    alternate_stack();
     fork_bomb();
     if (failures == 0) {
         printf("linux-procs: ok (%d checks)\n", checks);

@@ -411,7 +411,7 @@ fn process_syscall(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Ret {
         nr::SYS_TGKILL => signals::tgkill(i64::from(a1 as i32), a2),
         nr::SYS_TIME => time_seconds(a0),
         nr::SYS_SYSINFO => put(a0, &procfs::sysinfo()),
-        nr::SYS_SIGALTSTACK => 0,
+        nr::SYS_SIGALTSTACK => signals::sigaltstack(a0, a1),
         // Robust futex lists matter only for threads of several processes sharing a lock;
         // a kernel without rseq says ENOSYS, which C libraries expect.
         nr::SYS_SET_ROBUST_LIST => 0,

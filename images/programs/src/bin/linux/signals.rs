@@ -23,10 +23,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_linux_abi::errno;
 use k42_linux_abi::signal::{
-    default_action, is_valid, DefaultAction, KernelSigaction, SigInfo, Sigset, UContext,
-    BUS_ADRERR, FPE_INTDIV, ILL_ILLOPC, SA_NODEFER, SA_RESETHAND, SA_RESTART, SA_SIGINFO,
-    SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGCHLD, SIGFPE, SIGILL, SIGKILL, SIGSEGV, SIGSTOP, SIG_DFL,
-    SIG_IGN, SI_KERNEL, TRAP_BRKPT,
+    default_action, is_valid, DefaultAction, KernelSigaction, SigInfo, Sigset, StackT, UContext,
+    BUS_ADRERR, FPE_INTDIV, ILL_ILLOPC, MINSIGSTKSZ, SA_NODEFER, SA_ONSTACK, SA_RESETHAND,
+    SA_RESTART, SA_SIGINFO, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGCHLD, SIGFPE, SIGILL, SIGKILL,
+    SIGSEGV, SIGSTOP, SIG_DFL, SIG_IGN, SI_KERNEL, SS_AUTODISARM, SS_DISABLE, SS_ONSTACK,
+    TRAP_BRKPT,
 };
 use k42_rt::kabi;
 use k42_rt::sys;
@@ -52,6 +53,98 @@ static ACTIONS: Mutex<[KernelSigaction; 65]> = Mutex::new(
 static PENDING: AtomicU64 = AtomicU64::new(0);
 /// The running thread's blocked mask (the thread switch keeps each thread's own).
 static BLOCKED: AtomicU64 = AtomicU64::new(0);
+
+/// No alternate signal stack.
+pub const NO_ALT_STACK: StackT = StackT {
+    ss_sp: 0,
+    ss_flags: SS_DISABLE,
+    _pad: 0,
+    ss_size: 0,
+};
+/// The running thread's alternate signal stack (`sigaltstack`; the thread switch keeps each
+/// thread's own, as for the mask).
+static ALT_STACK: Mutex<StackT> = Mutex::new(NO_ALT_STACK);
+
+/// The running thread's alternate signal stack.
+pub fn alt_stack() -> StackT {
+    *ALT_STACK.lock()
+}
+
+/// Makes `stack` the running thread's alternate signal stack (at a thread switch, at exec).
+pub fn set_alt_stack(stack: StackT) {
+    *ALT_STACK.lock() = stack;
+}
+
+/// The stack pointer here: the personality runs on the stack of the program's thread.
+fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: reads a register.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack)) };
+    sp
+}
+
+/// `sigaltstack(new, old)`: the alternate stack handlers with `SA_ONSTACK` run on.
+pub fn sigaltstack(new: u64, old: u64) -> Ret {
+    let current = alt_stack();
+    let on_it = current.contains(stack_pointer());
+    if new != 0 {
+        let mut wanted = match get::<StackT>(new) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if on_it {
+            return err(errno::EPERM);
+        }
+        // `SS_ONSTACK` is accepted as 0, as Linux does for old programs.
+        let mode = wanted.ss_flags & !SS_AUTODISARM;
+        if !matches!(mode, 0 | SS_ONSTACK | SS_DISABLE) {
+            return err(errno::EINVAL);
+        }
+        if mode == SS_DISABLE {
+            wanted = NO_ALT_STACK;
+        } else {
+            if wanted.ss_size < MINSIGSTKSZ || wanted.ss_sp.checked_add(wanted.ss_size).is_none() {
+                return err(errno::ENOMEM);
+            }
+            wanted.ss_flags &= SS_AUTODISARM;
+        }
+        set_alt_stack(wanted);
+    }
+    if old != 0 {
+        let mut reported = current;
+        if on_it {
+            reported.ss_flags = SS_ONSTACK | (current.ss_flags & SS_AUTODISARM);
+        }
+        return put(old, &reported);
+    }
+    0
+}
+
+// Calls a handler `(sig, info, context)` (rdi, rsi, rdx; the handler's address in rcx) on the
+// stack whose 16-byte-aligned top is r8, and comes back to the caller's stack.
+core::arch::global_asm!(
+    r#"
+    .global k42_call_on_stack
+k42_call_on_stack:
+    push rbp
+    mov rbp, rsp
+    mov rsp, r8
+    call rcx
+    mov rsp, rbp
+    pop rbp
+    ret
+    "#
+);
+
+extern "C" {
+    fn k42_call_on_stack(
+        sig: i32,
+        info: *mut SigInfo,
+        context: *mut UContext,
+        handler: u64,
+        top: u64,
+    );
+}
 
 /// The running thread's blocked mask.
 pub fn blocked() -> u64 {
@@ -101,8 +194,10 @@ pub fn forked_child() {
     crate::threads::take_upcalls();
 }
 
-/// At `execve`: caught signals go back to their default action (ignored ones stay ignored).
+/// At `execve`: caught signals go back to their default action (ignored ones stay ignored);
+/// the alternate stack is gone with the old program's memory.
 pub fn reset_for_exec() {
+    set_alt_stack(NO_ALT_STACK);
     for action in ACTIONS.lock().iter_mut() {
         if action.handler != SIG_IGN {
             *action = KernelSigaction::default();
@@ -197,8 +292,38 @@ fn run_handler(sig: i32, action: &KernelSigaction, mut info: SigInfo) {
         mask |= Sigset::bit(sig);
     }
     BLOCKED.store(Sigset(mask).blockable().0, Ordering::Release);
-    if action.flags & SA_SIGINFO != 0 {
+    let alt = alt_stack();
+    if action.flags & SA_ONSTACK != 0
+        && alt.ss_flags & SS_DISABLE == 0
+        && !alt.contains(stack_pointer())
+    {
         let mut context = UContext {
+            uc_stack: alt,
+            uc_sigmask: Sigset(old),
+            ..UContext::default()
+        };
+        if alt.ss_flags & SS_AUTODISARM != 0 {
+            set_alt_stack(NO_ALT_STACK);
+        }
+        // SAFETY: the program gave this memory as its alternate stack (`sigaltstack`), where
+        // Linux too would run the handler; the handler's C type takes these three arguments
+        // (one that takes only the signal ignores the others); `info` and `context` live on
+        // this stack until it returns.
+        unsafe {
+            k42_call_on_stack(
+                sig,
+                &mut info,
+                &mut context,
+                action.handler,
+                (alt.ss_sp + alt.ss_size) & !15,
+            )
+        };
+        if alt.ss_flags & SS_AUTODISARM != 0 {
+            set_alt_stack(alt);
+        }
+    } else if action.flags & SA_SIGINFO != 0 {
+        let mut context = UContext {
+            uc_stack: alt,
             uc_sigmask: Sigset(old),
             ..UContext::default()
         };

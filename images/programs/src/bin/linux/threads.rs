@@ -24,6 +24,7 @@ use k42_linux_abi::process::{
     CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_FILES, CLONE_FS, CLONE_PARENT_SETTID,
     CLONE_SETTLS, CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_THREAD, CLONE_VM,
 };
+use k42_linux_abi::signal::StackT;
 use k42_rt::{kabi, sys};
 use spin::Mutex;
 
@@ -56,6 +57,8 @@ struct Thread {
     fs_base: u64,
     /// Its blocked-signal mask while switched out (each thread has its own, as on Linux).
     sigmask: u64,
+    /// Its alternate signal stack while switched out (each thread has its own, as on Linux).
+    alt_stack: StackT,
     /// Zeroed and futex-woken at exit (`CLONE_CHILD_CLEARTID`, `set_tid_address`).
     clear_tid: u64,
     state: State,
@@ -278,6 +281,7 @@ impl Threads {
                 rsp: 0,
                 fs_base: 0,
                 sigmask: 0,
+                alt_stack: crate::signals::NO_ALT_STACK,
                 clear_tid: 0,
                 state: State::Running,
                 woken: false,
@@ -417,6 +421,8 @@ fn schedule() {
                 threads.list[me].fs_base = fs_base();
                 threads.list[me].sigmask = crate::signals::blocked();
                 crate::signals::set_blocked(threads.list[next].sigmask);
+                threads.list[me].alt_stack = crate::signals::alt_stack();
+                crate::signals::set_alt_stack(threads.list[next].alt_stack);
                 threads.list[next].state = State::Running;
                 threads.current = next;
                 let save: *mut u64 = &mut threads.list[me].rsp;
@@ -483,8 +489,9 @@ pub fn spawn(
         } else {
             fs_base()
         },
-        // A new thread starts with its creator's mask.
+        // A new thread starts with its creator's mask, and without an alternate stack.
         sigmask: crate::signals::blocked(),
+        alt_stack: crate::signals::NO_ALT_STACK,
         clear_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
             child_tid
         } else {
